@@ -1,0 +1,73 @@
+/**
+ * The contract between the runtime and the architecture modules: which graph inputs a forward
+ * graph takes, which outputs it may give, and how hook points are named (TransformerLens names).
+ */
+import type { GraphBuilder, Value } from "../graph/builder.js";
+import type { ModelConfig } from "./config.js";
+import type { WeightSource } from "./layers.js";
+
+export interface ForwardOptions {
+  /** Hook points to expose as graph outputs, by TransformerLens name. */
+  hooks: ReadonlySet<string>;
+  /** Also output the model's own logits for every new position ("logits", [T, vocab]). */
+  withLogits: boolean;
+}
+
+/** Graph inputs every decoder graph receives (created by `standardInputs`). */
+export interface ForwardInputs {
+  inputIds: Value; // int64 [T]
+  positionIds: Value; // int64 [T]
+  ropeCos: Value; // [T, headDim]
+  ropeSin: Value;
+  ropeCosLocal: Value; // [T, headDim], for sliding layers (same as global where the bases agree)
+  ropeSinLocal: Value;
+  maskFull: Value; // [T, P+T] additive
+  maskSliding: Value;
+  pastKey: Value[]; // per layer [nKv, P, headDim]
+  pastValue: Value[];
+}
+
+export const HOOK_POINTS_PER_BLOCK = ["hook_resid_pre", "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post"] as const;
+
+export function blockHook(layer: number, point: (typeof HOOK_POINTS_PER_BLOCK)[number]): string {
+  return `blocks.${layer}.${point}`;
+}
+
+/** Every hook name a model exposes, in forward order. */
+export function allHookNames(cfg: ModelConfig): string[] {
+  const names = ["hook_embed"];
+  if (cfg.architecture === "gpt2") names.push("hook_pos_embed");
+  for (let l = 0; l < cfg.nLayers; l++) for (const p of HOOK_POINTS_PER_BLOCK) names.push(blockHook(l, p));
+  names.push("ln_final.hook_normalized");
+  return names;
+}
+
+export function standardInputs(g: GraphBuilder, cfg: ModelConfig): ForwardInputs {
+  const d = cfg.headDim;
+  const pastKey: Value[] = [];
+  const pastValue: Value[] = [];
+  for (let l = 0; l < cfg.nLayers; l++) {
+    pastKey.push(g.input(`past_key.${l}`, "float32", [cfg.nKvHeads, "past", d]));
+    pastValue.push(g.input(`past_value.${l}`, "float32", [cfg.nKvHeads, "past", d]));
+  }
+  return {
+    inputIds: g.input("input_ids", "int64", ["T"]),
+    positionIds: g.input("position_ids", "int64", ["T"]),
+    ropeCos: g.input("rope_cos", "float32", ["T", d]),
+    ropeSin: g.input("rope_sin", "float32", ["T", d]),
+    ropeCosLocal: g.input("rope_cos_local", "float32", ["T", d]),
+    ropeSinLocal: g.input("rope_sin_local", "float32", ["T", d]),
+    maskFull: g.input("mask_full", "float32", ["T", "total"]),
+    maskSliding: g.input("mask_sliding", "float32", ["T", "total"]),
+    pastKey,
+    pastValue,
+  };
+}
+
+/** Helper used by the architectures: outputs `value` under `name` when that hook was asked for. */
+export function hookPoint(g: GraphBuilder, opts: ForwardOptions, name: string, value: Value): Value {
+  if (opts.hooks.has(name)) g.output(value, name);
+  return value;
+}
+
+export type BuildForward = (g: GraphBuilder, cfg: ModelConfig, w: WeightSource, inputs: ForwardInputs, opts: ForwardOptions) => void;

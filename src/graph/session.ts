@@ -1,0 +1,43 @@
+/**
+ * Turns a built graph into a running onnxruntime session. The .onnx file is written next to the
+ * model's weights.bin because onnxruntime resolves external data relative to the model file and
+ * refuses paths outside its directory.
+ */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import crypto from "node:crypto";
+import ort from "onnxruntime-node";
+import type { GraphBuilder } from "./builder.js";
+import { UserError } from "../errors.js";
+
+export function threadCount(): number {
+  const env = Number(process.env["LOGIT_LENS_THREADS"]);
+  if (Number.isInteger(env) && env > 0) return env;
+  return Math.max(1, os.availableParallelism());
+}
+
+export async function createSession(g: GraphBuilder, dir: string): Promise<ort.InferenceSession> {
+  const bytes = g.toModelProto();
+  const hash = crypto.createHash("sha256").update(bytes).digest("hex").slice(0, 16);
+  const file = path.join(dir, `${g.name}-${hash}.onnx`);
+  if (!fs.existsSync(file)) {
+    const tmp = `${file}.${process.pid}.tmp`;
+    fs.writeFileSync(tmp, bytes);
+    fs.renameSync(tmp, file);
+  }
+  try {
+    return await ort.InferenceSession.create(file, {
+      intraOpNumThreads: threadCount(),
+      interOpNumThreads: 1,
+      graphOptimizationLevel: "all",
+      executionMode: "sequential",
+      logSeverityLevel: 3,
+    });
+  } catch (e) {
+    throw new UserError(`onnxruntime could not load the ${g.name} graph: ${String((e as Error).message).split("\n")[0]}`);
+  }
+}
+
+export type Feeds = Record<string, ort.Tensor>;
+export { ort };

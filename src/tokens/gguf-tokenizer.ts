@@ -1,0 +1,631 @@
+/**
+ * A GGUF file's embedded tokenizer, rebuilt as a Hugging Face tokenizer.json object and run by
+ * tokenizers.js, so that it tokenizes exactly as llama.cpp does (checked against node-llama-cpp
+ * in test/tokenizer-gguf.test.ts).
+ *
+ * GGUF stores the vocabulary as arrays (`tokenizer.ggml.tokens`, `.token_type`, `.scores`,
+ * `.merges`) and names the algorithm (`tokenizer.ggml.model`) and the pre-tokenizer
+ * (`tokenizer.ggml.pre`); llama.cpp's llama-vocab.cpp turns those names into behaviour. We do the
+ * same translation:
+ *
+ * - `gpt2`: byte-level BPE with the file's merges. llama.cpp splits the text with a list of
+ *   regexes chosen by `tokenizer.ggml.pre` (each regex splits the pieces the previous one left,
+ *   keeping both matches and the text between them): a Sequence of Split(Isolated)
+ *   pre-tokenizers, then ByteLevel. Some pre-tokenizers (llama3, tekken...) look a whole piece up
+ *   in the vocabulary before merging (`ignore_merges`).
+ * - `llama`: SentencePiece BPE (Llama 2, Gemma 1-3, Phi-3). llama.cpp replaces spaces by `▁`
+ *   (after prepending one when `add_space_prefix`), then repeatedly merges the adjacent pair whose
+ *   concatenation is a vocabulary entry with the highest score, leftmost first on ties; leftover
+ *   characters become `<0xNN>` byte tokens. That is a BPE whose merge rank is the score order of
+ *   the merged entry: we give tokenizers.js exactly that rank table (built here from the scores)
+ *   and byte fallback.
+ * - `gemma4`: BPE with merges over raw UTF-8 with `▁` for spaces, split only at newlines.
+ *
+ * Control, user-defined and unknown-type tokens become added tokens, matched in the raw text
+ * before anything else, as llama.cpp does when it parses special tokens.
+ */
+import { type Tokenizer } from "@huggingface/tokenizers";
+import { UserError } from "../errors.js";
+import type { GgufMetadata, GgufValue } from "../loading/tensor-ref.js";
+import { FALLBACK_CHAT_TEMPLATES } from "./chat-template.js";
+import { END_OF_TURN_TEXTS, HfLensTokenizer, type LensTokenizer } from "./tokenizer.js";
+import type { TokenEntryKind } from "./token-bytes.js";
+
+// llama.cpp token types (tokenizer.ggml.token_type) and the attributes they become.
+const TYPE_UNDEFINED = 0;
+const TYPE_NORMAL = 1;
+const TYPE_UNKNOWN = 2;
+const TYPE_CONTROL = 3;
+const TYPE_USER_DEFINED = 4;
+const TYPE_UNUSED = 5;
+const TYPE_BYTE = 6;
+
+interface PreTokenizerEntry {
+  type: string;
+  ignoreMerges?: true;
+  addBos?: true;
+  escapeWhitespace?: true;
+  noBos?: true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pre-tokenizer tables, generated from llama.cpp's src/llama-vocab.cpp at the commit that
+// node-llama-cpp 3.21.1 builds (80fb11ac73e6): `llm_tokenizer_bpe` regex lists by pre-type, and
+// the `tokenizer.ggml.pre` names that select each pre-type. Pre-types that llama.cpp implements
+// with custom code instead of regexes (kimi-k2, afmoe, superbpe, whitespace) are left out and
+// reported as unsupported.
+
+const PRE_TOKENIZER_REGEXES: Readonly<Record<string, readonly string[]>> = {
+  BAILINGMOE: [
+    "'(?:[sSdDmMtT]|[lL][lL]|[vV][eE]|[rR][eE])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]|\\s+(?!\\S)|\\s+",
+  ],
+  BLOOM: [
+    " ?[^(\\s|.,!?…。，、।۔،)]+",
+  ],
+  CHAMELEON: [
+    "<sentinel:[0-9]+>",
+    "(IMGIMG)((A|B|C|D|E|F|G|H|I){1,4})Z",
+    "([\\t\\n]|    |  )",
+    "\\p{N}",
+    "[\\p{P}!-/:-@\\[-`{-~]",
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)",
+  ],
+  CHATGLM4: [
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  ],
+  CODESHELL: [
+    "\\p{N}",
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)",
+  ],
+  COMMAND_R: [
+    "\\p{N}",
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)",
+  ],
+  DBRX: [
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  ],
+  DEEPSEEK3_LLM: [
+    "\\p{N}{1,3}",
+    "[一-龥぀-ゟ゠-ヿ]+",
+    "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+",
+  ],
+  DEEPSEEK_CODER: [
+    "[\r\n]",
+    "\\s?\\p{L}+",
+    "\\s?\\p{P}+",
+    "[一-龥ࠀ-一가-퟿]+",
+    "\\p{N}",
+  ],
+  DEEPSEEK_LLM: [
+    "[\r\n]",
+    "\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-ώᾀ-ᾴᾶ-ᾼιῂ-ῄῆ-ῌῐ-ΐῖ-Ίῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤΩℨK-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+",
+    "\\s?[!-/:-~！-／：-～‘-‟　-。]+",
+    "\\s+$",
+    "[一-龥ࠀ-一가-퟿]+",
+    "\\p{N}+",
+  ],
+  DEFAULT: [
+    "[\\p{P}\\$\\+<=>\\^~\\|]+",
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)",
+    "\\p{N}+",
+    "[0-9][0-9][0-9]",
+  ],
+  EXAONE: [
+    "\\p{N}",
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)",
+  ],
+  EXAONE_MOE: [
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?(?:\\p{L}\\p{M}*(?: \\p{L}\\p{M}*)*)+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]?|\\s*[\\r\\n]|\\s+(?!\\S)|\\s+",
+  ],
+  FALCON: [
+    "[\\p{P}\\$\\+<=>\\^~\\|`]+",
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)",
+    "[0-9][0-9][0-9]",
+  ],
+  GEMMA4: [
+    "[^\\n]+|[\\n]+",
+  ],
+  GPT2: [
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)",
+  ],
+  GPT3_FINNISH: [
+    " ?[^(\\s|.,!?…。，、।۔،)]+",
+  ],
+  GPT4O: [
+    "[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))*((?=[\\p{L}])([^A-Z]))+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))+((?=[\\p{L}])([^A-Z]))*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  ],
+  GRANITE_DOCLING: [
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)",
+  ],
+  GRANITE_EMB_MULTI: [
+    "[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}\\p{M}])([^a-z]))*((?=[\\p{L}\\p{M}])([^A-Z]))+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}\\p{M}])([^a-z]))+((?=[\\p{L}\\p{M}])([^A-Z]))*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  ],
+  GROK_2: [
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  ],
+  HUNYUAN: [
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  ],
+  HUNYUAN_DENSE: [
+    "\\p{N}{1,3}",
+    "[一-龥぀-ゟ゠-ヿ]+",
+    "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+",
+  ],
+  JAIS: [
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)",
+  ],
+  JAIS2: [
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s{512}(?!\\S)|\\s{256}(?!\\S)|\\s{128}(?!\\S)|\\s{64}(?!\\S)|\\s{32}(?!\\S)|\\s{16}(?!\\S)|\\s{8}(?!\\S)|\\s{4}(?!\\S)|\\s{1,2}(?!\\S)|\\s{1}",
+  ],
+  JOYAI_LLM: [
+    "\\p{N}{1,3}",
+    "[一-龥぀-ゟ゠-ヿ]+",
+    "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+",
+  ],
+  LAGUNA: [
+    "[^\\n]+|[\\n]+",
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  ],
+  LLAMA3: [
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  ],
+  MELLUM2: [
+    "\\p{N}",
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)",
+  ],
+  MINERVA: [
+    "\\p{N}",
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)",
+  ],
+  MINICPM5: [
+    "\\p{N}{1,3}",
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}+| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  ],
+  MINIMAX_M2: [
+    "[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))*((?=[\\p{L}])([^A-Z]))+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))+((?=[\\p{L}])([^A-Z]))*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  ],
+  MPT: [
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)",
+  ],
+  OLMO: [
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)",
+  ],
+  PORO: [
+    " ?[^(\\s|.,!?…。，、।۔،)]+",
+  ],
+  QWEN2: [
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  ],
+  QWEN35: [
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?[\\p{L}\\p{M}]+|\\p{N}| ?[^\\s\\p{L}\\p{M}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  ],
+  REFACT: [
+    "\\p{N}",
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)",
+  ],
+  SARVAM_MOE: [
+    "[^\\n]+|[\\n]+",
+  ],
+  SEED_CODER: [
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1}| ?[^\\s\\p{L}\\p{N}\\r\\n]+|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  ],
+  SMAUG: [
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  ],
+  SMOLLM: [
+    "\\p{N}",
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)",
+  ],
+  SOLAR_OPEN: [
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  ],
+  STABLELM2: [
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  ],
+  STARCODER: [
+    "\\p{N}",
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)",
+  ],
+  TEKKEN: [
+    "[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))*((?=[\\p{L}])([^A-Z]))+|[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))+((?=[\\p{L}])([^A-Z]))*|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  ],
+  TINY_AYA: [
+    "\\d{1,3}(?=(?:\\d{3})*\\b)",
+    "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  ],
+  TRILLION: [
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)",
+  ],
+  VIKING: [
+    " ?[^(\\s|.,!?…。，、।۔،)]+",
+    "\\p{N}",
+  ],
+  YOUTU: [
+    "[가-힣ㄱ-ㆎ]+|[！…“”‘’—：；，、-〿︰-﹏]+|[ㄅ-ㄯ]+|[一-龥぀-ゟ゠-ヿ]+",
+    "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  ],
+};
+
+const PRE_TOKENIZER_NAMES: Readonly<Record<string, PreTokenizerEntry>> = {
+  "default": { type: "DEFAULT" },
+  "minicpm5": { type: "MINICPM5", ignoreMerges: true },
+  "llama3": { type: "LLAMA3", ignoreMerges: true, addBos: true },
+  "llama-v3": { type: "LLAMA3", ignoreMerges: true, addBos: true },
+  "llama-bpe": { type: "LLAMA3", ignoreMerges: true, addBos: true },
+  "falcon3": { type: "LLAMA3", ignoreMerges: true, addBos: true },
+  "falcon-h1": { type: "LLAMA3", ignoreMerges: true, addBos: true },
+  "pixtral": { type: "LLAMA3", ignoreMerges: true, addBos: true },
+  "midm-2.0": { type: "LLAMA3", ignoreMerges: true, addBos: true },
+  "lfm2": { type: "LLAMA3", ignoreMerges: true, addBos: true },
+  "jina-v5-nano": { type: "LLAMA3", ignoreMerges: true, addBos: true },
+  "deepseek-llm": { type: "DEEPSEEK_LLM" },
+  "deepseek-coder": { type: "DEEPSEEK_CODER" },
+  "deepseek-v3": { type: "DEEPSEEK3_LLM" },
+  "youtu": { type: "YOUTU", ignoreMerges: true },
+  "falcon": { type: "FALCON" },
+  "mpt": { type: "MPT" },
+  "starcoder": { type: "STARCODER" },
+  "gpt-2": { type: "GPT2" },
+  "phi-2": { type: "GPT2" },
+  "jina-es": { type: "GPT2" },
+  "jina-de": { type: "GPT2" },
+  "gigachat": { type: "GPT2" },
+  "jina-v2-es": { type: "GPT2" },
+  "jina-v2-de": { type: "GPT2" },
+  "a.x-4.0": { type: "GPT2" },
+  "mellum": { type: "GPT2" },
+  "modern-bert": { type: "GPT2" },
+  "jais-2": { type: "JAIS2" },
+  "gemma4": { type: "GEMMA4", escapeWhitespace: true },
+  "granite-embed-multi-311m": { type: "GEMMA4", escapeWhitespace: true },
+  "sarvam-moe": { type: "SARVAM_MOE", escapeWhitespace: true },
+  "jina-v1-en": { type: "GPT2" },
+  "jina-v2-code": { type: "GPT2" },
+  "roberta-bpe": { type: "GPT2" },
+  "whitespace": { type: "WHITESPACE" },
+  "refact": { type: "REFACT" },
+  "command-r": { type: "COMMAND_R" },
+  "qwen2": { type: "QWEN2" },
+  "deepseek-r1-qwen": { type: "QWEN2" },
+  "kormo": { type: "QWEN2" },
+  "f2llmv2": { type: "QWEN2" },
+  "qwen35": { type: "QWEN35" },
+  "stablelm2": { type: "STABLELM2" },
+  "olmo": { type: "OLMO" },
+  "dbrx": { type: "DBRX" },
+  "smaug-bpe": { type: "SMAUG" },
+  "poro-chat": { type: "PORO" },
+  "glm4": { type: "CHATGLM4", noBos: true },
+  "chatglm-bpe": { type: "CHATGLM4", noBos: true },
+  "viking": { type: "VIKING" },
+  "jais": { type: "JAIS" },
+  "tekken": { type: "TEKKEN", ignoreMerges: true, addBos: true },
+  "smollm": { type: "SMOLLM" },
+  "codeshell": { type: "CODESHELL" },
+  "bloom": { type: "BLOOM" },
+  "gpt3-finnish": { type: "GPT3_FINNISH" },
+  "exaone": { type: "EXAONE" },
+  "exaone4": { type: "GPT2" },
+  "exaone-moe": { type: "EXAONE_MOE" },
+  "chameleon": { type: "CHAMELEON", addBos: true },
+  "minerva-7b": { type: "MINERVA" },
+  "megrez": { type: "QWEN2" },
+  "gpt-4o": { type: "GPT4O" },
+  "llama4": { type: "GPT4O" },
+  "kanana2": { type: "GPT4O" },
+  "talkie": { type: "GPT4O" },
+  "granite-embed-multi-97m": { type: "GRANITE_EMB_MULTI", ignoreMerges: true },
+  "tiny_aya": { type: "TINY_AYA" },
+  "cohere2moe": { type: "TINY_AYA" },
+  "superbpe": { type: "SUPERBPE" },
+  "trillion": { type: "TRILLION" },
+  "granite-docling": { type: "GRANITE_DOCLING" },
+  "bailingmoe": { type: "BAILINGMOE" },
+  "bailingmoe2": { type: "BAILINGMOE" },
+  "llada-moe": { type: "BAILINGMOE" },
+  "seed-coder": { type: "SEED_CODER" },
+  "hunyuan": { type: "HUNYUAN" },
+  "hunyuan-dense": { type: "HUNYUAN_DENSE" },
+  "joyai-llm": { type: "JOYAI_LLM" },
+  "kimi-k2": { type: "KIMI_K2" },
+  "grok-2": { type: "GROK_2" },
+  "afmoe": { type: "AFMOE" },
+  "laguna": { type: "LAGUNA" },
+  "minimax-m2": { type: "MINIMAX_M2" },
+  "solar-open": { type: "SOLAR_OPEN" },
+  "mellum2": { type: "MELLUM2" },
+};
+
+/** Pre-types whose regexes run on raw UTF-8 with ▁ for spaces instead of GPT-2 byte characters. */
+const NO_BYTE_ENCODE = new Set(["GEMMA4", "SARVAM_MOE"]);
+
+// ---------------------------------------------------------------------------------------------
+// Reading metadata
+
+function describe(v: GgufValue | undefined): string {
+  if (v === undefined) return "missing";
+  if (Array.isArray(v)) return "an array";
+  return `a ${typeof v}`;
+}
+
+function getString(m: GgufMetadata, key: string): string | undefined {
+  const v = m.get(key);
+  if (v === undefined) return undefined;
+  if (typeof v !== "string") throw new UserError(`GGUF metadata ${key} should be a string, found ${describe(v)}`);
+  return v;
+}
+
+function getInt(m: GgufMetadata, key: string): number | undefined {
+  const v = m.get(key);
+  if (v === undefined) return undefined;
+  if (typeof v !== "number" || !Number.isInteger(v)) {
+    throw new UserError(`GGUF metadata ${key} should be an integer, found ${describe(v)}`);
+  }
+  return v;
+}
+
+function getBool(m: GgufMetadata, key: string): boolean | undefined {
+  const v = m.get(key);
+  if (v === undefined) return undefined;
+  if (typeof v === "boolean") return v;
+  if (typeof v === "number") return v !== 0;
+  throw new UserError(`GGUF metadata ${key} should be a boolean, found ${describe(v)}`);
+}
+
+function getArray<T extends "string" | "number">(
+  m: GgufMetadata,
+  key: string,
+  type: T,
+  minLength: number,
+): (T extends "string" ? string : number)[] | undefined {
+  const v = m.get(key);
+  if (v === undefined) return undefined;
+  if (!Array.isArray(v)) throw new UserError(`GGUF metadata ${key} should be an array, found ${describe(v)}`);
+  if (v.length < minLength) throw new UserError(`GGUF metadata ${key} has ${v.length} entries, fewer than the ${minLength} tokens`);
+  for (let i = 0; i < v.length; i++) {
+    if (typeof v[i] !== type) throw new UserError(`GGUF metadata ${key}[${i}] should be a ${type}, found ${describe(v[i])}`);
+  }
+  return v as (T extends "string" ? string : number)[];
+}
+
+// ---------------------------------------------------------------------------------------------
+
+type Json = Record<string, unknown>;
+
+/** A vocabulary object for tokenizer.json without prototype (a token may be called "__proto__"). */
+function vocabObject(tokens: readonly string[]): Record<string, number> {
+  const vocab: Record<string, number> = Object.create(null);
+  for (let i = 0; i < tokens.length; i++) if (!(tokens[i]! in vocab)) vocab[tokens[i]!] = i;
+  return vocab;
+}
+
+/**
+ * Merge ranks that make tokenizers.js's BPE behave like llama.cpp's SentencePiece tokenizer:
+ * every split of every vocabulary entry into two parts that can both occur as symbols (vocabulary
+ * entries, or single characters before any merge) is a merge, ranked by the entry's score (higher
+ * score = lower rank; equal scores share a rank, so the leftmost pair wins, as in llama.cpp).
+ */
+function sentencePieceMergeRanks(tokens: readonly string[], scores: readonly number[] | undefined): Map<string, number> {
+  const n = tokens.length;
+  const idOf = new Map<string, number>();
+  for (let i = 0; i < n; i++) if (!idOf.has(tokens[i]!)) idOf.set(tokens[i]!, i);
+  const order = Array.from({ length: n }, (_, i) => i);
+  const score = (i: number) => (scores ? scores[i]! : 0);
+  order.sort((a, b) => score(b) - score(a) || a - b);
+  const rank = new Float64Array(n);
+  let r = 0;
+  for (let k = 0; k < n; k++) {
+    if (k > 0 && score(order[k]!) !== score(order[k - 1]!)) r = k;
+    rank[order[k]!] = r;
+  }
+  const ranks = new Map<string, number>();
+  for (let id = 0; id < n; id++) {
+    const t = tokens[id]!;
+    if (idOf.get(t) !== id) continue;
+    const cps = Array.from(t);
+    if (cps.length < 2) continue;
+    let left = "";
+    for (let k = 1; k < cps.length; k++) {
+      left += cps[k - 1]!;
+      const right = t.slice(left.length);
+      const leftOk = k === 1 || idOf.has(left);
+      const rightOk = k === cps.length - 1 || idOf.has(right);
+      if (leftOk && rightOk) ranks.set(JSON.stringify([left, right]), rank[id]!);
+    }
+  }
+  return ranks;
+}
+
+/**
+ * Builds the tokenizer of a GGUF file from its metadata (`readGguf(path).metadata`).
+ * Throws UserError for tokenizer models other than gpt2 (byte-level BPE), llama (SentencePiece)
+ * and gemma4, and for unknown pre-tokenizers.
+ */
+export function tokenizerFromGguf(metadata: GgufMetadata): LensTokenizer {
+  const model = getString(metadata, "tokenizer.ggml.model");
+  if (model === undefined) throw new UserError("this GGUF file has no tokenizer (tokenizer.ggml.model is missing)");
+  if (model !== "gpt2" && model !== "llama" && model !== "gemma4") {
+    throw new UserError(
+      `unsupported tokenizer model '${model}' in GGUF (supported: gpt2 = byte-level BPE, llama = SentencePiece, gemma4)`,
+    );
+  }
+  const tokens = getArray(metadata, "tokenizer.ggml.tokens", "string", 1);
+  if (tokens === undefined) throw new UserError("this GGUF file has no vocabulary (tokenizer.ggml.tokens is missing)");
+  const n = tokens.length;
+  const types = getArray(metadata, "tokenizer.ggml.token_type", "number", n);
+  const scores = getArray(metadata, "tokenizer.ggml.scores", "number", n);
+  const merges = getArray(metadata, "tokenizer.ggml.merges", "string", 0);
+  const arch = getString(metadata, "general.architecture");
+  const name = (getString(metadata, "general.name") ?? "").toLowerCase();
+
+  // Defaults per tokenizer model, then per pre-tokenizer, then the file's own keys (llama.cpp's order).
+  let bosId: number | undefined;
+  let eosId: number | undefined;
+  let unkId: number | undefined;
+  let addBos = false;
+  let addSpacePrefix = false;
+  let pre: PreTokenizerEntry | undefined;
+  if (model === "llama") {
+    bosId = 1;
+    eosId = 2;
+    unkId = 0;
+    addBos = true;
+    addSpacePrefix = true;
+  } else {
+    if (model === "gpt2") {
+      bosId = 11;
+      eosId = 11;
+      if (merges === undefined) throw new UserError("this GGUF file's BPE tokenizer has no merges (tokenizer.ggml.merges)");
+    } else if (merges === undefined) {
+      throw new UserError("this GGUF file's gemma4 tokenizer has no merges (tokenizer.ggml.merges)");
+    }
+    const preName = model === "gemma4" ? "gemma4" : (getString(metadata, "tokenizer.ggml.pre") ?? "default");
+    pre = PRE_TOKENIZER_NAMES[preName];
+    if (pre === undefined || (pre.type !== "DEFAULT" && PRE_TOKENIZER_REGEXES[pre.type] === undefined)) {
+      throw new UserError(`unsupported pre-tokenizer '${preName}' (tokenizer.ggml.pre) in GGUF`);
+    }
+    if (pre.addBos) addBos = true;
+    if (pre.noBos) bosId = undefined;
+  }
+  const inRange = (id: number | undefined) => (id !== undefined && id >= 0 && id < n ? id : undefined);
+  bosId = inRange(getInt(metadata, "tokenizer.ggml.bos_token_id") ?? bosId);
+  eosId = inRange(getInt(metadata, "tokenizer.ggml.eos_token_id") ?? eosId);
+  unkId = inRange(getInt(metadata, "tokenizer.ggml.unknown_token_id") ?? unkId);
+  const eotId = inRange(getInt(metadata, "tokenizer.ggml.eot_token_id"));
+  const eomId = inRange(getInt(metadata, "tokenizer.ggml.eom_token_id"));
+  addBos = getBool(metadata, "tokenizer.ggml.add_bos_token") ?? addBos;
+  if (pre?.type === "GEMMA4") addBos = true;
+  addSpacePrefix = getBool(metadata, "tokenizer.ggml.add_space_prefix") ?? addSpacePrefix;
+
+  // Token types, with llama.cpp's fix-up: end-of-turn-looking tokens are control tokens.
+  const type = new Uint8Array(n).fill(TYPE_NORMAL);
+  if (types) for (let i = 0; i < n; i++) type[i] = types[i]!;
+  const idOf = new Map<string, number>();
+  for (let i = 0; i < n; i++) if (!idOf.has(tokens[i]!)) idOf.set(tokens[i]!, i);
+  const eog = new Set<number>();
+  for (const id of [eosId, eotId, eomId]) if (id !== undefined) eog.add(id);
+  for (const t of END_OF_TURN_TEXTS) {
+    const id = idOf.get(t);
+    if (id === undefined) continue;
+    eog.add(id);
+    if (type[id] !== TYPE_CONTROL && type[id] !== TYPE_UNKNOWN && type[id] !== TYPE_USER_DEFINED) type[id] = TYPE_CONTROL;
+  }
+  if (pre?.type === "GEMMA4") for (const t of ["<eos>", "<|tool_response>"]) if (idOf.has(t)) eog.add(idOf.get(t)!);
+  // gpt-oss (harmony): <|end|> ends a message, not the generation, when <|return|> and <|call|> exist.
+  if (idOf.has("<|return|>") && idOf.has("<|call|>") && idOf.has("<|end|>")) eog.delete(idOf.get("<|end|>")!);
+
+  // Phi-3: llama.cpp strips whitespace after its special tokens (except <unk>, <s>, <|endoftext|>).
+  const phi3 = name.includes("phi-3") || name.includes("phi3");
+  const noRstrip = new Set(["<unk>", "<s>", "<|endoftext|>"]);
+
+  const entryKinds = new Map<number, TokenEntryKind>();
+  const addedTokens: Json[] = [];
+  for (let i = 0; i < n; i++) {
+    const t = type[i]!;
+    if (t === TYPE_CONTROL || t === TYPE_UNKNOWN || t === TYPE_USER_DEFINED) {
+      const special = t !== TYPE_USER_DEFINED;
+      entryKinds.set(i, special ? "special" : "added");
+      if (idOf.get(tokens[i]!) !== i) continue;
+      addedTokens.push({
+        id: i,
+        content: tokens[i],
+        single_word: false,
+        lstrip: false,
+        rstrip: phi3 && (special || tokens[i] === "</s>") && !noRstrip.has(tokens[i]!),
+        normalized: false,
+        special,
+      });
+    } else if (t === TYPE_UNUSED) {
+      entryKinds.set(i, "special");
+    } else if (t !== TYPE_NORMAL && t !== TYPE_BYTE && t !== TYPE_UNDEFINED) {
+      entryKinds.set(i, "special");
+    }
+  }
+
+  let tokenizerJson: Json;
+  let configure: ((t: Tokenizer) => void) | undefined;
+  const byteLevel = model === "gpt2" && !NO_BYTE_ENCODE.has(pre!.type);
+  if (model === "llama") {
+    const normalizers: Json[] = [];
+    if (addSpacePrefix) normalizers.push({ type: "Prepend", prepend: "\u2581" });
+    normalizers.push({ type: "Replace", pattern: { String: " " }, content: "\u2581" });
+    tokenizerJson = {
+      version: "1.0",
+      added_tokens: addedTokens,
+      normalizer: normalizers.length === 1 ? normalizers[0] : { type: "Sequence", normalizers },
+      pre_tokenizer: null,
+      post_processor: null,
+      decoder: null,
+      model: {
+        type: "BPE",
+        vocab: vocabObject(tokens),
+        merges: [],
+        unk_token: unkId !== undefined ? tokens[unkId] : null,
+        byte_fallback: true,
+        fuse_unk: true,
+        ignore_merges: false,
+      },
+    };
+    const ranks = sentencePieceMergeRanks(tokens, scores);
+    configure = (t) => {
+      const bpe = t.model as unknown as { bpe_ranks?: unknown; cache?: { clear(): void } };
+      if (!(bpe.bpe_ranks instanceof Map)) throw new Error("tokenizers.js BPE model has no bpe_ranks map");
+      bpe.bpe_ranks = ranks;
+      bpe.cache?.clear();
+    };
+  } else {
+    const regexes = PRE_TOKENIZER_REGEXES[pre!.type]!;
+    const pretokenizers: Json[] = regexes.map((r) => ({
+      type: "Split",
+      pattern: { Regex: r },
+      behavior: "Isolated",
+      invert: false,
+    }));
+    if (byteLevel) pretokenizers.push({ type: "ByteLevel", add_prefix_space: false, trim_offsets: false, use_regex: false });
+    const escape = pre!.escapeWhitespace === true;
+    tokenizerJson = {
+      version: "1.0",
+      added_tokens: addedTokens,
+      normalizer: escape ? { type: "Replace", pattern: { String: " " }, content: "\u2581" } : null,
+      pre_tokenizer: { type: "Sequence", pretokenizers },
+      post_processor: null,
+      decoder: null,
+      model: {
+        type: "BPE",
+        vocab: vocabObject(tokens),
+        merges: merges!.map((s) => {
+          const k = s.indexOf(" ", 1);
+          return k < 0 ? [s, ""] : [s.slice(0, k), s.slice(k + 1)];
+        }),
+        unk_token: null,
+        byte_fallback: !byteLevel,
+        fuse_unk: false,
+        ignore_merges: pre!.ignoreMerges === true,
+      },
+    };
+  }
+
+  let chatTemplate = getString(metadata, "tokenizer.chat_template");
+  if (chatTemplate === undefined && arch !== undefined) chatTemplate = FALLBACK_CHAT_TEMPLATES[arch];
+
+  const text = (id: number | undefined) => (id === undefined ? undefined : tokens[id]);
+  return new HfLensTokenizer({
+    tokenizerJson,
+    tokenizerConfig: {},
+    vocab: tokens,
+    entryKinds,
+    byteMode: byteLevel ? "byte-level" : "sentencepiece",
+    bosId,
+    addBos,
+    eosIds: [...eog],
+    chatTemplate,
+    templateTokens: {
+      bos_token: text(bosId),
+      eos_token: text(eosId),
+      unk_token: text(unkId),
+      pad_token: text(inRange(getInt(metadata, "tokenizer.ggml.padding_token_id"))),
+    },
+    addSpacePrefix: model === "llama" && addSpacePrefix,
+    configure,
+  });
+}

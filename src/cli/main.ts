@@ -9,7 +9,7 @@ import { UserError } from "../errors.js";
 import { createProgress, type Progress } from "../progress.js";
 import { DEFAULT_MODEL, listAliases, resolveModelSource } from "../loading/resolve.js";
 import { fetchAlias } from "../loading/pypi-models.js";
-import { LoadedModel } from "../engine/model.js";
+import { LoadedModel, openModelFiles } from "../engine/model.js";
 import { LogitLens } from "../lens/logit-lens.js";
 import { lensToJson } from "../outputs/lens-json.js";
 import { lensTable } from "../outputs/lens-table.js";
@@ -135,7 +135,8 @@ async function modelsCommand(args: string[], options: Options, progress: Progres
 }
 
 async function inspectCommand(options: Options, progress: Progress): Promise<number> {
-  const model = await loadModel(options.model, progress);
+  // Headers only: inspecting a model never converts or loads its weights.
+  const model = await openModelFiles(await resolveModelSource(options.model ?? DEFAULT_MODEL, { progress }));
   const c = model.config;
   const info = {
     name: model.info.name,

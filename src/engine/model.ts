@@ -124,44 +124,11 @@ export class LoadedModel {
     this.invFreqLocal = config.ropeLocalTheta ? inverseFrequencies(config, config.ropeLocalTheta, false) : this.invFreqGlobal;
   }
 
+  /** Opens and converts (once) the model's weights, then returns it ready to run. */
   static async load(source: ModelSource, progress: Progress): Promise<LoadedModel> {
-    let config: ModelConfig;
-    let entries: Map<string, WeightEntry>;
-    let files: string[];
-    let tokenizer: LensTokenizer;
-    let info: ModelInfo;
-    let gguf: GgufFile | undefined;
-    if (source.kind === "gguf") {
-      gguf = readGguf(source.path);
-      config = configFromGguf(gguf);
-      entries = weightsFromGguf(gguf, config);
-      files = [source.path];
-      tokenizer = tokenizerFromGguf(gguf.metadata);
-      info = {
-        name: source.displayName ?? ggufDisplayName(gguf) ?? path.basename(source.path, ".gguf"),
-        source: source.path,
-        format: "gguf",
-        fileSize: gguf.fileSize,
-        tensorTypes: countTypes(gguf.tensors.map((t) => t.dtype)),
-        parameters: gguf.tensors.reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1), 0),
-      };
-    } else {
-      config = readHfConfig(source.dir);
-      const w = weightsFromHfFolder(source.dir, config);
-      entries = w.entries;
-      files = w.files;
-      tokenizer = await loadTokenizerFromHfFolder(source.dir);
-      info = {
-        name: source.displayName ?? path.basename(source.dir),
-        source: source.dir,
-        format: "safetensors",
-        fileSize: files.reduce((s, f) => s + fs.statSync(f).size, 0),
-        tensorTypes: countTypes([...entries.values()].map((e) => e.ref.dtype)),
-        parameters: [...entries.values()].reduce((s, e) => s + e.ref.shape.reduce((a, b) => a * b, 1), 0),
-      };
-    }
-    const store = await WeightStore.open(entries, files, cacheRoot(), progress);
-    return new LoadedModel(config, tokenizer, store, info, gguf);
+    const files = await openModelFiles(source);
+    const store = await WeightStore.open(files.entries, files.files, cacheRoot(), progress);
+    return new LoadedModel(files.config, files.tokenizer, store, files.info, files.gguf);
   }
 
   /** A forward session exposing `hooks` (TransformerLens names) and optionally logits. Cached. */
@@ -186,6 +153,54 @@ export class LoadedModel {
   weightsFor(g: GraphBuilder): WeightSource {
     return new GraphWeights(g, this.store);
   }
+}
+
+/** What a model's files say, read from headers only (no tensor data): enough for `inspect`. */
+export interface ModelFiles {
+  config: ModelConfig;
+  entries: Map<string, WeightEntry>;
+  files: string[];
+  tokenizer: LensTokenizer;
+  info: ModelInfo;
+  gguf?: GgufFile;
+}
+
+export async function openModelFiles(source: ModelSource): Promise<ModelFiles> {
+  if (source.kind === "gguf") {
+    const gguf = readGguf(source.path);
+    const config = configFromGguf(gguf);
+    return {
+      config,
+      entries: weightsFromGguf(gguf, config),
+      files: [source.path],
+      tokenizer: tokenizerFromGguf(gguf.metadata),
+      gguf,
+      info: {
+        name: source.displayName ?? ggufDisplayName(gguf) ?? path.basename(source.path, ".gguf"),
+        source: source.path,
+        format: "gguf",
+        fileSize: gguf.fileSize,
+        tensorTypes: countTypes(gguf.tensors.map((t) => t.dtype)),
+        parameters: gguf.tensors.reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1), 0),
+      },
+    };
+  }
+  const config = readHfConfig(source.dir);
+  const { entries, files } = weightsFromHfFolder(source.dir, config);
+  return {
+    config,
+    entries,
+    files,
+    tokenizer: await loadTokenizerFromHfFolder(source.dir),
+    info: {
+      name: source.displayName ?? path.basename(source.dir),
+      source: source.dir,
+      format: "safetensors",
+      fileSize: files.reduce((s, f) => s + fs.statSync(f).size, 0),
+      tensorTypes: countTypes([...entries.values()].map((e) => e.ref.dtype)),
+      parameters: [...entries.values()].reduce((s, e) => s + e.ref.shape.reduce((a, b) => a * b, 1), 0),
+    },
+  };
 }
 
 function countTypes(types: string[]): Record<string, number> {

@@ -400,40 +400,43 @@ function vocabObject(tokens: readonly string[]): Record<string, number> {
 }
 
 /**
- * Merge ranks that make tokenizers.js's BPE behave like llama.cpp's SentencePiece tokenizer:
- * every split of every vocabulary entry into two parts that can both occur as symbols (vocabulary
- * entries, or single characters before any merge) is a merge, ranked by the entry's score (higher
- * score = lower rank; equal scores share a rank, so the leftmost pair wins, as in llama.cpp).
+ * Merge ranks that make tokenizers.js's BPE behave like llama.cpp's SentencePiece tokenizer.
+ *
+ * llama.cpp merges any two adjacent symbols whose concatenation is a vocabulary entry, highest
+ * score first, leftmost first among equal scores. Every symbol it can meet is a single character
+ * or an earlier merge result, so "the pair (a, b) is a merge" is simply "a + b is in the
+ * vocabulary", and its rank is the position of a + b in score order (equal scores share a rank,
+ * and tokenizers.js then prefers the leftmost pair, like llama.cpp).
+ *
+ * tokenizers.js looks merges up as `bpe_ranks.get(JSON.stringify([a, b]))`. Listing every split of
+ * every entry up front costs seconds for a 262k vocabulary, so this answers the same question
+ * lazily, at the cost of one JSON.parse per lookup while encoding.
  */
-function sentencePieceMergeRanks(tokens: readonly string[], scores: readonly number[] | undefined): Map<string, number> {
-  const n = tokens.length;
-  const idOf = new Map<string, number>();
-  for (let i = 0; i < n; i++) if (!idOf.has(tokens[i]!)) idOf.set(tokens[i]!, i);
-  const order = Array.from({ length: n }, (_, i) => i);
-  const score = (i: number) => (scores ? scores[i]! : 0);
-  order.sort((a, b) => score(b) - score(a) || a - b);
-  const rank = new Float64Array(n);
-  let r = 0;
-  for (let k = 0; k < n; k++) {
-    if (k > 0 && score(order[k]!) !== score(order[k - 1]!)) r = k;
-    rank[order[k]!] = r;
-  }
-  const ranks = new Map<string, number>();
-  for (let id = 0; id < n; id++) {
-    const t = tokens[id]!;
-    if (idOf.get(t) !== id) continue;
-    const cps = Array.from(t);
-    if (cps.length < 2) continue;
-    let left = "";
-    for (let k = 1; k < cps.length; k++) {
-      left += cps[k - 1]!;
-      const right = t.slice(left.length);
-      const leftOk = k === 1 || idOf.has(left);
-      const rightOk = k === cps.length - 1 || idOf.has(right);
-      if (leftOk && rightOk) ranks.set(JSON.stringify([left, right]), rank[id]!);
+class SentencePieceRanks {
+  private readonly rank: Float64Array;
+  constructor(
+    private readonly idOf: ReadonlyMap<string, number>,
+    n: number,
+    scores: readonly number[] | undefined,
+  ) {
+    this.rank = new Float64Array(n);
+    if (!scores) return;
+    const order = Array.from({ length: n }, (_, i) => i);
+    order.sort((a, b) => scores[b]! - scores[a]! || a - b);
+    let r = 0;
+    for (let k = 0; k < n; k++) {
+      if (k > 0 && scores[order[k]!] !== scores[order[k - 1]!]) r = k;
+      this.rank[order[k]!] = r;
     }
   }
-  return ranks;
+  get(key: string): number | undefined {
+    const pair = JSON.parse(key) as [string, string];
+    const id = this.idOf.get(pair[0] + pair[1]);
+    return id === undefined ? undefined : this.rank[id];
+  }
+  has(key: string): boolean {
+    return this.get(key) !== undefined;
+  }
 }
 
 /**
@@ -566,7 +569,7 @@ export function tokenizerFromGguf(metadata: GgufMetadata): LensTokenizer {
         ignore_merges: false,
       },
     };
-    const ranks = sentencePieceMergeRanks(tokens, scores);
+    const ranks = new SentencePieceRanks(idOf, n, scores);
     configure = (t) => {
       const bpe = t.model as unknown as { bpe_ranks?: unknown; cache?: { clear(): void } };
       if (!(bpe.bpe_ranks instanceof Map)) throw new Error("tokenizers.js BPE model has no bpe_ranks map");

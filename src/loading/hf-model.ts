@@ -42,6 +42,8 @@ export function weightsFromHfFolder(dir: string, cfg: ModelConfig): { entries: M
   for (const ref of refs) {
     // GPT-2 checkpoints carry attention-mask buffers (`attn.bias`, `attn.masked_bias`): not weights.
     if (/\.attn\.(masked_)?bias$/.test(ref.name)) continue;
+    // Integer buffers (position ids and the like) are not weights.
+    if (!["F32", "F16", "BF16"].includes(ref.dtype)) continue;
     entries.set(normaliseName(ref.name, cfg), { ref });
   }
   return { entries, files: [...new Set(refs.map((r) => r.file))] };

@@ -21,7 +21,12 @@ export interface SafetensorsFile {
   tensors: TensorRef[];
 }
 
-const ITEM_SIZE: Record<string, number> = { F32: 4, F16: 2, BF16: 2 };
+/**
+ * Element sizes of every safetensors dtype. Only F32/F16/BF16 can be read as weights
+ * (dequantize.ts refuses the others when read); the rest are listed so that checkpoints carrying
+ * integer buffers (position ids, masks) still open.
+ */
+const ITEM_SIZE: Record<string, number> = { F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U64: 8, U32: 4, U16: 2, U8: 1, BOOL: 1, F8_E4M3: 1, F8_E5M2: 1 };
 /** The reference implementation refuses headers over 100 MB; a larger one means a corrupt length. */
 const MAX_HEADER = 100_000_000;
 
@@ -79,7 +84,7 @@ export function readSafetensors(file: string): SafetensorsFile {
     check(typeof dtype === "string", `${file}: tensor ${name} has no dtype`);
     const itemSize = ITEM_SIZE[dtype];
     if (itemSize === undefined) {
-      throw new UserError(`${file}: tensor ${name} has dtype ${dtype}, which logit-lens does not support (supported: F32, F16, BF16)`);
+      throw new UserError(`${file}: tensor ${name} has unknown dtype ${dtype}; the file is corrupt or from a newer safetensors`);
     }
     check(Array.isArray(shape) && shape.every((d) => Number.isSafeInteger(d) && d >= 0),
       `${file}: tensor ${name} has an invalid shape ${JSON.stringify(shape)}`);

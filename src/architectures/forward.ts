@@ -6,11 +6,13 @@ import type { GraphBuilder, Value } from "../graph/builder.js";
 import type { ModelConfig } from "./config.js";
 import type { WeightSource } from "./layers.js";
 
+export type LogitsOutput = "none" | "last" | "all";
+
 export interface ForwardOptions {
   /** Hook points to expose as graph outputs, by TransformerLens name. */
   hooks: ReadonlySet<string>;
-  /** Also output the model's own logits for every new position ("logits", [T, vocab]). */
-  withLogits: boolean;
+  /** Also output the model's own logits ("logits"): for every new position [T, vocab], or only the last [1, vocab]. */
+  logits: LogitsOutput;
 }
 
 /** Graph inputs every decoder graph receives (created by `standardInputs`). */
@@ -68,6 +70,11 @@ export function standardInputs(g: GraphBuilder, cfg: ModelConfig): ForwardInputs
 export function hookPoint(g: GraphBuilder, opts: ForwardOptions, name: string, value: Value): Value {
   if (opts.hooks.has(name)) g.output(value, name);
   return value;
+}
+
+/** The rows of the final normed residual that go through the unembedding, per `opts.logits`. */
+export function logitRows(g: GraphBuilder, opts: ForwardOptions, normed: Value): Value {
+  return opts.logits === "last" ? g.slice(normed, [-1], [Number.MAX_SAFE_INTEGER], [0]) : normed;
 }
 
 export type BuildForward = (g: GraphBuilder, cfg: ModelConfig, w: WeightSource, inputs: ForwardInputs, opts: ForwardOptions) => void;

@@ -10,7 +10,7 @@
 import type { GraphBuilder } from "../graph/builder.js";
 import type { ModelConfig } from "./config.js";
 import { applyRotary, causalAttention, gatedMlp, mergeHeads, rmsNorm, splitHeads, type WeightSource } from "./layers.js";
-import { blockHook, hookPoint, type ForwardInputs, type ForwardOptions } from "./forward.js";
+import { blockHook, hookPoint, logitRows, type ForwardInputs, type ForwardOptions } from "./forward.js";
 
 export function buildGemma(g: GraphBuilder, cfg: ModelConfig, w: WeightSource, inp: ForwardInputs, opts: ForwardOptions): void {
   const { nHeads, nKvHeads: nKv, headDim: d, normEps: eps } = cfg;
@@ -60,9 +60,9 @@ export function buildGemma(g: GraphBuilder, cfg: ModelConfig, w: WeightSource, i
   }
 
   const normed = hookPoint(g, opts, "ln_final.hook_normalized", norm(x, "model.norm.weight"));
-  if (opts.withLogits) {
+  if (opts.logits !== "none") {
     const unembed = cfg.tiedEmbeddings ? w.get("model.embed_tokens.weight") : w.get("lm_head.weight");
-    let logits = g.linear(normed, unembed);
+    let logits = g.linear(logitRows(g, opts, normed), unembed);
     if (cfg.finalSoftcap) logits = g.mul(g.tanh(g.div(logits, g.scalar(cfg.finalSoftcap))), g.scalar(cfg.finalSoftcap));
     g.output(logits, "logits");
   }

@@ -5,7 +5,7 @@
 import type { GraphBuilder, Value } from "../graph/builder.js";
 import type { ModelConfig } from "./config.js";
 import { activation, causalAttention, layerNorm, mergeHeads, splitHeads, type WeightSource } from "./layers.js";
-import { blockHook, hookPoint, type ForwardInputs, type ForwardOptions } from "./forward.js";
+import { blockHook, hookPoint, logitRows, type ForwardInputs, type ForwardOptions } from "./forward.js";
 
 /** transformers' Conv1D: y = x @ W + b with W stored [in, out]. */
 function conv1d(g: GraphBuilder, x: Value, w: WeightSource, prefix: string): Value {
@@ -47,8 +47,8 @@ export function buildGpt2(g: GraphBuilder, cfg: ModelConfig, w: WeightSource, in
   }
 
   const normed = hookPoint(g, opts, "ln_final.hook_normalized", ln(x, "transformer.ln_f"));
-  if (opts.withLogits) {
+  if (opts.logits !== "none") {
     const unembed = cfg.tiedEmbeddings ? w.get("transformer.wte.weight") : w.get("lm_head.weight");
-    g.output(g.linear(normed, unembed), "logits");
+    g.output(g.linear(logitRows(g, opts, normed), unembed), "logits");
   }
 }

@@ -5,7 +5,7 @@
 import type { GraphBuilder } from "../graph/builder.js";
 import type { ModelConfig } from "./config.js";
 import { applyRotary, causalAttention, gatedMlp, mergeHeads, rmsNorm, splitHeads, type WeightSource } from "./layers.js";
-import { blockHook, hookPoint, type ForwardInputs, type ForwardOptions } from "./forward.js";
+import { blockHook, hookPoint, logitRows, type ForwardInputs, type ForwardOptions } from "./forward.js";
 
 export function buildLlama(g: GraphBuilder, cfg: ModelConfig, w: WeightSource, inp: ForwardInputs, opts: ForwardOptions): void {
   const { nHeads, nKvHeads: nKv, headDim: d, normEps: eps } = cfg;
@@ -50,8 +50,8 @@ export function buildLlama(g: GraphBuilder, cfg: ModelConfig, w: WeightSource, i
   }
 
   const normed = hookPoint(g, opts, "ln_final.hook_normalized", rmsNorm(g, x, w.get("model.norm.weight"), eps, false));
-  if (opts.withLogits) {
+  if (opts.logits !== "none") {
     const unembed = cfg.tiedEmbeddings ? w.get("model.embed_tokens.weight") : w.get("lm_head.weight");
-    g.output(g.linear(normed, unembed), "logits");
+    g.output(g.linear(logitRows(g, opts, normed), unembed), "logits");
   }
 }

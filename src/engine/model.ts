@@ -7,7 +7,7 @@ import path from "node:path";
 import type ort from "onnxruntime-node";
 import type { ModelConfig } from "../architectures/config.js";
 import { FORWARD_BUILDERS } from "../architectures/index.js";
-import { allHookNames, standardInputs } from "../architectures/forward.js";
+import { allHookNames, standardInputs, type LogitsOutput } from "../architectures/forward.js";
 import type { WeightSource } from "../architectures/layers.js";
 import { GraphBuilder, type Value } from "../graph/builder.js";
 import { createSession, ort as runtime } from "../graph/session.js";
@@ -48,6 +48,19 @@ export interface ForwardResult {
   cache: KvCache;
 }
 
+/** The cache cut back to its first `length` positions (for teacher forcing from an earlier point). */
+export function truncateCache(cache: KvCache, length: number): KvCache {
+  if (length > cache.length) throw new Error(`cannot truncate a cache of ${cache.length} to ${length}`);
+  const cut = (t: ort.Tensor): ort.Tensor => {
+    const [heads, past, d] = t.dims as [number, number, number];
+    const src = t.data as Float32Array;
+    const out = new Float32Array(heads * length * d);
+    for (let h = 0; h < heads; h++) out.set(src.subarray(h * past * d, h * past * d + length * d), h * length * d);
+    return new runtime.Tensor("float32", out, [heads, length, d]);
+  };
+  return { length, keys: cache.keys.map(cut), values: cache.values.map(cut) };
+}
+
 class GraphWeights implements WeightSource {
   private values = new Map<string, Value>();
   constructor(private readonly g: GraphBuilder, private readonly store: WeightStore) {}
@@ -66,7 +79,7 @@ class GraphWeights implements WeightSource {
 }
 
 export class ForwardSession {
-  constructor(readonly model: LoadedModel, private readonly session: ort.InferenceSession, readonly hooks: string[], readonly withLogits: boolean) {}
+  constructor(readonly model: LoadedModel, private readonly session: ort.InferenceSession, readonly hooks: string[], readonly logits: LogitsOutput) {}
 
   /** Runs `ids` after the cached context (if any). Hooks are [T, hidden] per name. */
   async run(ids: number[], cache?: KvCache): Promise<ForwardResult> {
@@ -102,7 +115,7 @@ export class ForwardSession {
       keys.push(out[`present_key.${l}`]!);
       values.push(out[`present_value.${l}`]!);
     }
-    return { hooks, logits: this.withLogits ? (out["logits"]!.data as Float32Array) : undefined, cache: { length: past + T, keys, values } };
+    return { hooks, logits: this.logits !== "none" ? (out["logits"]!.data as Float32Array) : undefined, cache: { length: past + T, keys, values } };
   }
 }
 
@@ -131,18 +144,22 @@ export class LoadedModel {
     return new LoadedModel(files.config, files.tokenizer, store, files.info, files.gguf);
   }
 
-  /** A forward session exposing `hooks` (TransformerLens names) and optionally logits. Cached. */
-  forward(hooks: string[], withLogits = false): Promise<ForwardSession> {
+  /**
+   * A forward session exposing `hooks` (TransformerLens names) and optionally logits (`true` or
+   * "all": every new position; "last": the last one only, as generation needs). Cached.
+   */
+  forward(hooks: string[], logitsWanted: boolean | LogitsOutput = false): Promise<ForwardSession> {
+    const logits: LogitsOutput = logitsWanted === true ? "all" : logitsWanted === false ? "none" : logitsWanted;
     const known = new Set(allHookNames(this.config));
     for (const h of hooks) if (!known.has(h)) throw new UserError(`unknown hook point '${h}' for this ${this.config.nLayers}-layer ${this.config.architecture} model`);
-    const key = `${hooks.join(",")}|${withLogits}`;
+    const key = `${hooks.join(",")}|${logits}`;
     let s = this.sessions.get(key);
     if (!s) {
       s = (async () => {
         const g = new GraphBuilder("forward");
         const inputs = standardInputs(g, this.config);
-        FORWARD_BUILDERS[this.config.architecture](g, this.config, new GraphWeights(g, this.store), inputs, { hooks: new Set(hooks), withLogits });
-        return new ForwardSession(this, await createSession(g, this.store.dir), hooks, withLogits);
+        FORWARD_BUILDERS[this.config.architecture](g, this.config, new GraphWeights(g, this.store), inputs, { hooks: new Set(hooks), logits });
+        return new ForwardSession(this, await createSession(g, this.store.dir), hooks, logits);
       })();
       this.sessions.set(key, s);
     }

@@ -21,8 +21,12 @@ export interface LensOptions {
   readouts?: string[];
   /** Token ids whose logit (and probability) is reported in every cell. */
   tracked?: number[];
+  /** Token families: per family a 0/1 mask over the vocabulary; each cell reports the summed probability. */
+  families?: Float32Array[];
   /** Positions (indices into the new tokens) to read; default all. */
   positions?: number[];
+  /** Also return the model's full logits at the last new position (for sampling the next token). */
+  lastLogits?: boolean;
 }
 
 export interface LensCell {
@@ -34,6 +38,9 @@ export interface LensCell {
   klToFinal: number;
   trackedLogprobs: number[];
   trackedLogits: number[];
+  /** 0 = top-1. */
+  trackedRanks: number[];
+  familyProbs: number[];
 }
 
 export interface LensReadout {
@@ -51,6 +58,8 @@ export interface LensResult {
   final: LensCell[];
   /** Cache after the forward pass, for generation. */
   cache: KvCache;
+  /** The model's logits at the last new position, when asked for. */
+  lastLogits?: Float32Array;
 }
 
 function layerOf(hook: string): number {
@@ -88,8 +97,14 @@ export class LogitLens {
     }
     const tracked = options.tracked ?? [];
     for (const t of tracked) if (t < 0 || t >= cfg.vocabSize) throw new UserError(`tracked token id ${t} is outside the vocabulary (0..${cfg.vocabSize - 1})`);
+    const families = options.families ?? [];
+    for (const f of families) if (f.length !== cfg.vocabSize) throw new Error("family mask length must equal the vocabulary size");
+    // The graph wants at least one tracked id and one family row; pad with dummies and drop them.
+    const trackedFeed = tracked.length ? tracked : [0];
+    const familyFeed = new Float32Array(Math.max(1, families.length) * cfg.vocabSize);
+    families.forEach((f, i) => familyFeed.set(f, i * cfg.vocabSize));
 
-    const forward = await this.model.forward(hooks, false);
+    const forward = await this.model.forward(hooks, options.lastLogits ? "last" : "none");
     const fwd = await forward.run(ids, cache);
     // Rows fed to the lens: the requested readouts, then the final layer (the KL reference) and,
     // for the model's own output, the final layer again through the real norm ("logit" variant).
@@ -99,7 +114,9 @@ export class LogitLens {
 
     const H = cfg.hidden;
     const R = rows.length;
-    const chunk = Math.max(1, Math.floor(CHUNK_BUDGET_BYTES / (R * cfg.vocabSize * 4)));
+    // Rank counting materialises [R, P, V, M] (1 + 4 bytes per element): budget for it too.
+    const bytesPerPosition = R * cfg.vocabSize * (4 + 5 * trackedFeed.length);
+    const chunk = Math.max(1, Math.floor(CHUNK_BUDGET_BYTES / bytesPerPosition));
     const cellsByRow: LensCell[][] = rows.map(() => []);
     const finalCells: LensCell[] = [];
     for (let start = 0; start < positions.length; start += chunk) {
@@ -113,10 +130,11 @@ export class LogitLens {
       const feeds = {
         resid: new runtime.Tensor("float32", resid, [R, P, H]),
         k: new runtime.Tensor("int64", BigInt64Array.from([BigInt(topK)]), [1]),
-        tracked_ids: new runtime.Tensor("int64", BigInt64Array.from(tracked, (t) => BigInt(t)), [tracked.length]),
+        tracked_ids: new runtime.Tensor("int64", BigInt64Array.from(trackedFeed, (t) => BigInt(t)), [trackedFeed.length]),
+        family_mask: new runtime.Tensor("float32", familyFeed, [Math.max(1, families.length), cfg.vocabSize]),
       };
       const out = await session.run(feeds);
-      const cells = decodeCells(out, R, P, topK, tracked.length);
+      const cells = decodeCells(out, R, P, topK, trackedFeed.length, tracked.length, Math.max(1, families.length), families.length);
       cells.forEach((rowCells, r) => cellsByRow[r]!.push(...rowCells));
       if (variant === "logit") {
         finalCells.push(...cells[R - 1]!);
@@ -124,7 +142,7 @@ export class LogitLens {
         // The model's own output always goes through its final norm: run just that row.
         const finalResid = resid.subarray((R - 1) * P * H);
         const outFinal = await logitSession.run({ ...feeds, resid: new runtime.Tensor("float32", finalResid.slice(), [1, P, H]) });
-        finalCells.push(...decodeCells(outFinal, 1, P, topK, tracked.length)[0]!);
+        finalCells.push(...decodeCells(outFinal, 1, P, topK, trackedFeed.length, tracked.length, Math.max(1, families.length), families.length)[0]!);
       }
     }
     return {
@@ -133,24 +151,28 @@ export class LogitLens {
       readouts: readouts.map((hook, r) => ({ hook, layer: layerOf(hook), cells: cellsByRow[r]! })),
       final: finalCells,
       cache: fwd.cache,
+      lastLogits: fwd.logits,
     };
   }
 }
 
-function decodeCells(out: ort.InferenceSession.OnnxValueMapType, R: number, P: number, k: number, m: number): LensCell[][] {
+/** Unpacks the lens outputs; `m`/`f` are the padded tracked/family counts, `mKeep`/`fKeep` the real ones. */
+function decodeCells(out: ort.InferenceSession.OnnxValueMapType, R: number, P: number, k: number, m: number, mKeep: number, f: number, fKeep: number): LensCell[][] {
   const topLogits = out["top_logits"]!.data as Float32Array;
   const topIds = out["top_ids"]!.data as BigInt64Array;
   const lse = out["logsumexp"]!.data as Float32Array;
   const entropy = out["entropy"]!.data as Float32Array;
   const kl = out["kl_to_final"]!.data as Float32Array;
   const trackedLogits = out["tracked_logits"]!.data as Float32Array;
+  const trackedRank = out["tracked_rank"]!.data as Int32Array;
+  const familyProb = out["family_prob"]!.data as Float32Array;
   const rows: LensCell[][] = [];
   for (let r = 0; r < R; r++) {
     const cells: LensCell[] = [];
     for (let p = 0; p < P; p++) {
       const c = r * P + p;
       const logits = Array.from(topLogits.subarray(c * k, (c + 1) * k));
-      const tl = Array.from(trackedLogits.subarray(c * m, (c + 1) * m));
+      const tl = Array.from(trackedLogits.subarray(c * m, c * m + mKeep));
       cells.push({
         topIds: Array.from(topIds.subarray(c * k, (c + 1) * k), Number),
         topLogits: logits,
@@ -160,6 +182,8 @@ function decodeCells(out: ort.InferenceSession.OnnxValueMapType, R: number, P: n
         klToFinal: Math.max(0, kl[c]!),
         trackedLogits: tl,
         trackedLogprobs: tl.map((v) => v - lse[c]!),
+        trackedRanks: Array.from(trackedRank.subarray(c * m, c * m + mKeep)),
+        familyProbs: Array.from(familyProb.subarray(c * f, c * f + fKeep)),
       });
     }
     rows.push(cells);

@@ -23,8 +23,14 @@
  *
  * Control, user-defined and unknown-type tokens become added tokens, matched in the raw text
  * before anything else, as llama.cpp does when it parses special tokens.
+ *
+ * Loading speed: a 262k vocabulary as a JSON object, and hundreds of thousands of merges keyed
+ * the way tokenizers.js keys them, cost more than a second to build. So the tokenizer.json
+ * object holds everything but the two big tables, and the BPE model's public `tokens_to_ids`,
+ * `vocab` and `bpe_ranks` are then set from tables built straight from the GGUF arrays
+ * (`bpe_ranks` answers lookups lazily, see MergeRanks).
  */
-import { type Tokenizer } from "@huggingface/tokenizers";
+import type { Tokenizer } from "@huggingface/tokenizers";
 import { UserError } from "../errors.js";
 import type { GgufMetadata, GgufValue } from "../loading/tensor-ref.js";
 import { FALLBACK_CHAT_TEMPLATES } from "./chat-template.js";
@@ -336,6 +342,44 @@ const PRE_TOKENIZER_NAMES: Readonly<Record<string, PreTokenizerEntry>> = {
   "mellum2": { type: "MELLUM2" },
 };
 
+/**
+ * llama.cpp runs a regex in one of three ways (unicode.cpp `unicode_regex_split`): a hand-written
+ * splitter for the common ones, std::regex over a "collapsed" text when the regex uses Unicode
+ * categories (\p{L}...), or std::wregex otherwise. On that last path every non-ASCII whitespace
+ * character of the text is first replaced by a vertical tab (so that \s matches it), which means a
+ * character class listing non-ASCII whitespace never matches it: DeepSeek LLM's punctuation class
+ * `[...　-。]` starts at U+3000 IDEOGRAPHIC SPACE, but in llama.cpp it only takes U+3001..U+3002. We
+ * reproduce that by putting a guard before every positive character class of such regexes.
+ */
+const UNICODE_CATEGORY_TOKENS = ["\\p{N}", "\\p{L}", "\\p{P}", "\\p{M}", "\\p{S}"];
+const NOT_NON_ASCII_SPACE = "(?!(?![\\x00-\\x7F])\\s)";
+
+function asLlamaCppRegex(regex: string): string {
+  if (UNICODE_CATEGORY_TOKENS.some((c) => regex.includes(c)) || !/[^\x00-\x7F]/.test(regex)) return regex;
+  let out = "";
+  for (let i = 0; i < regex.length; i++) {
+    const c = regex[i]!;
+    if (c === "\\") {
+      out += c + (regex[i + 1] ?? "");
+      i++;
+    } else if (c === "[" && regex[i + 1] !== "^") {
+      // Copy the whole class, then wrap it: (?:guard[...]) keeps any quantifier that follows.
+      let j = i + 1;
+      while (j < regex.length && regex[j] !== "]") j += regex[j] === "\\" ? 2 : 1;
+      out += `(?:${NOT_NON_ASCII_SPACE}${regex.slice(i, j + 1)})`;
+      i = j;
+    } else if (c === "[") {
+      let j = i + 1;
+      while (j < regex.length && regex[j] !== "]") j += regex[j] === "\\" ? 2 : 1;
+      out += regex.slice(i, j + 1);
+      i = j;
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 /** Pre-types whose regexes run on raw UTF-8 with ▁ for spaces instead of GPT-2 byte characters. */
 const NO_BYTE_ENCODE = new Set(["GEMMA4", "SARVAM_MOE"]);
 
@@ -392,51 +436,71 @@ function getArray<T extends "string" | "number">(
 
 type Json = Record<string, unknown>;
 
-/** A vocabulary object for tokenizer.json without prototype (a token may be called "__proto__"). */
-function vocabObject(tokens: readonly string[]): Record<string, number> {
-  const vocab: Record<string, number> = Object.create(null);
-  for (let i = 0; i < tokens.length; i++) if (!(tokens[i]! in vocab)) vocab[tokens[i]!] = i;
-  return vocab;
+interface BpeModelFields {
+  vocab: string[];
+  tokens_to_ids: Map<string, number>;
+  unk_token?: string;
+  unk_token_id?: number;
+  bpe_ranks: Map<string, number>;
+  clear_cache(): void;
 }
 
 /**
- * Merge ranks that make tokenizers.js's BPE behave like llama.cpp's SentencePiece tokenizer.
- *
- * llama.cpp merges any two adjacent symbols whose concatenation is a vocabulary entry, highest
- * score first, leftmost first among equal scores. Every symbol it can meet is a single character
- * or an earlier merge result, so "the pair (a, b) is a merge" is simply "a + b is in the
- * vocabulary", and its rank is the position of a + b in score order (equal scores share a rank,
- * and tokenizers.js then prefers the leftmost pair, like llama.cpp).
- *
- * tokenizers.js looks merges up as `bpe_ranks.get(JSON.stringify([a, b]))`. Listing every split of
- * every entry up front costs seconds for a 262k vocabulary, so this answers the same question
- * lazily, at the cost of one JSON.parse per lookup while encoding.
+ * The `bpe_ranks` table for tokenizers.js's BPE model, which looks a pair up as
+ * `bpe_ranks.get(JSON.stringify([a, b]))` (lower rank merges first). Built lazily: listing every
+ * pair up front is the slow part of loading a large vocabulary. Results are memoised.
  */
-class SentencePieceRanks {
-  private readonly rank: Float64Array;
-  constructor(
-    private readonly idOf: ReadonlyMap<string, number>,
-    n: number,
-    scores: readonly number[] | undefined,
-  ) {
-    this.rank = new Float64Array(n);
-    if (!scores) return;
+class MergeRanks extends Map<string, number> {
+  private readonly memo = new Map<string, number | undefined>();
+  constructor(private readonly lookup: (a: string, b: string) => number | undefined) {
+    super();
+  }
+  override get(key: string): number | undefined {
+    if (this.memo.has(key)) return this.memo.get(key);
+    const pair: unknown = JSON.parse(key);
+    const r = Array.isArray(pair) && pair.length === 2 ? this.lookup(String(pair[0]), String(pair[1])) : undefined;
+    if (this.memo.size >= 1 << 16) this.memo.clear();
+    this.memo.set(key, r);
+    return r;
+  }
+  override has(key: string): boolean {
+    return this.get(key) !== undefined;
+  }
+}
+
+/** Byte-level / gemma4 BPE: the file's merge list, in order ("a b", split at the first space after the first character, as llama.cpp does). */
+function listedMergeRanks(merges: readonly string[]): MergeRanks {
+  const rank = new Map<string, number>();
+  for (let i = 0; i < merges.length; i++) if (!rank.has(merges[i]!)) rank.set(merges[i]!, i);
+  return new MergeRanks((a, b) => (a.length > 0 ? rank.get(a + " " + b) : undefined));
+}
+
+/**
+ * SentencePiece as llama.cpp runs it: it merges any two adjacent symbols whose concatenation is a
+ * vocabulary entry, highest score first, leftmost first among equal scores. Every symbol it can
+ * meet is a single character or an earlier merge result, so "(a, b) is a merge" is simply
+ * "a + b is in the vocabulary", and its rank is the position of a + b in score order. Equal
+ * scores share a rank, and tokenizers.js then prefers the leftmost pair, like llama.cpp.
+ */
+function sentencePieceMergeRanks(
+  idOf: ReadonlyMap<string, number>,
+  n: number,
+  scores: readonly number[] | undefined,
+): MergeRanks {
+  const rank = new Float64Array(n);
+  if (scores) {
     const order = Array.from({ length: n }, (_, i) => i);
     order.sort((a, b) => scores[b]! - scores[a]! || a - b);
     let r = 0;
     for (let k = 0; k < n; k++) {
       if (k > 0 && scores[order[k]!] !== scores[order[k - 1]!]) r = k;
-      this.rank[order[k]!] = r;
+      rank[order[k]!] = r;
     }
   }
-  get(key: string): number | undefined {
-    const pair = JSON.parse(key) as [string, string];
-    const id = this.idOf.get(pair[0] + pair[1]);
-    return id === undefined ? undefined : this.rank[id];
-  }
-  has(key: string): boolean {
-    return this.get(key) !== undefined;
-  }
+  return new MergeRanks((a, b) => {
+    const id = idOf.get(a + b);
+    return id === undefined ? undefined : rank[id];
+  });
 }
 
 /**
@@ -546,7 +610,7 @@ export function tokenizerFromGguf(metadata: GgufMetadata): LensTokenizer {
   }
 
   let tokenizerJson: Json;
-  let configure: ((t: Tokenizer) => void) | undefined;
+  let ranks: MergeRanks;
   const byteLevel = model === "gpt2" && !NO_BYTE_ENCODE.has(pre!.type);
   if (model === "llama") {
     const normalizers: Json[] = [];
@@ -561,26 +625,20 @@ export function tokenizerFromGguf(metadata: GgufMetadata): LensTokenizer {
       decoder: null,
       model: {
         type: "BPE",
-        vocab: vocabObject(tokens),
-        merges: [],
+        vocab: {}, // installed below
+        merges: [], // installed below
         unk_token: unkId !== undefined ? tokens[unkId] : null,
         byte_fallback: true,
         fuse_unk: true,
         ignore_merges: false,
       },
     };
-    const ranks = new SentencePieceRanks(idOf, n, scores);
-    configure = (t) => {
-      const bpe = t.model as unknown as { bpe_ranks?: unknown; cache?: { clear(): void } };
-      if (!(bpe.bpe_ranks instanceof Map)) throw new Error("tokenizers.js BPE model has no bpe_ranks map");
-      bpe.bpe_ranks = ranks;
-      bpe.cache?.clear();
-    };
+    ranks = sentencePieceMergeRanks(idOf, n, scores);
   } else {
     const regexes = PRE_TOKENIZER_REGEXES[pre!.type]!;
     const pretokenizers: Json[] = regexes.map((r) => ({
       type: "Split",
-      pattern: { Regex: r },
+      pattern: { Regex: asLlamaCppRegex(r) },
       behavior: "Isolated",
       invert: false,
     }));
@@ -595,18 +653,31 @@ export function tokenizerFromGguf(metadata: GgufMetadata): LensTokenizer {
       decoder: null,
       model: {
         type: "BPE",
-        vocab: vocabObject(tokens),
-        merges: merges!.map((s) => {
-          const k = s.indexOf(" ", 1);
-          return k < 0 ? [s, ""] : [s.slice(0, k), s.slice(k + 1)];
-        }),
+        vocab: {}, // installed below
+        merges: [], // installed below
         unk_token: null,
         byte_fallback: !byteLevel,
         fuse_unk: false,
         ignore_merges: pre!.ignoreMerges === true,
       },
     };
+    ranks = listedMergeRanks(merges!);
   }
+  const configure = (t: Tokenizer) => {
+    // The public fields of tokenizers.js's BPE model (types/core/tokenizerModelImplementations/BPE.d.ts;
+    // the package's type entry point does not re-export the class under NodeNext resolution).
+    const bpe = t.model as unknown as BpeModelFields;
+    if (!(bpe.tokens_to_ids instanceof Map) || !(bpe.bpe_ranks instanceof Map) || typeof bpe.clear_cache !== "function") {
+      throw new Error("tokenizers.js changed: its BPE model no longer has tokens_to_ids / bpe_ranks maps");
+    }
+    // The Tokenizer constructor has already put the added tokens in; idOf has them with the same ids.
+    bpe.tokens_to_ids = idOf;
+    bpe.vocab = tokens;
+    bpe.unk_token = unkId !== undefined && model === "llama" ? tokens[unkId] : undefined;
+    bpe.unk_token_id = bpe.unk_token !== undefined ? unkId : undefined;
+    bpe.bpe_ranks = ranks;
+    bpe.clear_cache();
+  };
 
   let chatTemplate = getString(metadata, "tokenizer.chat_template");
   if (chatTemplate === undefined && arch !== undefined) chatTemplate = FALLBACK_CHAT_TEMPLATES[arch];
@@ -616,6 +687,7 @@ export function tokenizerFromGguf(metadata: GgufMetadata): LensTokenizer {
     tokenizerJson,
     tokenizerConfig: {},
     vocab: tokens,
+    idOf,
     entryKinds,
     byteMode: byteLevel ? "byte-level" : "sentencepiece",
     bosId,

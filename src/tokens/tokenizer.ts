@@ -74,6 +74,8 @@ export interface TokenizerParts {
   tokenizerConfig?: Record<string, unknown>;
   /** Vocabulary entries by id (holes allowed, as undefined). */
   vocab: (string | undefined)[];
+  /** Entry -> id (first id for duplicate entries); built from `vocab` when absent. */
+  idOf?: Map<string, number>;
   /** Per id: how the entry maps to bytes; ids not listed are "normal". */
   entryKinds: Map<number, TokenEntryKind>;
   byteMode: TokenByteMode;
@@ -126,10 +128,12 @@ export class HfLensTokenizer implements LensTokenizer {
     this.templateTokens = parts.templateTokens;
     this.addSpacePrefix = parts.addSpacePrefix ?? false;
     this.bytesCache = new Array(parts.vocab.length);
-    this.idOf = new Map();
-    for (let i = 0; i < parts.vocab.length; i++) {
-      const s = parts.vocab[i];
-      if (s !== undefined && !this.idOf.has(s)) this.idOf.set(s, i);
+    this.idOf = parts.idOf ?? new Map();
+    if (parts.idOf === undefined) {
+      for (let i = 0; i < parts.vocab.length; i++) {
+        const s = parts.vocab[i];
+        if (s !== undefined && !this.idOf.has(s)) this.idOf.set(s, i);
+      }
     }
   }
 

@@ -1,0 +1,137 @@
+/**
+ * One lens job, as the CLI (and later the web app) asks for it: the lens over a prompt, or over a
+ * prompt and a generation that the lens follows token by token, plus the tracked targets.
+ */
+import type { LoadedModel, KvCache } from "../engine/model.js";
+import { truncateCache } from "../engine/model.js";
+import type { Progress } from "../progress.js";
+import { LogitLens, type LensCell, type LensResult } from "./logit-lens.js";
+import type { LensVariant } from "./lens-graph.js";
+import { Sampler, type SamplingOptions } from "./sampling.js";
+import type { TextTarget, TokenFamily } from "./targets.js";
+
+export interface GenerateOptions {
+  maxNewTokens: number;
+  sampling: SamplingOptions;
+  /** Token ids that end the generation (EOS, end of turn); the stop token is kept in the output. */
+  stopIds: number[];
+}
+
+export interface LensJob {
+  promptIds: number[];
+  readouts: string[];
+  topK: number;
+  variant: LensVariant;
+  /** Prompt positions to read (default all); generated positions are always read. */
+  positions?: number[];
+  targets: TextTarget[];
+  families: TokenFamily[];
+  generate?: GenerateOptions;
+}
+
+export interface LensRun {
+  /** Prompt and generated ids. */
+  ids: number[];
+  promptLength: number;
+  result: LensResult;
+  /**
+   * Per target, per read position: probability of the target's whole token sequence following
+   * that position, by teacher forcing through the real model (equals the first token's final
+   * probability for one-token targets).
+   */
+  sequenceProbs: number[][];
+  stopReason?: "stop-token" | "max-new-tokens";
+  timings: { lensMs: number; generateMs: number };
+}
+
+export async function runLensJob(model: LoadedModel, job: LensJob, progress: Progress): Promise<LensRun> {
+  const lens = new LogitLens(model);
+  const tracked = job.targets.map((t) => t.ids[0]!);
+  const families = job.families.map((f) => f.mask);
+  const base = { topK: job.topK, variant: job.variant, readouts: job.readouts, tracked, families };
+
+  const t0 = Date.now();
+  const first = await lens.run(job.promptIds, { ...base, positions: job.positions, lastLogits: Boolean(job.generate) });
+  const lensMs = Date.now() - t0;
+  const ids = [...job.promptIds];
+  const result: LensResult = { ...first, readouts: first.readouts.map((r) => ({ ...r, cells: [...r.cells] })), final: [...first.final], positions: [...first.positions] };
+  let stopReason: LensRun["stopReason"];
+
+  const t1 = Date.now();
+  if (job.generate) {
+    const g = job.generate;
+    const sampler = new Sampler(g.sampling);
+    let logits = first.lastLogits!;
+    let cache: KvCache = first.cache;
+    progress.start("generating", g.maxNewTokens);
+    for (let n = 0; n < g.maxNewTokens; n++) {
+      const next = sampler.next(logits);
+      ids.push(next);
+      progress.update(n + 1);
+      if (g.stopIds.includes(next)) {
+        stopReason = "stop-token";
+        break;
+      }
+      if (n === g.maxNewTokens - 1 || ids.length >= model.config.maxPositions) break;
+      // The lens at the new token: what each layer predicts after it (the next generated token).
+      const step = await lens.run([next], { ...base, lastLogits: true }, cache);
+      appendStep(result, step, ids.length - 1);
+      logits = step.lastLogits!;
+      cache = step.cache;
+    }
+    stopReason ??= "max-new-tokens";
+    progress.done(`${ids.length - job.promptIds.length} tokens`);
+    result.cache = cache;
+  }
+  const generateMs = Date.now() - t1;
+
+  const sequenceProbs = await teacherForcedProbabilities(model, ids, result, job.targets);
+  return { ids, promptLength: job.promptIds.length, result, sequenceProbs, stopReason, timings: { lensMs, generateMs } };
+}
+
+function appendStep(result: LensResult, step: LensResult, position: number): void {
+  result.positions.push(position);
+  step.readouts.forEach((r, i) => result.readouts[i]!.cells.push(...r.cells));
+  result.final.push(...step.final);
+}
+
+/**
+ * P(target tokens | text up to and including position p) for every read position: the first
+ * token's probability comes from the lens's final row; each further token needs the model run on
+ * the target's earlier tokens after position p (KV cache cut back to p + 1 positions).
+ */
+async function teacherForcedProbabilities(model: LoadedModel, ids: number[], result: LensResult, targets: TextTarget[]): Promise<number[][]> {
+  const V = model.config.vocabSize;
+  const out: number[][] = targets.map(() => []);
+  const needsRuns = targets.some((t) => t.ids.length > 1);
+  const forward = needsRuns ? await model.forward([], "all") : undefined;
+  // One full-context cache to cut from (the lens result's cache covers every position read).
+  const fullCache = needsRuns ? (await forward!.run(ids.slice(0, Math.max(...result.positions) + 1))).cache : undefined;
+  for (let i = 0; i < result.positions.length; i++) {
+    const p = result.positions[i]!;
+    for (let t = 0; t < targets.length; t++) {
+      const target = targets[t]!;
+      let logp = result.final[i]!.trackedLogprobs[t]!;
+      if (target.ids.length > 1) {
+        const run = await forward!.run(target.ids.slice(0, -1), truncateCache(fullCache!, p + 1));
+        const logits = run.logits!;
+        for (let j = 1; j < target.ids.length; j++) {
+          const row = logits.subarray((j - 1) * V, j * V);
+          logp += row[target.ids[j]!]! - logSumExp(row);
+        }
+      }
+      out[t]!.push(Math.exp(logp));
+    }
+  }
+  return out;
+}
+
+function logSumExp(row: Float32Array): number {
+  let max = -Infinity;
+  for (const v of row) if (v > max) max = v;
+  let sum = 0;
+  for (const v of row) sum += Math.exp(v - max);
+  return max + Math.log(sum);
+}
+
+export type { LensCell };

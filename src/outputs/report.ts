@@ -1,0 +1,172 @@
+/**
+ * The lens report: one plain JSON-able document that every output format renders (terminal, json,
+ * csv, html, svg, png) and that the web front-end reads. Schema documented in docs/lens-json.md;
+ * keep the two in step. Compact by design: top-k and tracked values per cell, never full-vocabulary
+ * logits; numbers rounded to 4 significant digits.
+ */
+import type { LoadedModel } from "../engine/model.js";
+import type { LensCell } from "../lens/logit-lens.js";
+import type { LensRun } from "../lens/run.js";
+import type { TextTarget, TokenFamily } from "../lens/targets.js";
+import { hex, reassemble, renderToken } from "../tokens/render.js";
+
+export const REPORT_SCHEMA = "logit-lens/report@1";
+
+export interface ReportToken {
+  id: number;
+  /** Display text: whitespace made visible, partial UTF-8 as ⟨F0 9F⟩. */
+  text: string;
+  /** Raw bytes, lowercase hex. */
+  bytes: string;
+}
+
+export interface ReportTopEntry extends ReportToken {
+  prob: number;
+  logit: number;
+}
+
+export interface ReportTargetValue {
+  prob: number;
+  /** 0 = the top token. */
+  rank: number;
+  logit: number;
+}
+
+export interface ReportCell {
+  position: number;
+  top: ReportTopEntry[];
+  entropy: number;
+  kl_to_final: number;
+  /** One per entry of `targets`, in order (first token of each). */
+  targets?: ReportTargetValue[];
+  /** One summed probability per entry of `families`. */
+  families?: number[];
+}
+
+export interface ReportLayer {
+  hook: string;
+  /** Block index; -1 for hook_embed. */
+  layer: number;
+  /** resid_post, resid_pre, resid_mid, attn_out, mlp_out or embed. */
+  point: string;
+  positions: ReportCell[];
+  /** The top-1 tokens of this row joined and decoded, so multi-token characters read whole. */
+  top1_text: string;
+}
+
+export interface LensReport {
+  schema: string;
+  model: { name: string; architecture: string; n_layers: number; hidden_size: number; vocab_size: number; source: string };
+  lens: { variant: "logit" | "raw"; description: string; top_k: number; points: string[] };
+  prompt: string;
+  chat: boolean;
+  /** Every token of the context: the prompt, then generated tokens. */
+  tokens: (ReportToken & { token: string; generated: boolean; special: boolean })[];
+  prompt_length: number;
+  /** The prompt and generation decoded as one byte string (multi-token characters whole). */
+  text: string;
+  /** The generated part alone, decoded the same way; absent without generation. */
+  generated_text?: string;
+  /** Characters with the token range they came from: " 🐠" from tokens [5, 7]. */
+  spans: { text: string; tokens: [number, number]; complete: boolean }[];
+  /** Positions read (indices into tokens). Position p predicts token p + 1. */
+  positions: number[];
+  targets: { label: string; ids: number[]; tokens: ReportToken[]; sequence_probs: number[] }[];
+  families: { label: string; description: string; size: number }[];
+  layers: ReportLayer[];
+  final: { positions: ReportCell[]; top1_text: string };
+  generation?: { max_new_tokens: number; temperature: number; top_p: number; seed: number; stop_reason: string };
+}
+
+export function round(x: number, digits = 4): number {
+  if (!Number.isFinite(x)) return x;
+  return Number(x.toPrecision(digits));
+}
+
+export function reportToken(model: LoadedModel, id: number): ReportToken {
+  const bytes = model.tokenizer.tokenBytes(id);
+  return { id, text: renderToken(bytes).text, bytes: hex(bytes) };
+}
+
+function pointOf(hook: string): string {
+  if (hook === "hook_embed") return "embed";
+  return hook.replace(/^blocks\.\d+\.hook_/, "");
+}
+
+export interface ReportInputs {
+  prompt: string;
+  chat: boolean;
+  run: LensRun;
+  targets: TextTarget[];
+  families: TokenFamily[];
+  topK: number;
+  points: string[];
+  generation?: { maxNewTokens: number; temperature: number; topP: number; seed: number };
+}
+
+export function buildReport(model: LoadedModel, inp: ReportInputs): LensReport {
+  const { run } = inp;
+  const tok = model.tokenizer;
+  const bytesOf = (id: number) => tok.tokenBytes(id);
+  const tokenCache = new Map<number, ReportToken>();
+  const token = (id: number): ReportToken => {
+    let t = tokenCache.get(id);
+    if (!t) tokenCache.set(id, (t = reportToken(model, id)));
+    return t;
+  };
+  const cell = (c: LensCell, position: number, withKl: boolean): ReportCell => {
+    const out: ReportCell = {
+      position,
+      top: c.topIds.map((id, k) => ({ ...token(id), prob: round(Math.exp(c.topLogprobs[k]!)), logit: round(c.topLogits[k]!) })),
+      entropy: round(c.entropy),
+      kl_to_final: withKl ? round(c.klToFinal) : 0,
+    };
+    if (inp.targets.length) out.targets = c.trackedLogprobs.map((lp, i) => ({ prob: round(Math.exp(lp)), rank: c.trackedRanks[i]!, logit: round(c.trackedLogits[i]!) }));
+    if (inp.families.length) out.families = c.familyProbs.map((p) => round(p));
+    return out;
+  };
+  const top1Text = (cells: LensCell[]) => reassemble(cells.map((c) => bytesOf(c.topIds[0]!))).text;
+  const all = reassemble(run.ids.map(bytesOf));
+  const cfg = model.config;
+  const report: LensReport = {
+    schema: REPORT_SCHEMA,
+    model: { name: model.info.name, architecture: cfg.architecture, n_layers: cfg.nLayers, hidden_size: cfg.hidden, vocab_size: cfg.vocabSize, source: model.info.source },
+    lens: {
+      variant: run.result.variant,
+      description:
+        run.result.variant === "logit"
+          ? "logit lens: the final norm (statistics recomputed from each residual), then the unembedding"
+          : "raw unembedding of each residual, without the final norm",
+      top_k: inp.topK,
+      points: inp.points,
+    },
+    prompt: inp.prompt,
+    chat: inp.chat,
+    tokens: run.ids.map((id, i) => ({ ...token(id), token: tok.tokenString(id), generated: i >= run.promptLength, special: tok.isSpecial(id) })),
+    prompt_length: run.promptLength,
+    text: all.text,
+    spans: all.spans.map((s) => ({ text: s.text, tokens: s.tokens, complete: s.complete })),
+    positions: run.result.positions,
+    targets: inp.targets.map((t, i) => ({ label: t.label, ids: t.ids, tokens: t.ids.map(token), sequence_probs: run.sequenceProbs[i]!.map((p) => round(p)) })),
+    families: inp.families.map((f) => ({ label: f.label, description: f.description, size: f.size })),
+    layers: run.result.readouts.map((r) => ({
+      hook: r.hook,
+      layer: r.layer,
+      point: pointOf(r.hook),
+      positions: r.cells.map((c, i) => cell(c, run.result.positions[i]!, true)),
+      top1_text: top1Text(r.cells),
+    })),
+    final: { positions: run.result.final.map((c, i) => cell(c, run.result.positions[i]!, false)), top1_text: top1Text(run.result.final) },
+  };
+  if (run.ids.length > run.promptLength) report.generated_text = reassemble(run.ids.slice(run.promptLength).map(bytesOf)).text;
+  if (inp.generation) {
+    report.generation = {
+      max_new_tokens: inp.generation.maxNewTokens,
+      temperature: inp.generation.temperature,
+      top_p: inp.generation.topP,
+      seed: inp.generation.seed,
+      stop_reason: run.stopReason ?? "max-new-tokens",
+    };
+  }
+  return report;
+}

@@ -103,9 +103,21 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 function parse(argv: string[]): { command: string[]; options: Options } {
+  // Let values that look like negative numbers follow their option: `--positions -1`.
+  const args: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const next = argv[i + 1];
+    const name = a.startsWith("--") ? a.slice(2) : undefined;
+    const isValued = name !== undefined && (OPTIONS as Record<string, { type: string }>)[name]?.type === "string";
+    if (isValued && next !== undefined && /^-\d/.test(next)) {
+      args.push(`${a}=${next}`);
+      i++;
+    } else args.push(a);
+  }
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args, options: OPTIONS, allowPositionals: true, strict: true });
   } catch (e) {
     throw new UserError(`${(e as Error).message.split("\n")[0]} (see logit-lens --help)`);
   }

@@ -63,6 +63,7 @@ export function architectureOf(modelType: unknown, where: string): Architecture 
   const t = String(modelType ?? "");
   const aliases: Record<string, Architecture> = { gemma3_text: "gemma3" };
   const arch = (aliases[t] ?? t) as Architecture;
+  if (!t) throw new UserError(`${where}: the file does not say which architecture it is (no model_type / general.architecture); logit-lens supports ${SUPPORTED_ARCHITECTURES.join(", ")}`);
   if (!SUPPORTED_ARCHITECTURES.includes(arch)) {
     throw new UserError(`${where}: unsupported architecture '${t || "(none)"}'; logit-lens supports ${SUPPORTED_ARCHITECTURES.join(", ")}`);
   }

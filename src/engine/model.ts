@@ -6,11 +6,11 @@ import fs from "node:fs";
 import path from "node:path";
 import type ort from "onnxruntime-node";
 import type { ModelConfig } from "../architectures/config.js";
-import { FORWARD_BUILDERS } from "../architectures/index.js";
+import { FORWARD_BUILDERS, checkTensors } from "../architectures/index.js";
 import { allHookNames, standardInputs, type LogitsOutput } from "../architectures/forward.js";
 import type { WeightSource } from "../architectures/layers.js";
 import { GraphBuilder, type Value } from "../graph/builder.js";
-import { createSession, ort as runtime } from "../graph/session.js";
+import { createSession, runSession, ort as runtime } from "../graph/session.js";
 import { readGguf, type GgufFile } from "../loading/gguf.js";
 import { configFromGguf, ggufDisplayName, weightsFromGguf } from "../loading/gguf-model.js";
 import { readHfConfig, weightsFromHfFolder } from "../loading/hf-model.js";
@@ -106,7 +106,7 @@ export class ForwardSession {
       feeds[`past_key.${l}`] = cache?.keys[l] ?? new runtime.Tensor("float32", new Float32Array(0), [cfg.nKvHeads, 0, d]);
       feeds[`past_value.${l}`] = cache?.values[l] ?? new runtime.Tensor("float32", new Float32Array(0), [cfg.nKvHeads, 0, d]);
     }
-    const out = await this.session.run(feeds);
+    const out = await runSession(this.session, feeds, "forward graph");
     const hooks = new Map<string, Float32Array>();
     for (const h of this.hooks) hooks.set(h, out[h]!.data as Float32Array);
     const keys: ort.Tensor[] = [];
@@ -183,6 +183,18 @@ export interface ModelFiles {
 }
 
 export async function openModelFiles(source: ModelSource): Promise<ModelFiles> {
+  const files = await readModelFiles(source);
+  // Shapes as they will be after conversion (GPT-2's GGUF projections are transposed back).
+  const shapes = new Map<string, { shape: number[]; source: string }>();
+  for (const [name, e] of files.entries) {
+    const shape = e.transform?.id === "transpose" ? [...e.ref.shape].reverse() : e.ref.shape;
+    shapes.set(name, { shape, source: e.ref.name });
+  }
+  checkTensors(files.config, shapes, source.kind === "gguf" ? source.path : source.dir);
+  return files;
+}
+
+async function readModelFiles(source: ModelSource): Promise<ModelFiles> {
   if (source.kind === "gguf") {
     const gguf = readGguf(source.path);
     const config = configFromGguf(gguf);

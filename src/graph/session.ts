@@ -32,7 +32,7 @@ export async function createSession(g: GraphBuilder, dir: string): Promise<ort.I
       interOpNumThreads: 1,
       graphOptimizationLevel: "all",
       executionMode: "sequential",
-      logSeverityLevel: 3,
+      logSeverityLevel: 4, // errors reach the user through our own one-line messages
     });
   } catch (e) {
     throw new UserError(`onnxruntime could not load the ${g.name} graph: ${String((e as Error).message).split("\n")[0]}`);
@@ -40,4 +40,13 @@ export async function createSession(g: GraphBuilder, dir: string): Promise<ort.I
 }
 
 export type Feeds = Record<string, ort.Tensor>;
+
+/** Runs a session, turning onnxruntime's multi-line failures into one line that names the graph. */
+export async function runSession(session: ort.InferenceSession, feeds: Feeds, what: string): Promise<ort.InferenceSession.OnnxValueMapType> {
+  try {
+    return await session.run(feeds);
+  } catch (e) {
+    throw new UserError(`onnxruntime failed while running the ${what}: ${String((e as Error).message).split("\n")[0]}`);
+  }
+}
 export { ort };

@@ -35,7 +35,11 @@ export function buildLensGraph(w: (g: GraphBuilder) => WeightSource, u: Unembedd
   const shapeRP = g.slice(g.op1("Shape", [resid]), [0], [2], [0]);
   logits = g.op1("Reshape", [logits, g.concat([shapeRP, g.ints([-1])], 0)]);
 
-  const lse = g.op1("ReduceLogSumExp", [logits, g.ints([-1])], { keepdims: 1 }); // [R, P, 1]
+  // log-sum-exp over the vocabulary with the sum in float64: onnxruntime's fp32 reductions add a
+  // 262k-long row sequentially, which shifts every log-probability by up to 5e-4.
+  const max = g.op1("ReduceMax", [logits, g.ints([-1])], { keepdims: 1 }); // [R, P, 1]
+  const sumExp = g.reduceSum(g.op1("Cast", [g.exp(g.sub(logits, max))], { to: 11 /* double */ }), [-1], 1);
+  const lse = g.add(max, g.op1("Cast", [g.op1("Log", [sumExp])], { to: 1 /* float */ })); // [R, P, 1]
   const logp = g.sub(logits, lse);
   const p = g.exp(logp);
   const entropy = g.neg(g.reduceSum(g.mul(p, logp), [-1], 0)); // [R, P]

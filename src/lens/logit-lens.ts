@@ -7,7 +7,7 @@ import type ort from "onnxruntime-node";
 import { blockHook } from "../architectures/forward.js";
 import { unembeddingOf } from "../architectures/index.js";
 import type { LoadedModel, KvCache } from "../engine/model.js";
-import { createSession, ort as runtime } from "../graph/session.js";
+import { createSession, runSession, ort as runtime } from "../graph/session.js";
 import { UserError } from "../errors.js";
 import { buildLensGraph, type LensVariant } from "./lens-graph.js";
 
@@ -115,7 +115,8 @@ export class LogitLens {
     const H = cfg.hidden;
     const R = rows.length;
     // Rank counting materialises [R, P, V, M] (1 + 4 bytes per element): budget for it too.
-    const bytesPerPosition = R * cfg.vocabSize * (4 + 5 * trackedFeed.length);
+    // The float64 sum in the log-sum-exp needs 8 bytes per element too.
+    const bytesPerPosition = R * cfg.vocabSize * (6 + 5 * trackedFeed.length);
     const chunk = Math.max(1, Math.floor(CHUNK_BUDGET_BYTES / bytesPerPosition));
     const cellsByRow: LensCell[][] = rows.map(() => []);
     const finalCells: LensCell[] = [];
@@ -133,7 +134,7 @@ export class LogitLens {
         tracked_ids: new runtime.Tensor("int64", BigInt64Array.from(trackedFeed, (t) => BigInt(t)), [trackedFeed.length]),
         family_mask: new runtime.Tensor("float32", familyFeed, [Math.max(1, families.length), cfg.vocabSize]),
       };
-      const out = await session.run(feeds);
+      const out = await runSession(session, feeds, "lens graph");
       const cells = decodeCells(out, R, P, topK, trackedFeed.length, tracked.length, Math.max(1, families.length), families.length);
       cells.forEach((rowCells, r) => cellsByRow[r]!.push(...rowCells));
       if (variant === "logit") {
@@ -141,7 +142,7 @@ export class LogitLens {
       } else {
         // The model's own output always goes through its final norm: run just that row.
         const finalResid = resid.subarray((R - 1) * P * H);
-        const outFinal = await logitSession.run({ ...feeds, resid: new runtime.Tensor("float32", finalResid.slice(), [1, P, H]) });
+        const outFinal = await runSession(logitSession, { ...feeds, resid: new runtime.Tensor("float32", finalResid.slice(), [1, P, H]) }, "lens graph");
         finalCells.push(...decodeCells(outFinal, 1, P, topK, trackedFeed.length, tracked.length, Math.max(1, families.length), families.length)[0]!);
       }
     }

@@ -3,8 +3,9 @@
  * `chat_template` in tokenizer_config.json or chat_template.jinja in a Hugging Face folder) that
  * turn a list of messages into the exact prompt string the model was trained on. Rendered with
  * @huggingface/jinja, with the context transformers provides: `messages`,
- * `add_generation_prompt`, `bos_token`, `eos_token` (and `pad_token`/`unk_token` when known),
- * `raise_exception` (a template's own error becomes a one-line UserError) and `strftime_now`.
+ * `add_generation_prompt`, `bos_token`, `eos_token` (and `pad_token`/`unk_token` when known);
+ * @huggingface/jinja itself provides `raise_exception`, `range` and `strftime_now`. Any error,
+ * including a template's own raise_exception("..."), becomes a one-line UserError.
  */
 import { Template } from "@huggingface/jinja";
 import { UserError } from "../errors.js";
@@ -76,15 +77,12 @@ export function renderChatTemplate(
   const context: Record<string, unknown> = {
     messages: messages.map((m) => ({ role: m.role, content: m.content })),
     add_generation_prompt: options.addGenerationPrompt ?? true,
-    raise_exception: (msg: unknown) => {
-      throw new UserError(`the model's chat template refused these messages: ${String(msg)}`);
-    },
   };
   for (const [k, v] of Object.entries(tokens)) if (v !== undefined) context[k] = v;
   try {
     return t.render(context);
   } catch (e) {
-    if (e instanceof UserError) throw e;
+    // Includes the template's own raise_exception("...") (jinja's built-in throws an Error with that text).
     throw new UserError(`the model's chat template failed: ${firstLine(e)}`);
   }
 }

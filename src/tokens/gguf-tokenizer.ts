@@ -37,14 +37,30 @@ import { FALLBACK_CHAT_TEMPLATES } from "./chat-template.js";
 import { END_OF_TURN_TEXTS, HfLensTokenizer, type LensTokenizer } from "./tokenizer.js";
 import type { TokenEntryKind } from "./token-bytes.js";
 
-// llama.cpp token types (tokenizer.ggml.token_type) and the attributes they become.
-const TYPE_UNDEFINED = 0;
-const TYPE_NORMAL = 1;
-const TYPE_UNKNOWN = 2;
-const TYPE_CONTROL = 3;
-const TYPE_USER_DEFINED = 4;
-const TYPE_UNUSED = 5;
-const TYPE_BYTE = 6;
+// llama.cpp token attributes (llama.h `llama_token_attr`), from tokenizer.ggml.token_type
+// (UNDEFINED 0, NORMAL 1, UNKNOWN 2, CONTROL 3, USER_DEFINED 4, UNUSED 5, BYTE 6).
+const ATTR_UNKNOWN = 1 << 0;
+const ATTR_UNUSED = 1 << 1;
+const ATTR_NORMAL = 1 << 2;
+const ATTR_CONTROL = 1 << 3;
+const ATTR_USER_DEFINED = 1 << 4;
+const ATTR_BYTE = 1 << 5;
+const ATTR_OF_TYPE = [0, ATTR_NORMAL, ATTR_UNKNOWN, ATTR_CONTROL, ATTR_USER_DEFINED, ATTR_UNUSED, ATTR_BYTE];
+
+/** FIM tokens llama.cpp recognises by text (first match per kind, unless the file names one): forced to control. */
+const FIM_TEXTS: readonly (readonly [kind: string, keys: readonly string[], texts: readonly string[], eog: boolean])[] = [
+  ["pre", ["fim_pre_token_id", "prefix_token_id"], ["<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>", "▁<PRE>", "<|code_prefix|>", "<|prefix|>"], false],
+  ["suf", ["fim_suf_token_id", "suffix_token_id"], ["<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>", "▁<SUF>", "<|code_suffix|>", "<|suffix|>"], false],
+  ["mid", ["fim_mid_token_id", "middle_token_id"], ["<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>", "▁<MID>", "<|code_middle|>", "<|middle|>"], false],
+  ["pad", ["fim_pad_token_id"], ["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"], true],
+  ["rep", ["fim_rep_token_id"], ["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"], true],
+  ["sep", ["fim_sep_token_id"], ["<|file_sep|>"], true],
+];
+/** The first end-of-turn text found becomes `eot` when the file names none (llama.cpp's list). */
+const EOT_TEXTS: readonly string[] = [
+  "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<EOT>", "_<EOT>",
+  "[EOT]", "<｜end▁of▁sentence｜>", "<end_of_utterance>",
+];
 
 interface PreTokenizerEntry {
   type: string;
@@ -564,33 +580,70 @@ export function tokenizerFromGguf(metadata: GgufMetadata): LensTokenizer {
   if (pre?.type === "GEMMA4") addBos = true;
   addSpacePrefix = getBool(metadata, "tokenizer.ggml.add_space_prefix") ?? addSpacePrefix;
 
-  // Token types, with llama.cpp's fix-up: end-of-turn-looking tokens are control tokens.
-  const type = new Uint8Array(n).fill(TYPE_NORMAL);
-  if (types) for (let i = 0; i < n; i++) type[i] = types[i]!;
+  // Token attributes, with llama.cpp's fix-ups by token text (llama-vocab.cpp, `load`).
+  const attr = new Uint8Array(n).fill(ATTR_NORMAL);
+  if (types) for (let i = 0; i < n; i++) attr[i] = ATTR_OF_TYPE[types[i]!] ?? 0;
   const idOf = new Map<string, number>();
   for (let i = 0; i < n; i++) if (!idOf.has(tokens[i]!)) idOf.set(tokens[i]!, i);
+  const forceControl = (id: number) => (attr[id] = attr[id]! | ATTR_CONTROL);
+  let eot = eotId;
+  if (eot === undefined) {
+    eot = EOT_TEXTS.map((t) => idOf.get(t)).find((id) => id !== undefined);
+    if (eot !== undefined) forceControl(eot);
+  }
+  let eom = eomId;
+  if (eom === undefined) {
+    eom = idOf.get("<|eom_id|>");
+    if (eom !== undefined) forceControl(eom);
+  }
   const eog = new Set<number>();
-  for (const id of [eosId, eotId, eomId]) if (id !== undefined) eog.add(id);
+  for (const [, keys, texts, endsGeneration] of FIM_TEXTS) {
+    let id = keys.map((k) => inRange(getInt(metadata, `tokenizer.ggml.${k}`))).find((x) => x !== undefined);
+    if (id === undefined) {
+      id = texts.map((t) => idOf.get(t)).find((x) => x !== undefined);
+      if (id !== undefined) forceControl(id);
+    }
+    if (id !== undefined && endsGeneration) eog.add(id);
+  }
+  // End-of-generation texts are control tokens whatever type the file gives them: "</s>" in
+  // Qwen's vocabulary is parsed as one special token.
   for (const t of END_OF_TURN_TEXTS) {
     const id = idOf.get(t);
     if (id === undefined) continue;
     eog.add(id);
-    if (type[id] !== TYPE_CONTROL && type[id] !== TYPE_UNKNOWN && type[id] !== TYPE_USER_DEFINED) type[id] = TYPE_CONTROL;
+    forceControl(id);
   }
-  if (pre?.type === "GEMMA4") for (const t of ["<eos>", "<|tool_response>"]) if (idOf.has(t)) eog.add(idOf.get(t)!);
-  // gpt-oss (harmony): <|end|> ends a message, not the generation, when <|return|> and <|call|> exist.
-  if (idOf.has("<|return|>") && idOf.has("<|call|>") && idOf.has("<|end|>")) eog.delete(idOf.get("<|end|>")!);
+  // gpt-oss: these always render as text.
+  for (const t of ["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"]) {
+    const id = idOf.get(t);
+    if (id !== undefined) attr[id] = ATTR_USER_DEFINED;
+  }
+  for (const id of [eosId, eot, eom]) if (id !== undefined) eog.add(id);
+  const has = (t: string) => idOf.has(t) && eog.has(idOf.get(t)!);
+  // gpt-oss / solar-open: <|end|> ends a message, not the generation.
+  if (has("<|end|>") && ((has("<|return|>") && has("<|call|>")) || (has("<|calls|>") && has("<|flush|>")))) {
+    eog.delete(idOf.get("<|end|>")!);
+    attr[idOf.get("<|end|>")!] = ATTR_USER_DEFINED;
+  }
+  // Gemma 4 / PaddleOCR: </s> is ordinary text there.
+  if (has("<|tool_response>") && has("</s>")) {
+    eog.delete(idOf.get("</s>")!);
+    attr[idOf.get("</s>")!] = ATTR_NORMAL;
+  }
 
   // Phi-3: llama.cpp strips whitespace after its special tokens (except <unk>, <s>, <|endoftext|>).
   const phi3 = name.includes("phi-3") || name.includes("phi3");
   const noRstrip = new Set(["<unk>", "<s>", "<|endoftext|>"]);
 
+  // Control, user-defined and unknown tokens are split out of the raw text first (llama.cpp's
+  // special-token cache); byte and normal tokens are the model's own encoding; unused and
+  // undefined ones are shown as their text.
   const entryKinds = new Map<number, TokenEntryKind>();
   const addedTokens: Json[] = [];
   for (let i = 0; i < n; i++) {
-    const t = type[i]!;
-    if (t === TYPE_CONTROL || t === TYPE_UNKNOWN || t === TYPE_USER_DEFINED) {
-      const special = t !== TYPE_USER_DEFINED;
+    const a = attr[i]!;
+    if (a & (ATTR_CONTROL | ATTR_UNKNOWN | ATTR_USER_DEFINED)) {
+      const special = (a & (ATTR_CONTROL | ATTR_UNKNOWN)) !== 0;
       entryKinds.set(i, special ? "special" : "added");
       if (idOf.get(tokens[i]!) !== i) continue;
       addedTokens.push({
@@ -602,9 +655,7 @@ export function tokenizerFromGguf(metadata: GgufMetadata): LensTokenizer {
         normalized: false,
         special,
       });
-    } else if (t === TYPE_UNUSED) {
-      entryKinds.set(i, "special");
-    } else if (t !== TYPE_NORMAL && t !== TYPE_BYTE && t !== TYPE_UNDEFINED) {
+    } else if (!(a & (ATTR_NORMAL | ATTR_BYTE))) {
       entryKinds.set(i, "special");
     }
   }

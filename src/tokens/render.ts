@@ -2,12 +2,12 @@
  * Showing tokens to humans without lying about their bytes.
  *
  * A token is a byte string, not a string of characters: byte-level BPE splits an emoji such as
- * " 🐠" (20 F0 9F 90 A0) into `ĠðŁ` (20 F0 9F), `IJ` (90) and `ł` (A0), and no single one of them
+ * " 🐠" (20 F0 9F 90 A0) into `ĠðŁ` (20 F0 9F), `Ĳ` (90) and `ł` (A0), and no single one of them
  * is valid UTF-8. Decoding each on its own gives U+FFFD; we never do that. Instead:
  *
  * - `renderToken(bytes)` shows what one token is: its valid text, with whitespace made visible,
  *   and any piece of a multi-byte character as hex in angle brackets, with a note saying what
- *   the piece begins or continues: `ĠðŁ` renders as `␣⟨F0 9F⟩`, note "emoji…"; `IJ` as `⟨90⟩`,
+ *   the piece begins or continues: `ĠðŁ` renders as `␣⟨F0 9F⟩`, note "emoji…"; `Ĳ` as `⟨90⟩`,
  *   note "…continuation".
  * - `reassemble(tokenBytes)` concatenates the bytes of consecutive tokens and decodes once, so the
  *   three tokens above read " 🐠", and reports for each run of characters which tokens it came from.
@@ -239,7 +239,7 @@ export interface ReassembledSpan {
 }
 
 /**
- * Joins the bytes of consecutive tokens and decodes them once: `ĠðŁ`,`IJ`,`ł` -> " 🐠", with
+ * Joins the bytes of consecutive tokens and decodes them once: `ĠðŁ`,`Ĳ`,`ł` -> " 🐠", with
  * spans [{text: " ", tokens: [0, 0]}, {text: "🐠", tokens: [0, 2]}]. Characters are grouped into
  * one span while they come from the same token range.
  */

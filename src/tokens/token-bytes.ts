@@ -9,7 +9,7 @@
  *   `<0xF0>` stand for that single byte, everything else is UTF-8 text;
  * - special / control tokens (`<|im_end|>`, `<start_of_turn>`): their text, as UTF-8.
  *
- * Concatenating the bytes of consecutive tokens and decoding once is what turns `ĠðŁ`,`IJ`,`ł`
+ * Concatenating the bytes of consecutive tokens and decoding once is what turns `ĠðŁ`,`Ĳ`,`ł`
  * back into " 🐠" (see render.ts); decoding token by token is what turns it into U+FFFD.
  */
 

@@ -206,12 +206,13 @@ export class HfLensTokenizer implements LensTokenizer {
 }
 
 /**
- * Texts of end-of-generation tokens, as llama.cpp recognises them (llama-vocab.cpp): EOS and
- * end-of-turn markers of the common chat formats.
+ * Texts of end-of-generation tokens as llama.cpp recognises them (llama-vocab.cpp, `load`): EOS
+ * and end-of-turn markers of the common chat formats. llama.cpp also makes them control tokens.
  */
 export const END_OF_TURN_TEXTS: readonly string[] = [
-  "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>", "_<EOT>",
-  "<|end_of_text|>", "<end_of_utterance>", "<｜end▁of▁sentence｜>", "<|return|>", "<|call|>", "<turn|>",
+  "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "<end_of_turn>",
+  "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>",
+  "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>", "<｜end▁of▁sentence｜>", "[e~[",
 ];
 
 // ---------------------------------------------------------------------------------------------

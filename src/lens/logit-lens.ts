@@ -68,17 +68,18 @@ function layerOf(hook: string): number {
 }
 
 export class LogitLens {
-  private lensSessions = new Map<LensVariant, Promise<ort.InferenceSession>>();
+  private lensSessions = new Map<string, Promise<ort.InferenceSession>>();
 
   constructor(readonly model: LoadedModel) {}
 
-  private lensSession(variant: LensVariant): Promise<ort.InferenceSession> {
-    let s = this.lensSessions.get(variant);
+  private lensSession(variant: LensVariant, tracking: boolean): Promise<ort.InferenceSession> {
+    const key = `${variant}/${tracking}`;
+    let s = this.lensSessions.get(key);
     if (!s) {
       const cfg = this.model.config;
-      const g = buildLensGraph((gb) => this.model.weightsFor(gb), unembeddingOf(cfg), cfg.hidden, variant);
+      const g = buildLensGraph((gb) => this.model.weightsFor(gb), unembeddingOf(cfg), cfg.hidden, { variant, tracking });
       s = createSession(g, this.model.store.dir);
-      this.lensSessions.set(variant, s);
+      this.lensSessions.set(key, s);
     }
     return s;
   }
@@ -88,9 +89,12 @@ export class LogitLens {
     const cfg = this.model.config;
     const variant = options.variant ?? "logit";
     const topK = Math.min(options.topK ?? 10, cfg.vocabSize);
-    const finalHook = blockHook(cfg.nLayers - 1, "hook_resid_post");
     const readouts = options.readouts ?? Array.from({ length: cfg.nLayers }, (_, l) => blockHook(l, "hook_resid_post"));
-    const hooks = [...new Set([...readouts, finalHook])];
+    // The last row of every position is the model's own output, the reference for KL: the final
+    // residual through the lens's norm (logit lens), or the already-normed final residual through
+    // the bare unembedding (raw variant). Either way it is exactly the model's logits.
+    const outputHook = variant === "logit" ? blockHook(cfg.nLayers - 1, "hook_resid_post") : "ln_final.hook_normalized";
+    const hooks = [...new Set([...readouts, outputHook])];
     const positions = options.positions ?? ids.map((_, i) => i);
     for (const p of positions) {
       if (!Number.isInteger(p) || p < 0 || p >= ids.length) throw new UserError(`position ${p} is out of range (0..${ids.length - 1})`);
@@ -99,92 +103,91 @@ export class LogitLens {
     for (const t of tracked) if (t < 0 || t >= cfg.vocabSize) throw new UserError(`tracked token id ${t} is outside the vocabulary (0..${cfg.vocabSize - 1})`);
     const families = options.families ?? [];
     for (const f of families) if (f.length !== cfg.vocabSize) throw new Error("family mask length must equal the vocabulary size");
-    // The graph wants at least one tracked id and one family row; pad with dummies and drop them.
+    const tracking = tracked.length > 0 || families.length > 0;
+    // The tracking graph wants at least one id and one family row: pad with dummies, drop them after.
     const trackedFeed = tracked.length ? tracked : [0];
     const familyFeed = new Float32Array(Math.max(1, families.length) * cfg.vocabSize);
     families.forEach((f, i) => familyFeed.set(f, i * cfg.vocabSize));
 
     const forward = await this.model.forward(hooks, options.lastLogits ? "last" : "none");
     const fwd = await forward.run(ids, cache);
-    // Rows fed to the lens: the requested readouts, then the final layer (the KL reference) and,
-    // for the model's own output, the final layer again through the real norm ("logit" variant).
-    const rows = [...readouts, finalHook];
-    const logitSession = await this.lensSession("logit");
-    const session = variant === "logit" ? logitSession : await this.lensSession(variant);
+    const rows = [...readouts, outputHook];
+    const session = await this.lensSession(variant, tracking);
 
     const H = cfg.hidden;
     const R = rows.length;
-    // Rank counting materialises [R, P, V, M] (1 + 4 bytes per element): budget for it too.
-    // The float64 sum in the log-sum-exp needs 8 bytes per element too.
-    const bytesPerPosition = R * cfg.vocabSize * (6 + 5 * trackedFeed.length);
+    // Budget per position: a few [R, V] float buffers, the float64 sum, and for rank counting the
+    // [R, V, M] comparison (1 byte) and its int32 cast (4 bytes).
+    const bytesPerPosition = R * cfg.vocabSize * (16 + (tracking ? 5 * trackedFeed.length : 0));
     const chunk = Math.max(1, Math.floor(CHUNK_BUDGET_BYTES / bytesPerPosition));
     const cellsByRow: LensCell[][] = rows.map(() => []);
-    const finalCells: LensCell[] = [];
     for (let start = 0; start < positions.length; start += chunk) {
       const pos = positions.slice(start, start + chunk);
       const P = pos.length;
-      const resid = new Float32Array(R * P * H);
+      const resid = new Float32Array(P * R * H);
       rows.forEach((hook, r) => {
         const src = fwd.hooks.get(hook)!;
-        pos.forEach((p, i) => resid.set(src.subarray(p * H, (p + 1) * H), (r * P + i) * H));
+        pos.forEach((p, i) => resid.set(src.subarray(p * H, (p + 1) * H), (i * R + r) * H));
       });
-      const feeds = {
-        resid: new runtime.Tensor("float32", resid, [R, P, H]),
+      const feeds: Record<string, ort.Tensor> = {
+        resid: new runtime.Tensor("float32", resid, [P, R, H]),
         k: new runtime.Tensor("int64", BigInt64Array.from([BigInt(topK)]), [1]),
-        tracked_ids: new runtime.Tensor("int64", BigInt64Array.from(trackedFeed, (t) => BigInt(t)), [trackedFeed.length]),
-        family_mask: new runtime.Tensor("float32", familyFeed, [Math.max(1, families.length), cfg.vocabSize]),
       };
-      const out = await runSession(session, feeds, "lens graph");
-      const cells = decodeCells(out, R, P, topK, trackedFeed.length, tracked.length, Math.max(1, families.length), families.length);
-      cells.forEach((rowCells, r) => cellsByRow[r]!.push(...rowCells));
-      if (variant === "logit") {
-        finalCells.push(...cells[R - 1]!);
-      } else {
-        // The model's own output always goes through its final norm: run just that row.
-        const finalResid = resid.subarray((R - 1) * P * H);
-        const outFinal = await runSession(logitSession, { ...feeds, resid: new runtime.Tensor("float32", finalResid.slice(), [1, P, H]) }, "lens graph");
-        finalCells.push(...decodeCells(outFinal, 1, P, topK, trackedFeed.length, tracked.length, Math.max(1, families.length), families.length)[0]!);
+      if (tracking) {
+        feeds["tracked_ids"] = new runtime.Tensor("int64", BigInt64Array.from(trackedFeed, (t) => BigInt(t)), [trackedFeed.length]);
+        feeds["family_mask"] = new runtime.Tensor("float32", familyFeed, [Math.max(1, families.length), cfg.vocabSize]);
       }
+      const out = await runSession(session, feeds, "lens graph");
+      const cells = decodeCells(out, R, P, topK, { m: trackedFeed.length, mKeep: tracked.length, f: Math.max(1, families.length), fKeep: families.length });
+      cells.forEach((rowCells, r) => cellsByRow[r]!.push(...rowCells));
     }
     return {
       variant,
       positions,
       readouts: readouts.map((hook, r) => ({ hook, layer: layerOf(hook), cells: cellsByRow[r]! })),
-      final: finalCells,
+      final: cellsByRow[R - 1]!,
       cache: fwd.cache,
       lastLogits: fwd.logits,
     };
   }
 }
 
-/** Unpacks the lens outputs; `m`/`f` are the padded tracked/family counts, `mKeep`/`fKeep` the real ones. */
-function decodeCells(out: ort.InferenceSession.OnnxValueMapType, R: number, P: number, k: number, m: number, mKeep: number, f: number, fKeep: number): LensCell[][] {
+interface TrackingCounts {
+  /** Padded and real number of tracked ids, and of families. */
+  m: number;
+  mKeep: number;
+  f: number;
+  fKeep: number;
+}
+
+/** Unpacks the lens outputs ([P, R, ...] in the graph) into cells by row (readout), then position. */
+function decodeCells(out: ort.InferenceSession.OnnxValueMapType, R: number, P: number, k: number, t: TrackingCounts): LensCell[][] {
   const topLogits = out["top_logits"]!.data as Float32Array;
   const topIds = out["top_ids"]!.data as BigInt64Array;
   const lse = out["logsumexp"]!.data as Float32Array;
   const entropy = out["entropy"]!.data as Float32Array;
   const kl = out["kl_to_final"]!.data as Float32Array;
-  const trackedLogits = out["tracked_logits"]!.data as Float32Array;
-  const trackedRank = out["tracked_rank"]!.data as Int32Array;
-  const familyProb = out["family_prob"]!.data as Float32Array;
+  const trackedLogits = out["tracked_logits"]?.data as Float32Array | undefined;
+  const trackedRank = out["tracked_rank"]?.data as Int32Array | undefined;
+  const familyProb = out["family_prob"]?.data as Float32Array | undefined;
   const rows: LensCell[][] = [];
   for (let r = 0; r < R; r++) {
     const cells: LensCell[] = [];
     for (let p = 0; p < P; p++) {
-      const c = r * P + p;
+      const c = p * R + r;
       const logits = Array.from(topLogits.subarray(c * k, (c + 1) * k));
-      const tl = Array.from(trackedLogits.subarray(c * m, c * m + mKeep));
+      const tl = trackedLogits ? Array.from(trackedLogits.subarray(c * t.m, c * t.m + t.mKeep)) : [];
       cells.push({
         topIds: Array.from(topIds.subarray(c * k, (c + 1) * k), Number),
         topLogits: logits,
         topLogprobs: logits.map((v) => v - lse[c]!),
-        entropy: entropy[c]!,
-        // KL is >= 0 mathematically; float rounding can give -1e-7 at the final layer itself.
+        entropy: Math.max(0, entropy[c]!),
+        // KL is >= 0 mathematically; float rounding can give -1e-6 at the final layer itself.
         klToFinal: Math.max(0, kl[c]!),
         trackedLogits: tl,
         trackedLogprobs: tl.map((v) => v - lse[c]!),
-        trackedRanks: Array.from(trackedRank.subarray(c * m, c * m + mKeep)),
-        familyProbs: Array.from(familyProb.subarray(c * f, c * f + fKeep)),
+        trackedRanks: trackedRank ? Array.from(trackedRank.subarray(c * t.m, c * t.m + t.mKeep)) : [],
+        familyProbs: familyProb ? Array.from(familyProb.subarray(c * t.f, c * t.f + t.fKeep)) : [],
       });
     }
     rows.push(cells);

@@ -1,6 +1,92 @@
-// Placeholder until the html renderer lands (being written now); it refuses clearly instead of faking output.
-import { UserError } from "../errors.js";
+/**
+ * `--format html`: one self-contained HTML file (inline CSS and JS, the report embedded as JSON, no
+ * network, opens from disk) with the heatmap, the details panel and the chart.
+ *
+ * The page's code is the shared front-end in src/web/ (lens-view.js + lens-view.css), plain browser
+ * files that the web app can serve as they are; this module reads them at run time, relative to
+ * its compiled location (dist/src/outputs/html.js -> ../../../src/web/), and inlines them.
+ */
+import fs from "node:fs";
+import { fileURLToPath } from "node:url";
 import type { LensReport } from "./report.js";
-export function toHtml(_report: LensReport): string {
-  throw new UserError("--format html is not available yet");
+
+/** Where src/web/ lies relative to this module: compiled (dist/src/outputs/) or run from src/outputs/. */
+const WEB_DIRS = [new URL("../../../src/web/", import.meta.url), new URL("../web/", import.meta.url)];
+
+export interface LensViewAssets {
+  /** lens-view.js: defines globalThis.LensView.renderLensReport(root, report). */
+  script: string;
+  /** lens-view.css. */
+  style: string;
+}
+
+let assets: LensViewAssets | undefined;
+
+/** The front-end's files, read once. Also for the web app, which serves the same view. */
+export function lensViewAssets(): LensViewAssets {
+  if (assets) return assets;
+  for (const dir of WEB_DIRS) {
+    const js = new URL("lens-view.js", dir);
+    const css = new URL("lens-view.css", dir);
+    if (fs.existsSync(js) && fs.existsSync(css)) {
+      assets = { script: fs.readFileSync(js, "utf8"), style: fs.readFileSync(css, "utf8") };
+      return assets;
+    }
+  }
+  throw new Error(`the HTML viewer's files (lens-view.js, lens-view.css) are missing: looked in ${WEB_DIRS.map((d) => fileURLToPath(d)).join(", ")}`);
+}
+
+/**
+ * JSON that is safe inside `<script type="application/json">`: `<` written as `\u003c` (so neither
+ * `</script` nor `<!--` can end or confuse the element), and U+2028/U+2029 escaped. JSON.parse of
+ * the element's text gives the value back unchanged.
+ */
+export function jsonForScript(value: unknown): string {
+  return JSON.stringify(value).replace(/</g, "\\u003c").replace(/\u2028/g, "\\u2028").replace(/\u2029/g, "\\u2029");
+}
+
+/** Text safe inside an HTML element or a double-quoted attribute. */
+export function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
+}
+
+/** Inline script or style text: a literal `</script` or `</style` inside would close the element. */
+function inlineSafe(code: string, tag: "script" | "style"): string {
+  return code.replace(new RegExp(`</(${tag})`, "gi"), "<\\/$1");
+}
+
+function oneLine(text: string, max: number): string {
+  const t = text.replace(/\s+/g, " ").trim();
+  return t.length > max ? `${t.slice(0, max - 1)}…` : t;
+}
+
+export function toHtml(report: LensReport): string {
+  const { script, style } = lensViewAssets();
+  const title = `logit lens · ${report.model.name} · ${oneLine(report.prompt, 60)}`;
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:">
+<meta name="generator" content="logit-lens (${escapeHtml(report.schema)})">
+<title>${escapeHtml(title)}</title>
+<link rel="icon" href="data:,">
+<style>
+html, body { margin: 0; padding: 0; }
+${inlineSafe(style, "style")}
+</style>
+</head>
+<body>
+<div id="lens-app"><noscript>This report needs JavaScript to draw its heatmap; the data is in the script element with id "lens-report".</noscript></div>
+<script type="application/json" id="lens-report">${jsonForScript(report)}</script>
+<script>
+${inlineSafe(script, "script")}
+</script>
+<script>
+LensView.renderLensReport(document.getElementById("lens-app"), JSON.parse(document.getElementById("lens-report").textContent));
+</script>
+</body>
+</html>
+`;
 }

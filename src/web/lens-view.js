@@ -1,7 +1,7 @@
 /*
  * logit-lens report viewer: renders one LensReport (src/outputs/report.ts, docs/lens-json.md) into
  * a DOM element. Plain browser JavaScript, no dependencies, no network: the self-contained HTML
- * export (src/outputs/html.ts) inlines this file, and the web app can load it with a <script> tag.
+ * export (src/outputs/html.ts) inlines this file, and the web app can load it with a script element.
  *
  *   const view = LensView.renderLensReport(rootElement, report);
  *   view.select("final" | layerIndex, columnIndex);   // pin a cell (as a click does)
@@ -19,6 +19,8 @@
  */
 (function (global) {
   "use strict";
+
+  /** @typedef {number | "final"} RowKey  a heatmap row: an index into report.layers, or the output */
 
   var SVG_NS = "http://www.w3.org/2000/svg";
   var POINT_SHORT = { embed: "embed", resid_pre: "pre", resid_mid: "mid", resid_post: "post", attn_out: "attn", mlp_out: "mlp" };
@@ -150,7 +152,7 @@
       colorBy: "top1",
       logColor: false,
       chartLog: true,
-      pinned: { row: "final", col: nCols - 1 },
+      pinned: { row: /** @type {RowKey} */ ("final"), col: nCols - 1 },
       position: nCols - 1,
       hover: null,
     };
@@ -158,15 +160,17 @@
     function cellAt(row, col) {
       return row === "final" ? report.final.positions[col] : layers[row].positions[col];
     }
+    /** @returns {RowKey[]} */
     function layerRows() {
+      /** @type {RowKey[]} */
       var rows = [];
       for (var i = 0; i < layers.length; i++) if (state.point === "all" || layers[i].point === state.point) rows.push(i);
       return rows;
     }
-    /** Rows in display order (row = layer index or "final"). */
+    /** Rows in display order (row = layer index or "final"). @returns {RowKey[]} */
     function displayRows() {
       var rows = layerRows();
-      if (state.outputOnTop) return ["final"].concat(rows.slice().reverse());
+      if (state.outputOnTop) return /** @type {RowKey[]} */ (["final"]).concat(rows.slice().reverse());
       return rows.concat(["final"]);
     }
 
@@ -362,6 +366,7 @@
       var label = colorSelect.options[colorSelect.selectedIndex].text;
       legendLabel.textContent = label;
       legendTicks.textContent = "";
+      /** @type {[number, string][]} */
       var ticks = state.logColor ? [[0, "≤1e-6"], [1 / 3, "1e-4"], [2 / 3, "1%"], [1, "100%"]] : [[0, "0%"], [0.25, "25%"], [0.5, "50%"], [0.75, "75%"], [1, "100%"]];
       ticks.forEach(function (tk) { legendTicks.append(h("span", { style: "left:" + tk[0] * 100 + "%", text: tk[1] })); });
     }
@@ -398,6 +403,10 @@
           h("div", { class: "ll-details-pos" }, next
             ? ["actually next ", h("span", { class: "ll-tokbox", text: next.text }), next.generated ? h("span", { class: "ll-small", text: "(generated)" }) : null]
             : ["last token: the prediction is for what comes next"]),
+          h("div", { class: "ll-details-pos ll-row-text" }, [
+            "this row's top-1 tokens read ",
+            h("span", { class: "ll-tokbox", title: "the top-1 tokens of every position in this row, bytes joined and decoded", text: (layer ? layer.top1_text : report.final.top1_text) || "" }),
+          ]),
           h("div", { class: "ll-stats" }, [
             h("span", null, ["entropy ", h("b", { class: "ll-entropy", text: formatNum(cell.entropy, 3) }), " nats"]),
             h("span", null, ["KL to final ", h("b", { class: "ll-kl", text: row === "final" ? "—" : formatNum(cell.kl_to_final, 3) }), row === "final" ? "" : " nats"]),
@@ -496,6 +505,7 @@
       chartReadout.textContent = "";
 
       var rows = layerRows().concat(["final"]);
+      /** @type {{kind: string, index: number, label: string, color: string, values: number[], dashed?: boolean, thin?: boolean}[]} */
       var series = [];
       targets.forEach(function (t, i) {
         series.push({ kind: "target", index: i, label: t.label, color: PALETTE[i % PALETTE.length], values: rows.map(function (r) { var c = cellAt(r, col); return c && c.targets ? c.targets[i].prob : NaN; }) });
@@ -529,6 +539,8 @@
       if (log) {
         var stepDec = -lo > 8 ? 2 : 1;
         for (var d = 0; d >= lo; d -= stepDec) yt.push([Math.pow(10, d), d === 0 ? "1" : d >= -2 ? String(Math.pow(10, d)) : "1e" + d]);
+        // Values below the axis are drawn on it: say so on the bottom label.
+        if (minPos < Math.pow(10, lo) && yt.length && yt[yt.length - 1][0] === Math.pow(10, lo)) yt[yt.length - 1][1] = "≤" + yt[yt.length - 1][1];
       } else {
         [0, 0.25, 0.5, 0.75, 1].forEach(function (v) { yt.push([v, v * 100 + "%"]); });
       }
@@ -587,8 +599,8 @@
       var overlay = s("rect", { x: L, y: T, width: W - L - R, height: H - T - B, fill: "transparent", class: "ll-overlay" });
       svg.append(overlay);
       function showAt(i) {
-        marker.setAttribute("x1", x(i));
-        marker.setAttribute("x2", x(i));
+        marker.setAttribute("x1", String(x(i)));
+        marker.setAttribute("x2", String(x(i)));
         marker.setAttribute("visibility", "visible");
         var r = rows[i];
         chartReadout.textContent = "";
@@ -597,14 +609,14 @@
           append(chartReadout, [k ? " · " : "", h("span", { class: "ll-swatch" + (se.dashed ? " dashed" : ""), style: se.dashed ? "border-color:" + se.color : "background:" + se.color }), se.label + " " + formatProb(se.values[i])]);
         });
       }
-      overlay.addEventListener("mousemove", function (ev) {
+      overlay.addEventListener("mousemove", /** @param {MouseEvent} ev */ function (ev) {
         var rect = svg.getBoundingClientRect();
         var px = ((ev.clientX - rect.left) / rect.width) * W;
         var i = Math.round(((px - L) / (W - L - R)) * (n - 1));
         showAt(Math.max(0, Math.min(n - 1, i)));
       });
       overlay.addEventListener("mouseleave", function () { marker.setAttribute("visibility", "hidden"); chartReadout.textContent = ""; hintReadout(); });
-      overlay.addEventListener("click", function (ev) {
+      overlay.addEventListener("click", /** @param {MouseEvent} ev */ function (ev) {
         var rect = svg.getBoundingClientRect();
         var px = ((ev.clientX - rect.left) / rect.width) * W;
         var i = Math.max(0, Math.min(n - 1, Math.round(((px - L) / (W - L - R)) * (n - 1))));
@@ -651,8 +663,9 @@
       markPinned();
       renderDetails(row, col, "pinned");
       renderChart();
+      // Keyboard navigation listens on the scroller: keep the focus there after a click.
+      if (!fromChart) scroller.focus({ preventScroll: true });
       var el = cellEls.get(row + ":" + col);
-      if (el && !fromChart) el.focus({ preventScroll: true });
       if (el && fromChart) el.scrollIntoView({ block: "nearest", inline: "nearest" });
     }
 

@@ -160,22 +160,51 @@ function loadFonts(): Promise<Fonts> {
   return fontsPromise;
 }
 
-/** Replaces characters the bundled fonts cannot draw with their UTF-8 bytes: 中 -> ⟨E4 B8 AD⟩. */
-function coveredText(coverage: Set<number>): (s: string) => string {
+/**
+ * Replaces characters the bundled fonts cannot draw with their UTF-8 bytes, one ⟨…⟩ per run:
+ * 中文 -> ⟨E4 B8 AD E6 96 87⟩.
+ */
+export function coveredText(coverage: Set<number>): (s: string) => string {
   const enc = new TextEncoder();
+  const hexOf = (run: string) => `⟨${Array.from(enc.encode(run), (b) => b.toString(16).toUpperCase().padStart(2, "0")).join(" ")}⟩`;
   return (s: string) => {
     let out = "";
+    let run = "";
     for (const ch of s) {
       const cp = ch.codePointAt(0)!;
-      if (coverage.has(cp) || cp < 0x20) out += ch;
-      else out += `⟨${Array.from(enc.encode(ch), (b) => b.toString(16).toUpperCase().padStart(2, "0")).join(" ")}⟩`;
+      if (coverage.has(cp) || cp < 0x20) {
+        if (run) out += hexOf(run);
+        run = "";
+        out += ch;
+      } else run += ch;
     }
-    return out;
+    return run ? out + hexOf(run) : out;
   };
 }
 
-/** The largest side of the PNG, in pixels: 2x resolution for typical figures, less for huge ones. */
-const MAX_SIDE = 8000;
+/**
+ * Resolution: 2x for figures up to 4,000 px (crisp when zoomed or printed), 1x up to 16,000 px,
+ * and scaled down beyond that, so that no side passes 16,000 px nor the image 64 M pixels.
+ */
+export function pngZoom(width: number, height: number): number {
+  const side = Math.max(width, height, 1);
+  const zoom = side <= 4000 ? 2 : Math.min(1, 16000 / side);
+  return Math.min(zoom, Math.sqrt(64e6 / Math.max(1, width * height)));
+}
+
+function pngSvg(report: LensReport, fonts: Fonts): string {
+  return toSvg(report, { mapText: coveredText(fonts.coverage), fontFamily: "DejaVu Sans" });
+}
+
+/** The SVG that `toPng` rasterises: text the fonts cannot draw already replaced by its bytes. */
+export async function toPngSvg(report: LensReport): Promise<string> {
+  return pngSvg(report, await loadFonts());
+}
+
+/** The code points the PNG's fonts can draw. */
+export async function pngFontCoverage(): Promise<Set<number>> {
+  return (await loadFonts()).coverage;
+}
 
 export async function toPng(report: LensReport): Promise<Uint8Array> {
   let Resvg: typeof import("@resvg/resvg-js").Resvg;
@@ -185,10 +214,9 @@ export async function toPng(report: LensReport): Promise<Uint8Array> {
     throw new UserError("--format png needs the npm package @resvg/resvg-js (reinstall logit-lens's dependencies)");
   }
   const fonts = await loadFonts();
-  const svg = toSvg(report, { mapText: coveredText(fonts.coverage), fontFamily: "DejaVu Sans" });
+  const svg = pngSvg(report, fonts);
   const size = /<svg[^>]* width="(\d+)" height="(\d+)"/.exec(svg);
-  const side = size ? Math.max(Number(size[1]), Number(size[2])) : 1000;
-  const zoom = Math.max(0.5, Math.min(2, MAX_SIDE / side));
+  const zoom = size ? pngZoom(Number(size[1]), Number(size[2])) : 1;
 
   const dir = mkdtempSync(join(tmpdir(), "logit-lens-fonts-"));
   try {

@@ -154,7 +154,7 @@ interface Row {
 const CELL_FONT = 11;
 const LABEL_FONT = 11;
 const CELL_H = 18;
-const CELL_TEXT_MAX = 66; // px of cell text before truncation (about 10 characters)
+const CELL_TEXT_MAX = 70; // px of cell text before truncation (about 10 characters, or ⟨E4 B8 AD⟩)
 const TICK_LABEL_MAX = 96; // px of an axis token label before truncation
 const GAP_OUTPUT = 6; // space between the output row and the top layer
 
@@ -203,7 +203,7 @@ export function toSvg(report: LensReport, options: FigureOptions = {}): string {
   const variant = report.lens.variant === "logit" ? "Logit lens" : "Raw-unembedding lens";
   const points = report.lens.points.join(", ");
   const title = `${variant}: ${report.model.name}`;
-  const subtitle = `${report.model.architecture}, ${report.model.n_layers} layers, readout ${points}; cell = top-1 token, colour = its probability`;
+  const subtitle = `${report.model.architecture}, ${report.model.n_layers} layers, ${report.model.hidden_size} wide; readout: ${points}`;
   const promptLine = `${report.chat ? "chat prompt" : "prompt"}: ${JSON.stringify(report.prompt).slice(1, -1)}`;
   const genLine = report.generated_text !== undefined ? `generated: ${JSON.stringify(report.generated_text).slice(1, -1)}` : undefined;
 
@@ -217,7 +217,7 @@ export function toSvg(report: LensReport, options: FigureOptions = {}): string {
   const barLabelsW = 40;
   const barTitleW = 18;
   const rightBlock = barGap + barW + barLabelsW + barTitleW;
-  const textLineMax = Math.max(gridX + gridW + rightBlock - marginL * 2, 420);
+  const textLineMax = Math.max(gridX + gridW + rightBlock - marginL * 2, 560);
   const titleText = truncate(map(title), textLineMax, 16, true);
   const subText = truncate(subtitle, textLineMax, 11.5);
   const promptText = truncate(map(promptLine), textLineMax, 11.5);
@@ -250,7 +250,24 @@ export function toSvg(report: LensReport, options: FigureOptions = {}): string {
   const legendY = inputTitleY + 20;
   const barTop = outputTop;
   const barH = Math.max(gridBottom - outputTop, 110);
-  const height = Math.ceil(Math.max(legendY + 10, barTop + barH + 12));
+
+  // Legend lines under the figure, wrapped to its width.
+  const firstGen = positions.findIndex((p) => tokens[p]?.generated ?? false);
+  const legendItems = [
+    "cell: top-1 token of the readout, background: its probability",
+    "bold: the top-1 token is the next token",
+    ...(firstGen >= 0 ? ["orange labels, right of the dashed line: generated tokens"] : []),
+    ...(positions.some((p) => tokens[p]?.special) ? ["grey labels: special tokens"] : []),
+    "␣ space, ↵ newline, ⟨F0 9F⟩ bytes of a partial character",
+  ];
+  const legendMax = Math.max(gridX + gridW + rightBlock - marginL * 2, 560);
+  const legendLines: string[] = [];
+  for (const item of legendItems) {
+    const last = legendLines[legendLines.length - 1];
+    if (last !== undefined && textWidth(`${last}  ·  ${item}`, 10) <= legendMax) legendLines[legendLines.length - 1] = `${last}  ·  ${item}`;
+    else legendLines.push(truncate(item, legendMax, 10));
+  }
+  const height = Math.ceil(Math.max(legendY + 14 * (legendLines.length - 1) + 10, barTop + barH + 12));
 
   const rowTop = (i: number) => (i === 0 ? outputTop : layersTop + (i - 1) * CELL_H);
   const colX = (j: number) => gridX + j * cellW;
@@ -340,10 +357,19 @@ export function toSvg(report: LensReport, options: FigureOptions = {}): string {
   });
   out.push(`</g>`);
 
+  // With several readouts per block, a white rule between blocks.
+  if (multiPoint) {
+    for (let i = 2; i < rows.length; i++) {
+      if (rows[i]!.layer !== rows[i - 1]!.layer) {
+        const ry = rowTop(i);
+        out.push(`<line x1="${gridX}" y1="${ry}" x2="${gridX + gridW}" y2="${ry}" stroke="#ffffff" stroke-width="2"/>`);
+      }
+    }
+  }
+
   // Thin frames around the output row and the layer grid; a dashed line where generation starts.
   out.push(`<rect x="${gridX}" y="${outputTop}" width="${gridW}" height="${CELL_H}" fill="none" stroke="#555555" stroke-width="0.8"/>`);
   if (nLayerRows > 0) out.push(`<rect x="${gridX}" y="${layersTop}" width="${gridW}" height="${nLayerRows * CELL_H}" fill="none" stroke="#555555" stroke-width="0.8"/>`);
-  const firstGen = positions.findIndex((p) => generated(p));
   if (firstGen > 0) {
     const gx = colX(firstGen);
     out.push(`<line x1="${gx}" y1="${outputTop - 2}" x2="${gx}" y2="${gridBottom + 2}" stroke="#a04000" stroke-width="1.5" stroke-dasharray="4 3"/>`);
@@ -368,14 +394,8 @@ export function toSvg(report: LensReport, options: FigureOptions = {}): string {
   out.push(`<text x="${btx}" y="${bty}" text-anchor="middle" font-size="12" font-weight="bold" fill="#222222" transform="rotate(-90 ${btx} ${bty})">top-1 probability</text>`);
   out.push(`</g>`);
 
-  // Legend line.
-  const legend = [
-    "bold: top-1 token = next token",
-    ...(firstGen >= 0 ? ["orange labels, right of the dashed line: generated tokens"] : []),
-    ...(positions.some(special) ? ["grey labels: special tokens"] : []),
-    "␣ space, ↵ newline, ⟨F0 9F⟩ bytes of a partial character",
-  ].join("  ·  ");
-  out.push(`<text x="${marginL}" y="${fmt(legendY)}" font-size="10" fill="#666666">${escapeXml(truncate(legend, width - 2 * marginL, 10))}</text>`);
+  // Legend.
+  legendLines.forEach((line, k) => out.push(`<text x="${marginL}" y="${fmt(legendY + 14 * k)}" font-size="10" fill="#555555">${escapeXml(line)}</text>`));
 
   out.push(`</svg>`);
   return out.join("\n") + "\n";

@@ -61,6 +61,8 @@ const TRICKY: readonly string[] = [
   "<s>[INST] hi [/INST]</s>",
   "<|user|>\nHello<|end|>\n<|assistant|>",
   "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>",
+  // Special tokens next to non-ASCII whitespace (Phi-3 strips only ASCII whitespace after its specials).
+  "<|user|>\u2003hi</s>\ufeff8<|end|> \n\t x</s>",
 ];
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -121,11 +123,26 @@ function bytesOf(tok: LensTokenizer, ids: number[]): Buffer {
   return Buffer.concat(ids.map((id) => Buffer.from(tok.tokenBytes(id))));
 }
 
+type VocabModel = Awaited<ReturnType<Llama["loadModel"]>>;
+
+interface CrossCheckOptions {
+  extraTexts?: readonly string[];
+  /** Reports load times here. */
+  timing?: (message: string) => void;
+  /** More checks with the same llama.cpp model loaded. */
+  more?: (tok: LensTokenizer, model: VocabModel) => Promise<void> | void;
+}
+
 /** Checks our tokenizer for `file` against llama.cpp; returns it for further checks. */
-async function crossCheck(file: string, extraTexts: readonly string[] = []): Promise<LensTokenizer> {
+async function crossCheck(file: string, options: CrossCheckOptions = {}): Promise<LensTokenizer> {
   assert.ok(llama, llamaWhy);
+  const extraTexts = options.extraTexts ?? [];
+  const t0 = performance.now();
   const metadata = readGguf(file).metadata;
+  const t1 = performance.now();
   const tok = tokenizerFromGguf(metadata);
+  const t2 = performance.now();
+  options.timing?.(`GGUF header ${(t1 - t0).toFixed(0)} ms, tokenizer ${(t2 - t1).toFixed(0)} ms`);
   const model = await llama.loadModel({ modelPath: file, vocabOnly: true });
   try {
     assert.equal(tok.addBos, model.tokens.shouldPrependBosToken, "adds BOS where llama.cpp does");
@@ -160,6 +177,7 @@ async function crossCheck(file: string, extraTexts: readonly string[] = []): Pro
       assert.equal(tok.decode(ours), text, `decode(encode(${JSON.stringify(text)}))`);
     }
     assert.deepEqual(mismatches, [], `${mismatches.length} texts tokenize differently from llama.cpp`);
+    await options.more?.(tok, model);
   } finally {
     await model.dispose();
   }
@@ -172,7 +190,14 @@ describe("real GGUF models against llama.cpp", () => {
 
   test("SmolLM2 135M (byte-level BPE, 49k)", { skip: smollm2 ? false : "SmolLM2 GGUF not found (fetch the smollm2-135m-instruct alias or set LOGIT_LENS_TEST_SMOLLM2)" }, async (t) => {
     if (!llama) return t.skip(llamaWhy);
-    const tok = await crossCheck(smollm2!);
+    // Chat template from the GGUF.
+    const messages = [{ role: "user", content: "What is the capital of France?" }];
+    const tok = await crossCheck(smollm2!, {
+      more: (tok, model) => {
+        const prompt = tok.applyChatTemplate(messages);
+        assert.deepEqual(tok.encodeChat(messages), Array.from(model.tokenize(prompt, true)));
+      },
+    });
     // The seed's fish: three tokens, no one of them text, together " 🐠".
     const ids = tok.encode(" 🐠", { addSpecialTokens: false });
     assert.deepEqual(ids.map((i) => tok.tokenString(i)), ["ĠðŁ", "Ĳ", "ł"]);
@@ -180,8 +205,6 @@ describe("real GGUF models against llama.cpp", () => {
     const joined = reassemble(ids.map((i) => tok.tokenBytes(i)));
     assert.equal(joined.text, " 🐠");
     assert.deepEqual(joined.spans.at(-1)!.tokens, [0, 2]);
-    // Chat template from the GGUF.
-    const messages = [{ role: "user", content: "What is the capital of France?" }];
     const prompt = tok.applyChatTemplate(messages);
     assert.equal(
       prompt,
@@ -189,49 +212,38 @@ describe("real GGUF models against llama.cpp", () => {
         "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
     );
     assert.ok(!tok.applyChatTemplate(messages, { addGenerationPrompt: false }).endsWith("assistant\n"));
-    const model = await llama.loadModel({ modelPath: smollm2!, vocabOnly: true });
-    try {
-      assert.deepEqual(tok.encodeChat(messages), Array.from(model.tokenize(prompt, true)));
-    } finally {
-      await model.dispose();
-    }
     // llama.cpp counts <reponame> (a FIM repository marker) as end of generation too.
     assert.deepEqual(tok.eosIds.map((i) => tok.tokenString(i)).sort(), ["<reponame>", "<|endoftext|>", "<|im_end|>"]);
   });
 
   test("Gemma 3 270M (SentencePiece, 262k)", { skip: gemma3 ? false : "Gemma 3 GGUF not found (fetch the gemma3-270m alias or set LOGIT_LENS_TEST_GEMMA3)" }, async (t) => {
     if (!llama) return t.skip(llamaWhy);
-    const t0 = performance.now();
-    const metadata = readGguf(gemma3!).metadata;
-    const t1 = performance.now();
-    const fresh = tokenizerFromGguf(metadata);
-    const t2 = performance.now();
-    t.diagnostic(`Gemma 3 vocab (262,144 tokens): GGUF header ${(t1 - t0).toFixed(0)} ms, tokenizer ${(t2 - t1).toFixed(0)} ms`);
-    assert.equal(fresh.vocabSize, 262144);
-    const tok = await crossCheck(gemma3!);
-    assert.equal(tok.tokenString(tok.bosId!), "<bos>");
-    assert.ok(tok.eosIds.includes(tok.tokenId("<end_of_turn>")!), "<end_of_turn> ends generation");
-    // Byte fallback: a character outside the vocabulary comes out as <0xNN> pieces that reassemble.
-    const ids = tok.encode("\u{1F9CC}", { addSpecialTokens: false }); // 🧌 troll
-    assert.equal(reassemble(ids.map((i) => tok.tokenBytes(i))).text, "\u{1F9CC}");
     // The GGUF has no chat template: Gemma's own is the fallback.
     const messages = [
       { role: "system", content: "Be brief." },
       { role: "user", content: "What is the capital of France?" },
     ];
-    const prompt = tok.applyChatTemplate(messages);
+    const tok = await crossCheck(gemma3!, {
+      timing: (m) => t.diagnostic(`Gemma 3 vocab (262,144 tokens): ${m}`),
+      more: (tok, model) => {
+        const prompt = tok.applyChatTemplate(messages);
+        const chatIds = tok.encodeChat(messages);
+        assert.equal(chatIds.filter((i) => i === tok.bosId).length, 1, "one BOS, from the template");
+        assert.deepEqual(chatIds, Array.from(model.tokenize(prompt, true)));
+      },
+    });
+    assert.equal(tok.vocabSize, 262144);
+    assert.equal(tok.tokenString(tok.bosId!), "<bos>");
+    assert.ok(tok.eosIds.includes(tok.tokenId("<end_of_turn>")!), "<end_of_turn> ends generation");
+    // Byte fallback: a character outside the vocabulary comes out as <0xNN> pieces that reassemble.
+    const ids = tok.encode("\u{1F9CC}", { addSpecialTokens: false }); // 🧌 troll
+    assert.deepEqual(ids.map((i) => tok.tokenString(i)), ["<0xF0>", "<0x9F>", "<0xA7>", "<0x8C>"]);
+    assert.deepEqual(ids.map((i) => renderToken(tok.tokenBytes(i)).note), ["4-byte character (emoji?)…", "…continuation", "…continuation", "…continuation"]);
+    assert.equal(reassemble(ids.map((i) => tok.tokenBytes(i))).text, "\u{1F9CC}");
     assert.equal(
-      prompt,
+      tok.applyChatTemplate(messages),
       "<bos><start_of_turn>user\nBe brief.\n\nWhat is the capital of France?<end_of_turn>\n<start_of_turn>model\n",
     );
-    const chatIds = tok.encodeChat(messages);
-    assert.equal(chatIds.filter((i) => i === tok.bosId).length, 1, "one BOS, from the template");
-    const model = await llama.loadModel({ modelPath: gemma3!, vocabOnly: true });
-    try {
-      assert.deepEqual(chatIds, Array.from(model.tokenize(prompt, true)));
-    } finally {
-      await model.dispose();
-    }
     assert.throws(
       () => tok.applyChatTemplate([{ role: "assistant", content: "x" }]),
       (e: unknown) => e instanceof UserError && /alternate/.test(e.message),
@@ -252,7 +264,7 @@ describe("llama.cpp vocab GGUFs against llama.cpp", () => {
       if (!llama) return t.skip(llamaWhy);
       const inp = `${file!}.inp`;
       const extra = fs.existsSync(inp) ? fs.readFileSync(inp, "utf8").split("\n__ggml_vocab_test__\n") : [];
-      const tok = await crossCheck(file!, extra);
+      const tok = await crossCheck(file!, { extraTexts: extra });
       if (family === "gpt-2") {
         // DESIGN.md: GPT-2 tokenizes " 🐠" into 12520, 238, 254.
         assert.deepEqual(tok.encode(" 🐠"), [12520, 238, 254]);

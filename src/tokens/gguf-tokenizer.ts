@@ -21,8 +21,10 @@
  *   and byte fallback.
  * - `gemma4`: BPE with merges over raw UTF-8 with `▁` for spaces, split only at newlines.
  *
- * Control, user-defined and unknown-type tokens become added tokens, matched in the raw text
- * before anything else, as llama.cpp does when it parses special tokens.
+ * Control, user-defined and unknown-type tokens (after llama.cpp's fix-ups by token text: "</s>",
+ * "<|im_end|>" and other end-of-turn texts are always control tokens) are split out of the raw
+ * text before anything else, in llama.cpp's order (longest first) and with its whitespace rules
+ * (SpecialTokenSplitter). They also end up in tokenizer.json's added_tokens, for completeness.
  *
  * Loading speed: a 262k vocabulary as a JSON object, and hundreds of thousands of merges keyed
  * the way tokenizers.js keys them, cost more than a second to build. So the tokenizer.json
@@ -30,12 +32,11 @@
  * `vocab` and `bpe_ranks` are then set from tables built straight from the GGUF arrays
  * (`bpe_ranks` answers lookups lazily, see MergeRanks).
  */
-import type { Tokenizer } from "@huggingface/tokenizers";
 import { UserError } from "../errors.js";
 import type { GgufMetadata, GgufValue } from "../loading/tensor-ref.js";
 import { FALLBACK_CHAT_TEMPLATES } from "./chat-template.js";
-import { END_OF_TURN_TEXTS, HfLensTokenizer, type LensTokenizer } from "./tokenizer.js";
-import type { TokenEntryKind } from "./token-bytes.js";
+import { buildTokenizer, END_OF_TURN_TEXTS, HfLensTokenizer, type LensTokenizer } from "./tokenizer.js";
+import { type TokenEntryKind, utf8Bytes } from "./token-bytes.js";
 
 // llama.cpp token attributes (llama.h `llama_token_attr`), from tokenizer.ggml.token_type
 // (UNDEFINED 0, NORMAL 1, UNKNOWN 2, CONTROL 3, USER_DEFINED 4, UNUSED 5, BYTE 6).
@@ -519,6 +520,88 @@ function sentencePieceMergeRanks(
   });
 }
 
+interface SpecialEntry {
+  text: string;
+  id: number;
+  rstrip: boolean;
+}
+
+const ASCII_SPACE = new Set([" ", "\t", "\n", "\v", "\f", "\r"]);
+
+/**
+ * llama.cpp's special-token partition (`tokenizer_st_partition`): for each special token, longest
+ * text first (UTF-8 bytes), every occurrence in the remaining raw text becomes that token; a token
+ * marked rstrip (Phi-3's) swallows the ASCII whitespace after it (C `isspace`, so not U+3000 or a
+ * BOM, which JS's trimStart would also remove). A trie finds which special tokens occur at all, so
+ * the ordered passes only run over those (Gemma has 6,400 special tokens).
+ */
+class SpecialTokenSplitter {
+  private readonly trie = new Map<string, unknown>();
+  private readonly rank = new Map<string, number>();
+  private readonly byText = new Map<string, SpecialEntry>();
+
+  constructor(entries: readonly SpecialEntry[]) {
+    const bytes = (t: string) => utf8Bytes(t).length;
+    const sorted = [...entries].sort((a, b) => bytes(b.text) - bytes(a.text) || a.id - b.id);
+    sorted.forEach((e, k) => {
+      if (e.text.length === 0 || this.byText.has(e.text)) return;
+      this.byText.set(e.text, e);
+      this.rank.set(e.text, k);
+      let node = this.trie;
+      for (const ch of e.text) {
+        let next = node.get(ch) as Map<string, unknown> | undefined;
+        if (next === undefined) node.set(ch, (next = new Map()));
+        node = next;
+      }
+      node.set("", e.text);
+    });
+  }
+
+  /** Special tokens whose text occurs in `text`, in llama.cpp's processing order. */
+  private occurring(text: string): SpecialEntry[] {
+    const found = new Set<string>();
+    const chars = Array.from(text);
+    for (let i = 0; i < chars.length; i++) {
+      let node = this.trie;
+      for (let j = i; j < chars.length; j++) {
+        const next = node.get(chars[j]!) as Map<string, unknown> | undefined;
+        if (next === undefined) break;
+        node = next;
+        const end = node.get("") as string | undefined;
+        if (end !== undefined) found.add(end);
+      }
+    }
+    return [...found].sort((a, b) => this.rank.get(a)! - this.rank.get(b)!).map((t) => this.byText.get(t)!);
+  }
+
+  /** Raw text pieces (strings) and special token ids, in order. */
+  split(text: string): (string | number)[] {
+    let parts: (string | number)[] = [text];
+    for (const special of this.occurring(text)) {
+      const next: (string | number)[] = [];
+      for (const part of parts) {
+        if (typeof part === "number" || !part.includes(special.text)) {
+          next.push(part);
+          continue;
+        }
+        let rest = part;
+        for (;;) {
+          const at = rest.indexOf(special.text);
+          if (at < 0) break;
+          if (at > 0) next.push(rest.slice(0, at));
+          next.push(special.id);
+          let from = at + special.text.length;
+          if (special.rstrip) while (from < rest.length && ASCII_SPACE.has(rest[from]!)) from++;
+          rest = rest.slice(from);
+        }
+        if (rest.length > 0) next.push(rest);
+      }
+      parts = next;
+    }
+    return parts;
+  }
+}
+
 /**
  * Builds the tokenizer of a GGUF file from its metadata (`readGguf(path).metadata`).
  * Throws UserError for tokenizer models other than gpt2 (byte-level BPE), llama (SentencePiece)
@@ -651,7 +734,7 @@ export function tokenizerFromGguf(metadata: GgufMetadata): LensTokenizer {
         content: tokens[i],
         single_word: false,
         lstrip: false,
-        rstrip: phi3 && (special || tokens[i] === "</s>") && !noRstrip.has(tokens[i]!),
+        rstrip: phi3 && !noRstrip.has(tokens[i]!),
         normalized: false,
         special,
       });
@@ -659,6 +742,10 @@ export function tokenizerFromGguf(metadata: GgufMetadata): LensTokenizer {
       entryKinds.set(i, "special");
     }
   }
+
+  const splitter = new SpecialTokenSplitter(
+    addedTokens.map((t) => ({ text: t.content as string, id: t.id as number, rstrip: t.rstrip as boolean })),
+  );
 
   let tokenizerJson: Json;
   let ranks: MergeRanks;
@@ -714,10 +801,11 @@ export function tokenizerFromGguf(metadata: GgufMetadata): LensTokenizer {
     };
     ranks = listedMergeRanks(merges!);
   }
-  const configure = (t: Tokenizer) => {
+  const tokenizer = buildTokenizer(tokenizerJson);
+  {
     // The public fields of tokenizers.js's BPE model (types/core/tokenizerModelImplementations/BPE.d.ts;
     // the package's type entry point does not re-export the class under NodeNext resolution).
-    const bpe = t.model as unknown as BpeModelFields;
+    const bpe = tokenizer.model as unknown as BpeModelFields;
     if (!(bpe.tokens_to_ids instanceof Map) || !(bpe.bpe_ranks instanceof Map) || typeof bpe.clear_cache !== "function") {
       throw new Error("tokenizers.js changed: its BPE model no longer has tokens_to_ids / bpe_ranks maps");
     }
@@ -728,15 +816,14 @@ export function tokenizerFromGguf(metadata: GgufMetadata): LensTokenizer {
     bpe.unk_token_id = bpe.unk_token !== undefined ? unkId : undefined;
     bpe.bpe_ranks = ranks;
     bpe.clear_cache();
-  };
+  }
 
   let chatTemplate = getString(metadata, "tokenizer.chat_template");
   if (chatTemplate === undefined && arch !== undefined) chatTemplate = FALLBACK_CHAT_TEMPLATES[arch];
 
   const text = (id: number | undefined) => (id === undefined ? undefined : tokens[id]);
   return new HfLensTokenizer({
-    tokenizerJson,
-    tokenizerConfig: {},
+    tokenizer,
     vocab: tokens,
     idOf,
     entryKinds,
@@ -752,6 +839,6 @@ export function tokenizerFromGguf(metadata: GgufMetadata): LensTokenizer {
       pad_token: text(inRange(getInt(metadata, "tokenizer.ggml.padding_token_id"))),
     },
     addSpacePrefix: model === "llama" && addSpacePrefix,
-    configure,
+    splitSpecial: (text) => splitter.split(text),
   });
 }

@@ -173,7 +173,7 @@ export function describeLead(bytes: Uint8Array): string {
   }
   if (b0 >= 0xf0 && b0 <= 0xf4) {
     if (b0 === 0xf0) {
-      if (b1 === undefined) return "4-byte character (emoji, rare CJK…)";
+      if (b1 === undefined) return "4-byte character (emoji?)";
       if (b1 === 0x9f) return "emoji";
       if (b1 >= 0xa0 && b1 <= 0xb3) return "CJK";
       return "4-byte character";

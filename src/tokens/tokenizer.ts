@@ -49,9 +49,12 @@ export interface LensTokenizer {
   encode(text: string, options?: EncodeOptions): number[];
   /** Text of `ids`: their bytes joined, then decoded as UTF-8 (incomplete characters become U+FFFD). */
   decode(ids: readonly number[], options?: DecodeOptions): string;
-  /** The raw vocabulary entry: "ĠðŁ", "▁Paris", "<0xF0>", "<|im_end|>". */
+  /** The raw vocabulary entry: "ĠðŁ", "▁Paris", "<0xF0>", "<|im_end|>"; "<id N>" for ids without one (lm_head padding). */
   tokenString(id: number): string;
-  /** The bytes the token stands for (GPT-2 byte decoder; ▁ -> space; <0xNN> -> that byte; special tokens -> their text). */
+  /**
+   * The bytes the token stands for (GPT-2 byte decoder; ▁ -> space; <0xNN> -> that byte; special
+   * tokens -> their text). The array is cached and shared: do not modify it.
+   */
   tokenBytes(id: number): Uint8Array;
   /** True for control tokens (BOS, EOS, `<|im_start|>`, `<start_of_turn>`...), false for text, bytes and user-added text tokens. */
   isSpecial(id: number): boolean;
@@ -68,14 +71,12 @@ export interface LensTokenizer {
 
 /** Everything needed to build a LensTokenizer around a tokenizers.js Tokenizer. */
 export interface TokenizerParts {
-  /** A tokenizer.json object (built from GGUF, or read from disk). */
-  tokenizerJson: Record<string, unknown>;
-  /** tokenizer_config.json object (tokenizers.js reads a few flags from it). */
-  tokenizerConfig?: Record<string, unknown>;
-  /** Vocabulary entries by id (holes allowed, as undefined). */
-  vocab: (string | undefined)[];
-  /** Entry -> id (first id for duplicate entries); built from `vocab` when absent. */
-  idOf?: Map<string, number>;
+  /** The tokenizers.js tokenizer that encodes (see buildTokenizer). */
+  tokenizer: Tokenizer;
+  /** Vocabulary entries by id (holes allowed, as undefined); defaults to the tokenizer model's. */
+  vocab?: readonly (string | undefined)[];
+  /** Entry -> id; defaults to the tokenizer model's map. */
+  idOf?: ReadonlyMap<string, number>;
   /** Per id: how the entry maps to bytes; ids not listed are "normal". */
   entryKinds: Map<number, TokenEntryKind>;
   byteMode: TokenByteMode;
@@ -86,11 +87,23 @@ export interface TokenizerParts {
   templateTokens: ChatTemplateTokens;
   /** SentencePiece models that prepend a space to the text: decode drops it again. */
   addSpacePrefix?: boolean;
-  /** Called once with the constructed Tokenizer (GGUF SentencePiece installs its merge ranks here). */
-  configure?: (tokenizer: Tokenizer) => void;
+  /**
+   * Splits special tokens out of the text before tokenizers.js sees it (GGUF: llama.cpp's rules,
+   * which differ from tokenizers.js's in order and whitespace stripping). Strings are raw text,
+   * numbers token ids. Without it tokenizers.js's own added-token matching is used.
+   */
+  splitSpecial?: (text: string) => (string | number)[];
 }
 
-const EMPTY = new Uint8Array(0);
+/** A tokenizers.js Tokenizer from tokenizer.json and tokenizer_config.json objects; failures are UserErrors. */
+export function buildTokenizer(tokenizerJson: Record<string, unknown>, tokenizerConfig: Record<string, unknown> = {}): Tokenizer {
+  try {
+    return new Tokenizer(tokenizerJson, tokenizerConfig);
+  } catch (e) {
+    throw new UserError(`could not build the tokenizer: ${e instanceof Error ? e.message.split("\n")[0] : String(e)}`);
+  }
+}
+
 const decoder = new TextDecoder("utf-8");
 
 /** LensTokenizer over tokenizers.js. Build one with tokenizerFromGguf or loadTokenizerFromHfFolder. */
@@ -103,22 +116,20 @@ export class HfLensTokenizer implements LensTokenizer {
   readonly byteMode: TokenByteMode;
 
   private readonly tokenizer: Tokenizer;
-  private readonly vocab: (string | undefined)[];
+  private readonly vocab: readonly (string | undefined)[];
   private readonly kinds: Map<number, TokenEntryKind>;
-  private readonly idOf: Map<string, number>;
+  private readonly idOf: ReadonlyMap<string, number>;
   private readonly bytesCache: (Uint8Array | undefined)[];
   private readonly templateTokens: ChatTemplateTokens;
   private readonly addSpacePrefix: boolean;
+  private readonly splitSpecial?: (text: string) => (string | number)[];
 
   constructor(parts: TokenizerParts) {
-    try {
-      this.tokenizer = new Tokenizer(parts.tokenizerJson, parts.tokenizerConfig ?? {});
-    } catch (e) {
-      throw new UserError(`could not build the tokenizer: ${e instanceof Error ? e.message : String(e)}`);
-    }
-    parts.configure?.(this.tokenizer);
-    this.vocab = parts.vocab;
-    this.vocabSize = parts.vocab.length;
+    this.tokenizer = parts.tokenizer;
+    const model = parts.tokenizer.model;
+    this.vocab = parts.vocab ?? model?.vocab ?? [];
+    this.idOf = parts.idOf ?? model?.tokens_to_ids ?? new Map();
+    this.vocabSize = this.vocab.length;
     this.kinds = parts.entryKinds;
     this.byteMode = parts.byteMode;
     this.bosId = parts.bosId;
@@ -127,19 +138,17 @@ export class HfLensTokenizer implements LensTokenizer {
     this.chatTemplate = parts.chatTemplate;
     this.templateTokens = parts.templateTokens;
     this.addSpacePrefix = parts.addSpacePrefix ?? false;
-    this.bytesCache = new Array(parts.vocab.length);
-    this.idOf = parts.idOf ?? new Map();
-    if (parts.idOf === undefined) {
-      for (let i = 0; i < parts.vocab.length; i++) {
-        const s = parts.vocab[i];
-        if (s !== undefined && !this.idOf.has(s)) this.idOf.set(s, i);
-      }
-    }
+    this.splitSpecial = parts.splitSpecial;
+    this.bytesCache = new Array(this.vocabSize);
   }
 
   encode(text: string, options: EncodeOptions = {}): number[] {
-    const ids = text.length === 0 ? [] : this.tokenizer.encode(text, { add_special_tokens: false }).ids;
-    if ((options.addSpecialTokens ?? true) && this.addBos) ids.unshift(this.bosId!);
+    const ids: number[] = [];
+    if ((options.addSpecialTokens ?? true) && this.addBos) ids.push(this.bosId!);
+    for (const part of this.splitSpecial ? this.splitSpecial(text) : [text]) {
+      if (typeof part === "number") ids.push(part);
+      else if (part.length > 0) for (const id of this.tokenizer.encode(part, { add_special_tokens: false }).ids) ids.push(id);
+    }
     return ids;
   }
 
@@ -174,8 +183,8 @@ export class HfLensTokenizer implements LensTokenizer {
     const cached = this.bytesCache[id];
     if (cached !== undefined) return cached;
     const s = this.vocab[id];
-    // Ids past the vocabulary (lm_head rows padded beyond it) have no text: show them as "<id N>".
-    if (s === undefined) return id < this.vocabSize ? EMPTY : utf8Bytes(`<id ${id}>`);
+    // Ids with no vocabulary entry (lm_head rows padded past the vocabulary) show as "<id N>".
+    if (s === undefined) return utf8Bytes(`<id ${id}>`);
     const b = tokenStringToBytes(s, this.byteMode, this.kinds.get(id) ?? "normal");
     this.bytesCache[id] = b;
     return b;
@@ -297,32 +306,17 @@ export function loadTokenizerFromHfFolder(dir: string): LensTokenizer {
   const model = tokenizerJson.model as Json | undefined;
   if (!model || typeof model !== "object") throw new UserError(`${tokPath} has no "model" section`);
 
-  // Vocabulary by id: the model's vocab (object for BPE/WordPiece, [piece, score][] for Unigram) plus added tokens.
-  const vocab: (string | undefined)[] = [];
-  if (Array.isArray(model.vocab)) {
-    model.vocab.forEach((entry, i) => {
-      vocab[i] = Array.isArray(entry) ? String(entry[0]) : String(entry);
-    });
-  } else if (model.vocab && typeof model.vocab === "object") {
-    for (const [s, id] of Object.entries(model.vocab as Record<string, unknown>)) {
-      if (typeof id === "number" && Number.isInteger(id) && id >= 0) vocab[id] = s;
-    }
-  } else {
-    throw new UserError(`${tokPath} has no vocabulary`);
-  }
+  const tokenizer = buildTokenizer(tokenizerJson, config);
+  // The vocabulary by id, added tokens included (tokenizers.js has put them in).
+  const vocab = tokenizer.model?.vocab;
+  const idOf = tokenizer.model?.tokens_to_ids;
+  if (!Array.isArray(vocab) || !(idOf instanceof Map)) throw new UserError(`${tokPath}: unsupported tokenizer model`);
   const entryKinds = new Map<number, TokenEntryKind>();
   const added = Array.isArray(tokenizerJson.added_tokens) ? (tokenizerJson.added_tokens as Json[]) : [];
   for (const t of added) {
     if (typeof t.id !== "number" || typeof t.content !== "string") continue;
-    vocab[t.id] = t.content;
     entryKinds.set(t.id, t.special === true ? "special" : "added");
   }
-  for (let i = 0; i < vocab.length; i++) if (!(i in vocab)) vocab[i] = undefined;
-
-  const idOf = new Map<string, number>();
-  vocab.forEach((s, i) => {
-    if (s !== undefined && !idOf.has(s)) idOf.set(s, i);
-  });
 
   const bosText = tokenText(config.bos_token);
   const eosText = tokenText(config.eos_token);
@@ -370,9 +364,9 @@ export function loadTokenizerFromHfFolder(dir: string): LensTokenizer {
         JSON.stringify(tokenizerJson.pre_tokenizer).match(/"prepend_scheme":"(always|first)"|"add_prefix_space":true/) !== null));
 
   return new HfLensTokenizer({
-    tokenizerJson,
-    tokenizerConfig: config,
+    tokenizer,
     vocab,
+    idOf,
     entryKinds,
     byteMode,
     bosId,

@@ -9,10 +9,11 @@ import { unembeddingOf } from "../architectures/index.js";
 import type { LoadedModel, KvCache } from "../engine/model.js";
 import { createSession, runSession, ort as runtime } from "../graph/session.js";
 import { UserError } from "../errors.js";
+import type { Progress } from "../progress.js";
 import { buildLensGraph, type LensVariant } from "./lens-graph.js";
 
 /** Bytes one [readouts x positions x vocab] float buffer may take; the graph holds a few of them. */
-const CHUNK_BUDGET_BYTES = 192 * 1024 * 1024;
+const CHUNK_BUDGET_BYTES = 512 * 1024 * 1024;
 
 export interface LensOptions {
   topK?: number;
@@ -27,6 +28,8 @@ export interface LensOptions {
   positions?: number[];
   /** Also return the model's full logits at the last new position (for sampling the next token). */
   lastLogits?: boolean;
+  /** Reports positions done when the lens takes more than one chunk (long prompts, big vocabularies). */
+  progress?: Progress;
 }
 
 export interface LensCell {
@@ -121,6 +124,8 @@ export class LogitLens {
     const bytesPerPosition = R * cfg.vocabSize * (16 + (tracking ? 5 * trackedFeed.length : 0));
     const chunk = Math.max(1, Math.floor(CHUNK_BUDGET_BYTES / bytesPerPosition));
     const cellsByRow: LensCell[][] = rows.map(() => []);
+    const showProgress = options.progress && positions.length > chunk;
+    if (showProgress) options.progress!.start(`lens over ${R} readouts x ${positions.length} positions`, positions.length);
     for (let start = 0; start < positions.length; start += chunk) {
       const pos = positions.slice(start, start + chunk);
       const P = pos.length;
@@ -140,7 +145,9 @@ export class LogitLens {
       const out = await runSession(session, feeds, "lens graph");
       const cells = decodeCells(out, R, P, topK, { m: trackedFeed.length, mKeep: tracked.length, f: Math.max(1, families.length), fKeep: families.length });
       cells.forEach((rowCells, r) => cellsByRow[r]!.push(...rowCells));
+      if (showProgress) options.progress!.update(start + P);
     }
+    if (showProgress) options.progress!.done();
     return {
       variant,
       positions,

@@ -51,7 +51,7 @@ export async function runLensJob(model: LoadedModel, job: LensJob, progress: Pro
   const base = { topK: job.topK, variant: job.variant, readouts: job.readouts, tracked, families };
 
   const t0 = Date.now();
-  const first = await lens.run(job.promptIds, { ...base, positions: job.positions, lastLogits: Boolean(job.generate) });
+  const first = await lens.run(job.promptIds, { ...base, positions: job.positions, lastLogits: Boolean(job.generate), progress });
   const lensMs = Date.now() - t0;
   const ids = [...job.promptIds];
   const result: LensResult = { ...first, readouts: first.readouts.map((r) => ({ ...r, cells: [...r.cells] })), final: [...first.final], positions: [...first.positions] };

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { before, test } from "node:test";
 import { inflateSync } from "node:zlib";
-import { readoutHooks } from "../src/cli/main.js";
+import { readoutHooks } from "../src/cli/options.js";
 import { runLensJob } from "../src/lens/run.js";
 import { parseTextTarget } from "../src/lens/targets.js";
 import { coveredText, pngFontCoverage, toPng, toPngSvg } from "../src/outputs/png.js";

@@ -21,7 +21,7 @@ import { escapeHtml, jsonForScript, lensViewAssets, toHtml } from "../src/output
 import { buildReport, type LensReport, type ReportCell } from "../src/outputs/report.js";
 import { runLensJob } from "../src/lens/run.js";
 import { parseFamily, parseTextTarget } from "../src/lens/targets.js";
-import { readoutHooks } from "../src/cli/main.js";
+import { readoutHooks } from "../src/cli/options.js";
 import { createProgress } from "../src/progress.js";
 import { loadReal } from "./helpers/real-models.js";
 

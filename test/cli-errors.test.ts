@@ -353,6 +353,34 @@ describe("bad arguments", () => {
     expectCleanFailure(await cliTemp(["lens", "--model", SMOL, "--prompt", "hi", "--variant", "tuned"]), /--variant/);
   });
 
+  test("an unknown --points name", async () => {
+    expectCleanFailure(await cli(["lens", "--model", SMOL, "--prompt", "hi", "--points", "resid_post,resid_sideways", "-q"]), /unknown --points name 'resid_sideways'/);
+  });
+
+  test("a --track target that tokenizes to nothing", async () => {
+    expectCleanFailure(await cli(["lens", "--model", SMOL, "--prompt", "hi", "--track", "", "-q"]), /--track/);
+  });
+
+  test("a --track-family that matches no token", async () => {
+    expectCleanFailure(await cli(["lens", "--model", SMOL, "--prompt", "hi", "--track-family", "contains:zzqqxxjj", "-q"]), /no token/);
+  });
+
+  test("--positions out of range", async () => {
+    expectCleanFailure(await cli(["lens", "--model", SMOL, "--prompt", "The capital of France is", "--positions", "7", "-q"]), /--positions: 7 is out of range for a prompt of 5 tokens/);
+    expectCleanFailure(await cli(["lens", "--model", SMOL, "--prompt", "The capital of France is", "--positions", "-9", "-q"]), /--positions/);
+  });
+
+  test("bad generation options", async () => {
+    expectCleanFailure(await cliTemp(["generate", "--model", SMOL, "--prompt", "hi", "--temperature", "-1"]), /--temperature/);
+    expectCleanFailure(await cliTemp(["generate", "--model", SMOL, "--prompt", "hi", "--top-p", "0"]), /--top-p/);
+    expectCleanFailure(await cliTemp(["generate", "--model", SMOL, "--prompt", "hi", "--max-new-tokens", "0"]), /--max-new-tokens/);
+  });
+
+  test("an unknown --format, and png without --out", async () => {
+    expectCleanFailure(await cliTemp(["lens", "--model", SMOL, "--prompt", "hi", "--format", "pdf"]), /unknown --format 'pdf'/);
+    expectCleanFailure(await cliTemp(["lens", "--model", SMOL, "--prompt", "hi", "--format", "png"]), /--out/);
+  });
+
   test("--out into a non-existent folder", async () => {
     const out = path.join(tmp, "no-such-folder", "out.json");
     expectCleanFailure(await cli(["lens", "--model", SMOL, "--prompt", "hi", "--json", "--out", out, "-q"]), /does not exist|cannot write/);

@@ -57,6 +57,7 @@ function tinyReport(prompt: string): LensReport {
   });
   return {
     schema: "logit-lens/report@1",
+    token_strings: { "7": "Ġ</script>", "8": "\u2028" },
     model: { name: "tiny<model>", architecture: "llama", n_layers: 1, hidden_size: 8, vocab_size: 16, source: "/x/tiny.gguf" },
     lens: { variant: "logit", description: "logit lens", top_k: 2, points: ["resid_post"] },
     prompt,

@@ -237,7 +237,10 @@ for (const alias of REAL_ALIASES) {
         }
       }
       t.diagnostic(`${alias}: lens final vs forward output, max |logprob difference| over top-${K} x ${T} positions = ${worst.diff.toExponential(2)}`);
-      assert.ok(worst.diff < 1e-4, `lens logprobs off by ${worst.diff.toExponential(2)} at ${worst.where}`);
+      // 2e-4: the lens and the forward graph compute the same logits with two fp32 GEMM kernels (the
+      // lens reads the unembedding unpacked), which round differently by up to ~1e-4 on Gemma's
+      // logits (|logit| ~ 30); the log-sum-exp over 262k of them adds its own rounding.
+      assert.ok(worst.diff < 2e-4, `lens logprobs off by ${worst.diff.toExponential(2)} at ${worst.where}`);
       // The last readout (hook_resid_post of the last block, through the final norm and head) is
       // the model's output too, and its KL to the final layer is zero.
       const lastLayer = lens.readouts[lens.readouts.length - 1]!;

@@ -17,7 +17,16 @@ export function threadCount(): number {
   return Math.max(1, os.availableParallelism());
 }
 
-export async function createSession(g: GraphBuilder, dir: string): Promise<ort.InferenceSession> {
+export interface SessionTuning {
+  /**
+   * Let kernels read weights where they lie (the memory-mapped weights file) instead of keeping a
+   * re-laid-out copy. onnxruntime builds that copy next to a fully loaded original, so for a big
+   * matrix (Gemma's 262k x 640 unembedding: 671 MB) session creation briefly holds it twice.
+   */
+  disablePrepacking?: boolean;
+}
+
+export async function createSession(g: GraphBuilder, dir: string, tuning: SessionTuning = {}): Promise<ort.InferenceSession> {
   const bytes = g.toModelProto();
   const hash = crypto.createHash("sha256").update(bytes).digest("hex").slice(0, 16);
   const file = path.join(dir, `${g.name}-${hash}.onnx`);
@@ -36,6 +45,7 @@ export async function createSession(g: GraphBuilder, dir: string): Promise<ort.I
       enableMemPattern: false,
       executionMode: "sequential",
       logSeverityLevel: 4, // errors reach the user through our own one-line messages
+      extra: tuning.disablePrepacking ? { session: { disable_prepacking: "1" } } : {},
     });
   } catch (e) {
     throw new UserError(`onnxruntime could not load the ${g.name} graph: ${String((e as Error).message).split("\n")[0]}`);

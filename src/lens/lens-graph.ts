@@ -9,8 +9,8 @@
  *
  * This is the hot path (positions x readouts x vocabulary elements, a 262k vocabulary for Gemma),
  * so it is arranged to touch the [P, R, V] logits as few times as possible:
- *   lse     = max + log(sum(exp(logits - max)))
- *   entropy = lse - sum(p * logits)                         (p = exp(logits - lse))
+ *   p       = softmax(logits),  lse = logit_top1 - log(p_top1)
+ *   entropy = lse - sum(p * logits)
  *   KL_r    = (D_final - lse_final) - (D_r - lse_r),  D_r = sum(p_final * logits_r)
  * where the D are one batched matrix product against the final distribution.
  */
@@ -45,25 +45,27 @@ export function buildLensGraph(w: (g: GraphBuilder) => WeightSource, u: Unembedd
   const shapePR = g.slice(g.op1("Shape", [resid]), [0], [2], [0]);
   logits = g.op1("Reshape", [logits, g.concat([shapePR, g.ints([-1])], 0)]); // [P, R, V]
 
-  // Sums over the vocabulary are matrix products with a column of ones, not ReduceSum:
-  // onnxruntime's fp32 ReduceSum adds a 262k-long row sequentially (log-probabilities off by up to
-  // 5e-4), while the GEMM kernel sums in short register chains per block; no float64 pass needed.
-  const max = g.op1("ReduceMax", [logits, g.ints([-1])], { keepdims: 1 }); // [P, R, 1]
-  const e = g.exp(g.sub(logits, max));
-  const ones = g.constant(new Float32Array(vocab).fill(1), "float32", [vocab, 1]);
-  const sumE = g.matmul(e, ones); // [P, R, 1]
-  const lse = g.add(max, g.op1("Log", [sumE])); // [P, R, 1]
+  // One fused Softmax gives the probabilities. The log-sum-exp then follows from the top token:
+  // p_top = exp(logit_top - lse), so lse = logit_top - log p_top (well conditioned: p_top >= 1/V).
+  // Softmax normalises with an fp32 sum over the whole vocabulary; its rounding (1e-4 on a 262k
+  // row) is measured and removed by summing p again as a matrix product with a column of ones
+  // (the GEMM kernel sums in short blocks, not one 262k-long chain as fp32 ReduceSum would):
+  // every use of p below divides by that sum. Only the logits and p ([P, R, V]) are ever alive.
+  const p = g.softmax(logits, -1);
+  const sumP = g.matmul(p, g.constant(new Float32Array(vocab).fill(1), "float32", [vocab, 1])); // [P, R, 1], ~1
+  const [topLogits, topIds] = g.op("TopK", [logits, k], { axis: -1, largest: 1, sorted: 1 }, { outputs: 2 });
+  const top1Logit = g.slice(topLogits!, [0], [1], [2]); // [P, R, 1]
+  const top1Prob = g.op1("GatherElements", [p, g.slice(topIds!, [0], [1], [2])], { axis: 2 }); // [P, R, 1]
+  const lse = g.add(g.sub(top1Logit, g.op1("Log", [top1Prob])), g.op1("Log", [sumP])); // [P, R, 1]
 
   // Expected logit under each cell's own distribution (one dot product per row), and under the
-  // final distribution.
-  const rowDot = g.matmul(g.unsqueeze(e, [2]), g.unsqueeze(logits, [3])); // [P, R, 1, 1]
-  const expLogit = g.div(g.reshape(rowDot, [0, 0, 1]), sumE); // [P, R, 1]
+  // final distribution (one batched product per position).
+  const expLogit = g.div(g.reshape(g.matmul(g.unsqueeze(p, [2]), g.unsqueeze(logits, [3])), [0, 0, 1]), sumP); // [P, R, 1]
   const entropy = g.sub(lse, expLogit);
-  const pFinal = g.div(g.slice(e, [-1], [Number.MAX_SAFE_INTEGER], [1]), g.slice(sumE, [-1], [Number.MAX_SAFE_INTEGER], [1])); // [P, 1, V]
-  const dots = g.matmul(logits, g.transpose(pFinal, [0, 2, 1])); // [P, R, 1]: sum_v p_final * logits_r
-  const crossFinal = g.sub(g.slice(dots, [-1], [Number.MAX_SAFE_INTEGER], [1]), g.slice(lse, [-1], [Number.MAX_SAFE_INTEGER], [1])); // [P, 1, 1]
+  const lastRow = (x: Value) => g.slice(x, [-1], [Number.MAX_SAFE_INTEGER], [1]);
+  const dots = g.div(g.matmul(logits, g.transpose(lastRow(p), [0, 2, 1])), lastRow(sumP)); // [P, R, 1]: sum_v p_final * logits_r
+  const crossFinal = g.sub(lastRow(dots), lastRow(lse)); // [P, 1, 1]
   const kl = g.sub(crossFinal, g.sub(dots, lse)); // [P, R, 1]
-  const [topLogits, topIds] = g.op("TopK", [logits, k], { axis: -1, largest: 1, sorted: 1 }, { outputs: 2 });
 
   g.output(topLogits!, "top_logits");
   g.output(topIds!, "top_ids", "int64");
@@ -79,7 +81,7 @@ export function buildLensGraph(w: (g: GraphBuilder) => WeightSource, u: Unembedd
     const higher = g.op1("Greater", [g.unsqueeze(logits, [3]), g.unsqueeze(trackedLogits, [2])]); // [P, R, V, M]
     const rank = g.reduceSum(g.op1("Cast", [higher], { to: 6 /* int32 */ }), [2], 0); // [P, R, M]
     // Families: summed probability of every member, one matrix product for all families.
-    const familyProb = g.div(g.matmul(e, g.transpose(familyMask, [1, 0])), sumE); // [P, R, F]
+    const familyProb = g.div(g.matmul(p, g.transpose(familyMask, [1, 0])), sumP); // [P, R, F]
     g.output(trackedLogits, "tracked_logits");
     g.output(rank, "tracked_rank", "int32");
     g.output(familyProb, "family_prob");

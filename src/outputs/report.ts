@@ -76,6 +76,8 @@ export interface LensReport {
   layers: ReportLayer[];
   final: { positions: ReportCell[]; top1_text: string };
   generation?: { max_new_tokens: number; temperature: number; top_p: number; seed: number; stop_reason: string };
+  /** Raw vocabulary string of every token id that appears in the report ("12520": "ĠðŁ"). */
+  token_strings: Record<string, string>;
 }
 
 export function round(x: number, digits = 4): number {
@@ -157,7 +159,10 @@ export function buildReport(model: LoadedModel, inp: ReportInputs): LensReport {
       top1_text: top1Text(r.cells),
     })),
     final: { positions: run.result.final.map((c, i) => cell(c, run.result.positions[i]!, false)), top1_text: top1Text(run.result.final) },
+    token_strings: {},
   };
+  // Filled last: every id that went through token() above, once.
+  for (const id of [...tokenCache.keys()].sort((a, b) => a - b)) report.token_strings[String(id)] = tok.tokenString(id);
   if (run.ids.length > run.promptLength) report.generated_text = reassemble(run.ids.slice(run.promptLength).map(bytesOf)).text;
   if (inp.generation) {
     report.generation = {

@@ -14,6 +14,7 @@ import { parseFamily, parseTextTarget } from "../src/lens/targets.js";
 import { buildReport } from "../src/outputs/report.js";
 import { terminalView, displayWidth } from "../src/outputs/terminal.js";
 import { toCsv } from "../src/outputs/csv.js";
+import { compactReport, expandReport } from "../src/outputs/compact.js";
 import { readoutHooks, parsePositions } from "../src/cli/options.js";
 import { createProgress } from "../src/progress.js";
 import { resolveModelSource } from "../src/loading/resolve.js";
@@ -157,6 +158,12 @@ test("real SmolLM2: an emoji target is followed through all its tokens and outpu
   assert.match(plain, /Fish emoji: 🐠/);
   const coloured = terminalView(report, { width: 100, color: true });
   assert.match(coloured, /\x1b\[48;5;\d+m/);
+
+  // The compact JSON holds the same information in about a third of the bytes.
+  const compact = compactReport(report);
+  assert.deepEqual(expandReport(JSON.parse(JSON.stringify(compact))), JSON.parse(JSON.stringify(report)));
+  const ratio = JSON.stringify(compact).length / JSON.stringify(report).length;
+  assert.ok(ratio < 0.6, `compact is ${ratio.toFixed(2)} of the full size`);
 
   const csv = toCsv(report).trim().split("\n");
   assert.equal(csv.length, 1 + (30 + 1) * promptIds.length * 5, "one row per readout x position x rank, plus the header");

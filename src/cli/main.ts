@@ -17,6 +17,7 @@ import { parseFamily, parseTextTarget } from "../lens/targets.js";
 import { buildReport, type LensReport } from "../outputs/report.js";
 import { terminalView } from "../outputs/terminal.js";
 import { toCsv } from "../outputs/csv.js";
+import { compactReport } from "../outputs/compact.js";
 import { toHtml } from "../outputs/html.js";
 import { toSvg } from "../outputs/svg.js";
 import { toPng } from "../outputs/png.js";
@@ -46,6 +47,8 @@ Lens options (lens and generate):
   --variant logit|raw      logit lens (final norm re-applied per residual) or raw unembedding
   --format <f>             terminal (default), json, csv, html, svg, png
   --json                   same as --format json
+  --compact                with json: each token's text and bytes once, top-k entries as
+                           [id, prob, logit] (about a third of the size)
   --out <file>             write to a file (written whole, then renamed: never half-written)
   --no-color               plain terminal output (also when stdout is not a terminal, or NO_COLOR)
   --quiet                  no progress on stderr
@@ -71,6 +74,7 @@ const OPTIONS = {
   variant: { type: "string" },
   format: { type: "string", short: "f" },
   json: { type: "boolean" },
+  compact: { type: "boolean" },
   out: { type: "string", short: "o" },
   "no-color": { type: "boolean" },
   quiet: { type: "boolean", short: "q" },
@@ -233,6 +237,7 @@ async function lensCommand(options: Options, progress: Progress, generate: boole
   const format = (options.json ? "json" : options.format ?? "terminal") as Format;
   if (!FORMATS.includes(format)) throw new UserError(`unknown --format '${format}' (${FORMATS.join(", ")})`);
   if (format === "png" && !options.out) throw new UserError("--format png needs --out <file.png>");
+  if (options.compact && format !== "json") throw new UserError("--compact applies to --format json only");
   if (options.out) checkWritable(options.out);
   let gen: GenerateOptions | undefined;
   if (generate) {
@@ -279,7 +284,7 @@ async function writeReport(report: LensReport, format: Format, options: Options)
   const out = options.out;
   switch (format) {
     case "json":
-      return emit(JSON.stringify(report), out);
+      return emit(JSON.stringify(options.compact ? compactReport(report) : report), out);
     case "csv":
       return emit(toCsv(report), out);
     case "html":

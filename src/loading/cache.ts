@@ -75,3 +75,14 @@ export function hfRepoFolderName(repoId: string): string {
 export function hfRepoDir(repoId: string): string {
   return join(hfHubCacheDir(), hfRepoFolderName(repoId));
 }
+
+/** Whether a process still runs: stale lock files and scratch folders name their owner's pid. */
+export function pidAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}

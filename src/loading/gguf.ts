@@ -17,6 +17,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { UserError, check } from "../errors.js";
+import { openForReading } from "./files.js";
 import { SUPPORTED_DTYPES } from "./dequantize.js";
 import type { GgufMetadata, GgufValue, TensorRef } from "./tensor-ref.js";
 
@@ -234,13 +235,7 @@ class HeaderReader {
 /** Reads the header of a GGUF file: metadata and tensor directory, validated against the file size. */
 export function readGguf(file: string): GgufFile {
   const abs = path.resolve(file);
-  let fd: number;
-  try {
-    fd = fs.openSync(abs, "r");
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new UserError(`${file}: cannot open GGUF file (${code === "ENOENT" ? "no such file" : code ?? String(e)})`);
-  }
+  const fd = openForReading(file, abs, "GGUF file");
   try {
     const fileSize = fs.fstatSync(fd).size;
     return parse(new HeaderReader(fd, fileSize, file), abs, file);

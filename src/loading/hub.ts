@@ -25,7 +25,7 @@ import { lstat, mkdir, open, readFile, readdir, rename, stat, symlink, copyFile,
 import { dirname, join, relative } from "node:path";
 import { UserError } from "../errors.js";
 import type { Progress } from "../progress.js";
-import { hfHomeDir, hfHubCacheDir, hfRepoFolderName } from "./cache.js";
+import { hfHomeDir, hfHubCacheDir, hfRepoFolderName, pidAlive } from "./cache.js";
 
 /** The hub's own address, when HF_ENDPOINT does not name another (kept in @huggingface/hub). */
 async function defaultHubUrl(): Promise<string> {
@@ -396,15 +396,6 @@ export async function downloadFromHub(repoId: string, options: HubDownloadOption
   return snapshotDir;
 }
 
-function pidAlive(pid: number): boolean {
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

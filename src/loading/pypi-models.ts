@@ -20,7 +20,7 @@ import type { Entry, ZipFile } from "yauzl";
 import { UserError } from "../errors.js";
 import type { Progress } from "../progress.js";
 import { ALIASES, aliasNames, findAlias, type ModelAlias } from "./aliases.js";
-import { aliasDir, scratchDir } from "./cache.js";
+import { aliasDir, pidAlive, scratchDir } from "./cache.js";
 
 export interface FetchAliasOptions {
   progress: Progress;
@@ -142,15 +142,6 @@ function errorText(err: unknown): string {
   return oneLine(err instanceof Error ? err.message : String(err));
 }
 
-function pidAlive(pid: number): boolean {
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
 
 /** Removes scratch folders and partial files left by processes that died mid-download. */
 async function removeLeftovers(model: ModelAlias): Promise<void> {

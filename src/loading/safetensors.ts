@@ -10,6 +10,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { UserError, check } from "../errors.js";
+import { openForReading } from "./files.js";
 import type { TensorRef } from "./tensor-ref.js";
 
 export interface SafetensorsFile {
@@ -32,13 +33,7 @@ const MAX_HEADER = 100_000_000;
 
 export function readSafetensors(file: string): SafetensorsFile {
   const abs = path.resolve(file);
-  let fd: number;
-  try {
-    fd = fs.openSync(abs, "r");
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new UserError(`${file}: cannot open safetensors file (${code === "ENOENT" ? "no such file" : code ?? String(e)})`);
-  }
+  const fd = openForReading(file, abs, "safetensors file");
   let headerText: string;
   let fileSize: number;
   let headerLen: number;

@@ -17,6 +17,7 @@ import { cacheRoot, hfHubCacheDir } from "../src/loading/cache.js";
 import { aliasModelPath, fetchAlias } from "../src/loading/pypi-models.js";
 import { listAliases, resolveModelSource } from "../src/loading/resolve.js";
 import { createProgress } from "../src/progress.js";
+import { rejectsOneLine } from "./helpers/assert-user-error.js";
 
 const progress = createProgress({ quiet: true });
 const smollm2 = findAlias("smollm2-135m-instruct")!;
@@ -47,18 +48,6 @@ async function withEnv<T>(vars: Record<string, string | undefined>, fn: () => Pr
       else process.env[k] = v;
     }
   }
-}
-
-async function rejectsOneLine(promise: Promise<unknown>, pattern: RegExp): Promise<void> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.ok(err instanceof UserError, `expected a UserError, got ${String(err)}`);
-    assert.ok(!err.message.includes("\n"), `message is not one line: ${err.message}`);
-    assert.match(err.message, pattern);
-    return;
-  }
-  assert.fail("expected a rejection");
 }
 
 const CRC_TABLE = (() => {

@@ -14,6 +14,7 @@ import { downloadFromHub } from "../src/loading/hub.js";
 import { resolveModelSource } from "../src/loading/resolve.js";
 import { createProgress } from "../src/progress.js";
 import { startHubServer, type HubServer } from "./helpers/hub-server.js";
+import { rejectsOneLine } from "./helpers/assert-user-error.js";
 
 const progress = createProgress({ quiet: true });
 
@@ -58,18 +59,6 @@ function resolveRequests(file: string): typeof server.requests {
 
 function cdnRequests(): typeof server.requests {
   return server.requests.filter((r) => r.path.startsWith("/cdn/"));
-}
-
-async function rejectsOneLine(promise: Promise<unknown>, pattern: RegExp): Promise<UserError> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.ok(err instanceof UserError, `expected a UserError, got ${String(err)}`);
-    assert.ok(!err.message.includes("\n"), `message is not one line: ${err.message}`);
-    assert.match(err.message, pattern);
-    return err;
-  }
-  assert.fail("expected a rejection");
 }
 
 before(async () => {

@@ -4,7 +4,9 @@
  */
 import type { GraphBuilder, Value } from "../graph/builder.js";
 import type { ModelConfig } from "./config.js";
-import type { WeightSource } from "./layers.js";
+import type { Unembedding } from "./family.js";
+import { familyOf } from "./index.js";
+import { finalNorm, unembed, type WeightSource } from "./layers.js";
 
 export type LogitsOutput = "none" | "last" | "all";
 
@@ -35,13 +37,21 @@ export function blockHook(layer: number, point: (typeof HOOK_POINTS_PER_BLOCK)[n
   return `blocks.${layer}.${point}`;
 }
 
-/** Every hook name a model exposes, in forward order. */
-export function allHookNames(cfg: ModelConfig): string[] {
-  const names = ["hook_embed"];
-  if (cfg.architecture === "gpt2") names.push("hook_pos_embed");
-  for (let l = 0; l < cfg.nLayers; l++) for (const p of HOOK_POINTS_PER_BLOCK) names.push(blockHook(l, p));
+/** The hook points of a decoder: embedding, five per block, the final norm's output. */
+export function standardHookNames(cfg: ModelConfig, extra: { afterEmbed?: string[]; perBlock?: (layer: number) => string[] } = {}): string[] {
+  const names = ["hook_embed", ...(extra.afterEmbed ?? [])];
+  for (let l = 0; l < cfg.nLayers; l++) {
+    for (const p of HOOK_POINTS_PER_BLOCK) names.push(blockHook(l, p));
+    names.push(...(extra.perBlock?.(l) ?? []));
+  }
   names.push("ln_final.hook_normalized");
   return names;
+}
+
+/** Every hook name a model exposes, in forward order (the family's own list where it has extras). */
+export function allHookNames(cfg: ModelConfig): string[] {
+  const family = familyOf(cfg.architecture);
+  return family.hookNames ? family.hookNames(cfg) : standardHookNames(cfg);
 }
 
 export function standardInputs(g: GraphBuilder, cfg: ModelConfig): ForwardInputs {
@@ -75,6 +85,16 @@ export function hookPoint(g: GraphBuilder, opts: ForwardOptions, name: string, v
 /** The rows of the final normed residual that go through the unembedding, per `opts.logits`. */
 export function logitRows(g: GraphBuilder, opts: ForwardOptions, normed: Value): Value {
   return opts.logits === "last" ? g.slice(normed, [-1], [Number.MAX_SAFE_INTEGER], [0]) : normed;
+}
+
+/**
+ * The end of every forward pass: the final norm (hook `ln_final.hook_normalized`) and, when asked
+ * for, the logits, both from the family's Unembedding description: the same path the lens applies
+ * to every layer.
+ */
+export function finalLayer(g: GraphBuilder, opts: ForwardOptions, w: WeightSource, u: Unembedding, residual: Value): void {
+  const normed = hookPoint(g, opts, "ln_final.hook_normalized", finalNorm(g, w, u, residual));
+  if (opts.logits !== "none") g.output(unembed(g, w, u, logitRows(g, opts, normed)), "logits");
 }
 
 export type BuildForward = (g: GraphBuilder, cfg: ModelConfig, w: WeightSource, inputs: ForwardInputs, opts: ForwardOptions) => void;

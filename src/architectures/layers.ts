@@ -7,6 +7,8 @@
  */
 import type { GraphBuilder, Value } from "../graph/builder.js";
 import type { Activation } from "./config.js";
+import type { Unembedding } from "./family.js";
+import type { ForwardInputs } from "./forward.js";
 
 /** Model code asks for weights by their Hugging Face names; the store returns graph values. */
 export interface WeightSource {
@@ -19,6 +21,11 @@ export function rmsNorm(g: GraphBuilder, x: Value, weight: Value, eps: number, g
   const scale = gemmaStyle ? g.add(g.scalar(1), weight) : weight;
   // transformers computes in fp32 and Gemma multiplies by (1 + w) after normalising: same here.
   return g.op1("RMSNormalization", [x, scale], { axis: -1, epsilon: { float: eps }, stash_type: 1 });
+}
+
+/** Soft-capping (Gemma 2): cap * tanh(x / cap), a smooth clamp of scores or logits to (-cap, cap). */
+export function softcap(g: GraphBuilder, x: Value, cap: number): Value {
+  return g.mul(g.tanh(g.div(x, g.scalar(cap))), g.scalar(cap));
 }
 
 export function layerNorm(g: GraphBuilder, x: Value, weight: Value, bias: Value, eps: number): Value {
@@ -85,9 +92,60 @@ export function causalAttention(g: GraphBuilder, a: AttentionInputs): { out: Val
   // one batched MatMul per KV head serves all its query heads (no K/V repetition needed).
   const q = g.reshape(g.mul(a.q, g.scalar(a.scale)), [a.nKv, -1, a.headDim]); // [nKv, group*T, d]
   let scores = g.matmul(q, g.transpose(presentK, [0, 2, 1])); // [nKv, group*T, P+T]
-  if (a.softcap) scores = g.mul(g.tanh(g.div(scores, g.scalar(a.softcap))), g.scalar(a.softcap));
+  if (a.softcap) scores = softcap(g, scores, a.softcap);
   scores = g.reshape(scores, [a.nHeads, -1, 0]); // [nHeads, T, P+T] (0 copies the input dim)
   const probs = g.softmax(g.add(scores, a.mask), -1);
   const out = g.matmul(g.reshape(probs, [a.nKv, -1, 0]), presentV); // [nKv, group*T, d]
   return { out: g.reshape(out, [a.nHeads, -1, a.headDim]), presentK, presentV };
+}
+
+export interface AttentionOptions {
+  nHeads: number;
+  nKv: number;
+  headDim: number;
+  /** Multiplies q.k; default headDim^-0.5. */
+  scale?: number;
+  softcap?: number;
+  /** Sliding-window layer: the windowed mask and the local rotary tables. */
+  sliding?: boolean;
+}
+
+/**
+ * The attention core every rotary family shares: rotary on q and k, causal attention over the
+ * cache plus the new tokens, the layer's updated cache as graph outputs `present_key.{l}` /
+ * `present_value.{l}`, and the heads merged back to [T, nHeads*headDim] (before o_proj).
+ * q: [nHeads, T, headDim], k and v: [nKv, T, headDim] (see splitHeads).
+ */
+export function attention(g: GraphBuilder, inp: ForwardInputs, layer: number, q: Value, k: Value, v: Value, o: AttentionOptions): Value {
+  const d = o.headDim;
+  const cos = o.sliding ? inp.ropeCosLocal : inp.ropeCos;
+  const sin = o.sliding ? inp.ropeSinLocal : inp.ropeSin;
+  const att = causalAttention(g, {
+    q: applyRotary(g, q, cos, sin, d),
+    k: applyRotary(g, k, cos, sin, d),
+    v,
+    pastK: inp.pastKey[layer]!,
+    pastV: inp.pastValue[layer]!,
+    mask: o.sliding ? inp.maskSliding : inp.maskFull,
+    nHeads: o.nHeads,
+    nKv: o.nKv,
+    headDim: d,
+    scale: o.scale ?? 1 / Math.sqrt(d),
+    softcap: o.softcap,
+  });
+  g.output(att.presentK, `present_key.${layer}`);
+  g.output(att.presentV, `present_value.${layer}`);
+  return mergeHeads(g, att.out, o.nHeads, d);
+}
+
+/** The final norm of an Unembedding description (statistics from `x` itself). */
+export function finalNorm(g: GraphBuilder, w: WeightSource, u: Unembedding, x: Value): Value {
+  if (u.norm === "layernorm") return layerNorm(g, x, w.get(u.normWeight), w.get(u.normBias!), u.eps);
+  return rmsNorm(g, x, w.get(u.normWeight), u.eps, u.norm === "rms_gemma");
+}
+
+/** Logits from already-normed rows: unembedding matrix, then soft-cap where the family has one. */
+export function unembed(g: GraphBuilder, w: WeightSource, u: Unembedding, normed: Value): Value {
+  const logits = g.linear(normed, w.get(u.matrix));
+  return u.softcap ? softcap(g, logits, u.softcap) : logits;
 }

@@ -7,15 +7,24 @@ import type { ModelConfig } from "../architectures/config.js";
 const f = Math.fround;
 
 /**
- * Inverse frequencies as transformers computes them in float32:
- * 1 / base^(2i/d), with Llama 3 or linear scaling where configured.
+ * Inverse frequencies of one rotary table. A plain Float32Array, except for LongRoPE (Phi-3),
+ * which carries a second set for long sequences and a scale for cos and sin: `rotaryTables` picks
+ * the set by sequence length, as transformers' `longrope_frequency_update` does.
  */
-export function inverseFrequencies(cfg: ModelConfig, base: number, scaled: boolean): Float32Array {
+export type RotaryFrequencies = Float32Array & { long?: Float32Array; originalMaxPositions?: number; attentionFactor?: number };
+
+/**
+ * Inverse frequencies as transformers computes them in float32:
+ * 1 / base^(2i/d), with Llama 3, linear or LongRoPE scaling where configured.
+ */
+export function inverseFrequencies(cfg: ModelConfig, base: number, scaled: boolean): RotaryFrequencies {
   const d = cfg.headDim;
   const inv = new Float32Array(d / 2);
-  for (let i = 0; i < d / 2; i++) inv[i] = f(1 / f(Math.pow(base, f((2 * i) / d))));
-  if (scaled && cfg.ropeLinearFactor) for (let i = 0; i < inv.length; i++) inv[i] = f(inv[i]! / cfg.ropeLinearFactor);
-  if (scaled && cfg.ropeLlama3) {
+  const powers = Array.from({ length: d / 2 }, (_, i) => f(Math.pow(base, f((2 * i) / d))));
+  for (let i = 0; i < d / 2; i++) inv[i] = f(1 / powers[i]!);
+  if (!scaled) return inv;
+  if (cfg.ropeLinearFactor) for (let i = 0; i < inv.length; i++) inv[i] = f(inv[i]! / cfg.ropeLinearFactor);
+  if (cfg.ropeLlama3) {
     // transformers' _compute_llama3_parameters
     const { factor, lowFreqFactor, highFreqFactor, originalMaxPositions } = cfg.ropeLlama3;
     const lowWavelen = originalMaxPositions / lowFreqFactor;
@@ -29,11 +38,21 @@ export function inverseFrequencies(cfg: ModelConfig, base: number, scaled: boole
       }
     }
   }
+  // llama.cpp's form of the same Llama 3 scaling (GGUF rope_freqs.weight): theta_i / factor_i.
+  if (cfg.ropeFreqFactors) for (let i = 0; i < inv.length; i++) inv[i] = f(inv[i]! / f(cfg.ropeFreqFactors[i]!));
+  if (cfg.ropeLongrope) {
+    // transformers' _compute_longrope_parameters: 1 / (factor_i * base^(2i/d)).
+    const { short, long, originalMaxPositions, attentionFactor } = cfg.ropeLongrope;
+    const withFactors = (factors: number[]) => Float32Array.from(powers, (p, i) => f(1 / f(f(factors[i]!) * p)));
+    return Object.assign(withFactors(short), { long: withFactors(long), originalMaxPositions, attentionFactor });
+  }
   return inv;
 }
 
 /** cos/sin [T, headDim] for absolute positions start..start+T-1 (halves repeated, rotate_half layout). */
-export function rotaryTables(inv: Float32Array, start: number, count: number): { cos: Float32Array; sin: Float32Array } {
+export function rotaryTables(freqs: RotaryFrequencies, start: number, count: number): { cos: Float32Array; sin: Float32Array } {
+  const inv = freqs.long && start + count > freqs.originalMaxPositions! ? freqs.long : freqs;
+  const scale = freqs.attentionFactor ?? 1;
   const half = inv.length;
   const d = 2 * half;
   const cos = new Float32Array(count * d);
@@ -41,8 +60,8 @@ export function rotaryTables(inv: Float32Array, start: number, count: number): {
   for (let t = 0; t < count; t++) {
     for (let i = 0; i < half; i++) {
       const angle = f((start + t) * inv[i]!);
-      const c = Math.cos(angle);
-      const s = Math.sin(angle);
+      const c = f(Math.cos(angle)) * scale;
+      const s = f(Math.sin(angle)) * scale;
       cos[t * d + i] = cos[t * d + half + i] = c;
       sin[t * d + i] = sin[t * d + half + i] = s;
     }

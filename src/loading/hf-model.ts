@@ -1,14 +1,23 @@
 /**
- * A Hugging Face model folder: config.json plus one or sharded safetensors files. Tensor names are
- * normalised to the ones the architecture modules ask for (some checkpoints drop GPT-2's
- * `transformer.` prefix; multimodal Gemma 3 nests the text model under `language_model`).
+ * A Hugging Face model folder: config.json plus one or sharded safetensors files, read through the
+ * model's family (src/architectures/<family>.ts), which knows its config keys and tensor names.
+ * Multimodal checkpoints are unwrapped here for every family: their text model's config sits under
+ * `text_config` and its tensors under `language_model`.
  */
 import fs from "node:fs";
 import path from "node:path";
 import { UserError } from "../errors.js";
-import { configFromHf, type ModelConfig } from "../architectures/config.js";
+import { HfConfig, type ModelConfig } from "../architectures/config.js";
+import { familyOf, findFamily } from "../architectures/index.js";
 import { readSafetensorsFolder } from "./safetensors.js";
 import type { WeightEntry } from "./weight-store.js";
+
+/** Reads a transformers config.json (already parsed). */
+export function configFromHf(json: Record<string, unknown>, where = "config.json"): ModelConfig {
+  const text = (json["text_config"] as Record<string, unknown> | undefined) ?? json;
+  const family = findFamily("hf", text["model_type"] ?? json["model_type"], where);
+  return family.configFromHf(new HfConfig(text, where));
+}
 
 export function readHfConfig(dir: string): ModelConfig {
   const file = path.join(dir, "config.json");
@@ -28,23 +37,19 @@ export function readHfConfig(dir: string): ModelConfig {
   return configFromHf(json, file);
 }
 
-function normaliseName(name: string, cfg: ModelConfig): string {
+/** The text model's name for a tensor of a multimodal checkpoint (Gemma 3 and the like). */
+function unwrapMultimodal(name: string): string {
   if (name.startsWith("model.language_model.")) return `model.${name.slice("model.language_model.".length)}`;
   if (name.startsWith("language_model.model.")) return `model.${name.slice("language_model.model.".length)}`;
   if (name.startsWith("language_model.lm_head.")) return name.slice("language_model.".length);
-  if (cfg.architecture === "gpt2" && !name.startsWith("transformer.") && !name.startsWith("lm_head.")) return `transformer.${name}`;
   return name;
 }
 
 export function weightsFromHfFolder(dir: string, cfg: ModelConfig): { entries: Map<string, WeightEntry>; files: string[] } {
   const refs = readSafetensorsFolder(dir);
-  const entries = new Map<string, WeightEntry>();
-  for (const ref of refs) {
-    // GPT-2 checkpoints carry attention-mask buffers (`attn.bias`, `attn.masked_bias`): not weights.
-    if (/\.attn\.(masked_)?bias$/.test(ref.name)) continue;
-    // Integer buffers (position ids and the like) are not weights.
-    if (!["F32", "F16", "BF16"].includes(ref.dtype)) continue;
-    entries.set(normaliseName(ref.name, cfg), { ref });
-  }
+  // Integer buffers (position ids and the like) are not weights.
+  const floats = refs.filter((r) => ["F32", "F16", "BF16"].includes(r.dtype)).map((r) => ({ ...r, name: unwrapMultimodal(r.name) }));
+  const family = familyOf(cfg.architecture);
+  const entries = family.hfTensors ? family.hfTensors(floats, cfg) : new Map(floats.map((ref) => [ref.name, { ref }]));
   return { entries, files: [...new Set(refs.map((r) => r.file))] };
 }

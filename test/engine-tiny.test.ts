@@ -11,6 +11,7 @@ import { fileURLToPath } from "node:url";
 import { LoadedModel } from "../src/engine/model.js";
 import { LogitLens } from "../src/lens/logit-lens.js";
 import { allHookNames } from "../src/architectures/forward.js";
+import { FAMILIES } from "../src/architectures/index.js";
 import { readSafetensors } from "../src/loading/safetensors.js";
 import { readTensorF32 } from "../src/loading/dequantize.js";
 import { createProgress } from "../src/progress.js";
@@ -35,9 +36,10 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
 const progress = createProgress({ quiet: true });
 const names = fs.readdirSync(fixtures).filter((d) => fs.existsSync(path.join(fixtures, d, "reference.json"))).sort();
 
-test("fixtures exist for every supported architecture", () => {
+test("fixtures exist for every supported architecture and variant", () => {
   const archs = new Set(names.map((n) => JSON.parse(fs.readFileSync(path.join(fixtures, n, "config.json"), "utf8")).model_type as string));
-  for (const a of ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "gpt2"]) assert.ok(archs.has(a), `no fixture for ${a}`);
+  for (const f of FAMILIES) assert.ok(f.hfModelTypes.some((t) => archs.has(t)), `no fixture for ${f.name}`);
+  for (const variant of ["llama31"]) assert.ok(names.includes(variant), `no fixture for ${variant}`);
 });
 
 for (const name of names) {

@@ -92,10 +92,11 @@ export const gpt2: Family<ModelConfig, "gpt2"> = {
   },
 
   configFromGguf(m: GgufMeta): ModelConfig {
-    const base = m.decoder("gpt2");
+    const { ropeTheta: _learnedPositions, ...base } = m.decoder("gpt2");
     return {
       ...base,
-      ropeTheta: undefined,
+      // llama.cpp's converter writes feed_forward_length = 4 * n_embd whatever n_inner says: trust the tensor.
+      intermediate: m.tensor("blk.0.ffn_up.weight")?.shape[0] ?? base.intermediate,
       normEps: m.num("attention.layer_norm_epsilon", 1e-5),
       activation: "gelu_tanh",
       tiedEmbeddings: !m.tensor("output.weight"),

@@ -212,6 +212,14 @@ def spec_list():
         dict(name="llama_untied", seed=2, cls=LlamaForCausalLM, cfg=LlamaConfig, tok=("llama3", "<s>"), eos="</s>",
              kw=dict(tie_word_embeddings=False, rope_theta=500000.0, hidden_act="silu"),
              chat=CHATML_BOS_TEMPLATE, notes="Llama with UNTIED lm_head (lm_head.weight stored), rope_theta 5e5.", **bl),
+        dict(name="llama31", seed=9, cls=LlamaForCausalLM, cfg=LlamaConfig, tok=("llama3", "<s>"), eos="</s>",
+             kw=dict(tie_word_embeddings=True, hidden_act="silu",
+                     rope_parameters=dict(rope_type="llama3", rope_theta=10000.0, factor=8.0, low_freq_factor=1.0,
+                                          high_freq_factor=4.0, original_max_position_embeddings=64)),
+             chat=CHATML_BOS_TEMPLATE,
+             notes="Llama 3.1/3.2/3.3 rotary scaling (rope_type llama3): factor 8, low/high freq factors 1/4, "
+                   "original_max_position_embeddings 64, so with head_dim 16 and base 1e4 the 8 frequencies fall in "
+                   "all three bands (wavelength < 16 kept, 16..64 smoothed, > 64 divided by 8).", **bl),
         dict(name="mistral", seed=3, cls=MistralForCausalLM, cfg=MistralConfig, tok=("llama3", "<s>"), eos="</s>",
              kw=dict(tie_word_embeddings=True, sliding_window=4096, rope_theta=1000000.0),
              chat=CHATML_BOS_TEMPLATE,
@@ -314,6 +322,8 @@ def add_legacy_config_keys(folder: Path, config) -> dict:
         added["rope_local_base_freq"] = rp["sliding_attention"]["rope_theta"]
     elif "rope_theta" in rp:
         added["rope_theta"] = rp["rope_theta"]
+    if d.get("model_type") == "gpt2":  # the original gpt2 config has n_ctx; llama.cpp's converter reads it
+        added["n_ctx"] = d["n_positions"]
     for k, v in added.items():
         d.setdefault(k, v)
     path.write_text(json.dumps(d, indent=2, sort_keys=True) + "\n")
@@ -357,6 +367,9 @@ def sensitivity(spec, model, ids) -> dict:
         rp = copy.deepcopy(model.config.rope_parameters)
         rp["sliding_attention"]["rope_theta"] = rp["full_attention"]["rope_theta"]
         out["rope_local_base_freq=rope_theta"] = variant(rope_parameters=rp)
+    if name == "llama31":
+        rp = dict(rope_type="default", rope_theta=model.config.rope_parameters["rope_theta"])
+        out["rope_type=default"] = variant(rope_parameters=rp)
     if name == "qwen2":
         m = copy.deepcopy(model)
         with torch.no_grad():

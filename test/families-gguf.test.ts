@@ -31,7 +31,9 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
 const names = fs.readdirSync(fixtures).filter((d) => fs.existsSync(path.join(fixtures, d, "model.gguf"))).sort();
 
 test("llama.cpp converted every tiny fixture whose tokenizer it can read", () => {
-  for (const n of ["llama", "llama31", "gpt2", "qwen2", "qwen3"]) assert.ok(names.includes(n), `no model.gguf for ${n}`);
+  // Gemma's fixtures have a tokenizer.json only; llama.cpp's Gemma converter needs a sentencepiece tokenizer.model.
+  const all = fs.readdirSync(fixtures).filter((d) => fs.existsSync(path.join(fixtures, d, "config.json")) && !d.startsWith("gemma"));
+  for (const n of all) assert.ok(names.includes(n), `no model.gguf for ${n}`);
 });
 
 for (const name of names) {

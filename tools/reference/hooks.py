@@ -44,9 +44,16 @@ class HookPlan:
             self.pos_embed = None
             self.layers = list(base.layers)
             self.final_norm = base.norm
-            sandwich = hasattr(self.layers[0], "post_feedforward_layernorm")  # Gemma2 / Gemma3
+            sandwich = hasattr(self.layers[0], "pre_feedforward_layernorm")  # Gemma2 / Gemma3
+            post_norms_only = not sandwich and hasattr(self.layers[0], "post_feedforward_layernorm")  # OLMo 2
             self.sandwich = sandwich
-            if sandwich:
+            if post_norms_only:
+                # OLMo 2: attn -> post_attention_layernorm -> + residual ; mlp (on the raw residual)
+                # -> post_feedforward_layernorm -> + residual
+                self.attn_out = [(blk.post_attention_layernorm, "out0") for blk in self.layers]
+                self.mid = [(blk.mlp, "in0") for blk in self.layers]
+                self.mlp_out = [(blk.post_feedforward_layernorm, "out0") for blk in self.layers]
+            elif sandwich:
                 # Gemma: attn -> post_attention_layernorm -> + residual ; pre_feedforward_layernorm -> mlp
                 # -> post_feedforward_layernorm -> + residual
                 self.attn_out = [(blk.post_attention_layernorm, "out0") for blk in self.layers]

@@ -40,6 +40,8 @@ from transformers import (  # noqa: E402
     LlamaForCausalLM,
     MistralConfig,
     MistralForCausalLM,
+    Olmo2Config,
+    Olmo2ForCausalLM,
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen2ForCausalLM,
@@ -246,6 +248,11 @@ def spec_list():
              notes="Gemma3 text: embeddings scaled by 8, (1+w) RMSNorms incl. q_norm/k_norm, no soft-capping, "
                    "query_pre_attn_scalar 24, layer_types [sliding(4), full, sliding(4)], "
                    "RoPE base 1e6 for full layers and 100 (rope_local_base_freq) for sliding layers."),
+        dict(name="olmo2", seed=10, cls=Olmo2ForCausalLM, cfg=Olmo2Config, tok=("qwen2", None), eos="<|endoftext|>",
+             kw=dict(tie_word_embeddings=False, rope_theta=500000.0, hidden_act="silu", attention_bias=False),
+             chat=CHATML_TEMPLATE,
+             notes="OLMo 2: norms after attention and MLP (no pre-norms), q_norm/k_norm RMSNorm over the whole "
+                   "projection (weights [heads*head_dim]), untied lm_head, no BOS.", **bl),
         dict(name="gpt2", seed=8, cls=GPT2LMHeadModel, cfg=GPT2Config, tok=("gpt2", None), eos="<|endoftext|>",
              kw=dict(n_embd=64, n_layer=2, n_head=4, n_inner=128, n_positions=128, activation_function="gelu_new",
                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=1e-5,
@@ -370,6 +377,13 @@ def sensitivity(spec, model, ids) -> dict:
     if name == "llama31":
         rp = dict(rope_type="default", rope_theta=model.config.rope_parameters["rope_theta"])
         out["rope_type=default"] = variant(rope_parameters=rp)
+    if name == "olmo2":
+        m = copy.deepcopy(model)
+        with torch.no_grad():
+            for layer in m.model.layers:
+                layer.self_attn.q_norm.weight.fill_(1.0)
+                layer.self_attn.k_norm.weight.fill_(1.0)
+        out["q_norm/k_norm weight=1"] = (record(m, ids, check=False)["logits"] - base).abs().max().item()
     if name == "qwen2":
         m = copy.deepcopy(model)
         with torch.no_grad():

@@ -2,6 +2,7 @@
  * Opening model files for reading, with the one-line error a user can act on.
  */
 import fs from "node:fs";
+import { isAbsolute } from "node:path";
 import { UserError } from "../errors.js";
 
 /** Opens `file` read-only; `kind` names it in the error ("GGUF file", "safetensors file"). */
@@ -12,4 +13,22 @@ export function openForReading(file: string, absolute: string, kind: string): nu
     const code = (e as NodeJS.ErrnoException).code;
     throw new UserError(`${file}: cannot open ${kind} (${code === "ENOENT" ? "no such file" : code ?? String(e)})`);
   }
+}
+
+/**
+ * True for a path that stays inside the folder it is joined to: relative, '/'-separated, with no
+ * '..', '.' or empty segment, no backslash, drive letter or control character. Every file name
+ * that comes from a server or from a model file passes this before it touches the file system.
+ */
+export function isSafeRelativePath(path: unknown): path is string {
+  return (
+    typeof path === "string" &&
+    path.length > 0 &&
+    path.length <= 1024 &&
+    !isAbsolute(path) &&
+    !path.startsWith("/") &&
+    !/[\\\u0000-\u001f\u007f]/.test(path) &&
+    !/^[A-Za-z]:/.test(path) &&
+    path.split("/").every((p) => p !== ".." && p !== "." && p !== "")
+  );
 }

@@ -22,8 +22,9 @@
 import { createHash, type Hash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { lstat, mkdir, open, readFile, readdir, rename, stat, symlink, copyFile, unlink, writeFile } from "node:fs/promises";
-import { dirname, join, relative } from "node:path";
+import { dirname, join, relative, isAbsolute } from "node:path";
 import { UserError } from "../errors.js";
+import { isSafeRelativePath } from "./files.js";
 import type { Progress } from "../progress.js";
 import { hfHomeDir, hfHubCacheDir, hfRepoFolderName, pidAlive } from "./cache.js";
 
@@ -48,6 +49,10 @@ export interface HubDownloadOptions {
   retries?: number;
   /** Abort a transfer that delivers nothing for this long (default 60 s). */
   stallTimeoutMs?: number;
+  /** Give up on an API request (model info, file list) that has not answered in this long (default 30 s). */
+  requestTimeoutMs?: number;
+  /** Say that we are still waiting after this long without an answer (default 2 s). */
+  waitingNoticeMs?: number;
 }
 
 /** Files fetched by default besides the weights. */
@@ -121,6 +126,26 @@ function networkCode(err: unknown): string | undefined {
   return undefined;
 }
 
+/** An AbortSignal.timeout() firing, however deep a library wrapped it. */
+function isTimeout(err: unknown): boolean {
+  let e: unknown = err;
+  for (let depth = 0; depth < 5 && e; depth++) {
+    if ((e as { name?: unknown }).name === "TimeoutError") return true;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return false;
+}
+
+/** Runs `work`, telling the user once if it takes longer than `afterMs` (a slow server otherwise looks like a hang). */
+async function withWaitingNotice<T>(work: Promise<T>, afterMs: number, notice: () => void): Promise<T> {
+  const timer = setTimeout(notice, afterMs);
+  try {
+    return await work;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** What we learnt about the last failed HTTP response, for error messages. */
 interface HttpFailure {
   status: number;
@@ -134,6 +159,8 @@ class HubContext {
     readonly repoId: string,
     readonly hubUrl: string,
     readonly token: string | undefined,
+    /** Every API request is abandoned after this long: a silent server must not hang the CLI. */
+    readonly requestTimeoutMs = 30_000,
   ) {}
 
   headers(extra: Record<string, string> = {}): Record<string, string> {
@@ -147,7 +174,9 @@ class HubContext {
   readonly fetch = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
     const headers = new Headers(init?.headers);
     if (this.token && !headers.has("Authorization")) headers.set("Authorization", `Bearer ${this.token}`);
-    const res = await fetch(input, { ...init, headers });
+    const timeout = AbortSignal.timeout(this.requestTimeoutMs);
+    const signal = init?.signal ? AbortSignal.any([init.signal, timeout]) : timeout;
+    const res = await fetch(input, { ...init, headers, signal });
     if (!res.ok) {
       this.lastFailure = { status: res.status, errorCode: res.headers.get("X-Error-Code") ?? undefined };
       const msg = res.headers.get("X-Error-Message");
@@ -159,6 +188,11 @@ class HubContext {
   /** Turns a failed request into a one-line UserError. */
   error(err: unknown, what: string, revision?: string): UserError {
     if (err instanceof UserError) return err;
+    if (isTimeout(err)) {
+      return new UserError(
+        `the hub at ${this.hubUrl} did not answer within ${this.requestTimeoutMs / 1000} s while fetching ${what} of '${this.repoId}': check the network or HF_ENDPOINT; models already downloaded load offline (HF_HUB_OFFLINE=1)`,
+      );
+    }
     const code = networkCode(err);
     const status =
       (err as { statusCode?: unknown }).statusCode ?? (err instanceof HttpStatusError ? err.status : undefined);
@@ -219,20 +253,32 @@ function checkRepoId(repoId: string): void {
 }
 
 function checkRelativePath(path: string): void {
-  if (!path || path.startsWith("/") || path.includes("\\") || path.split("/").some((p) => p === ".." || p === "" || p === ".")) {
-    throw new UserError(`refusing the unsafe file path '${path}' in a hub repo`);
+  if (!isSafeRelativePath(path)) throw new UserError(`refusing the unsafe file path '${path}' in a hub repo`);
+}
+
+/** A file path the server (or a downloaded index) gave us: refused unless it stays inside the snapshot. */
+function checkServerPath(path: unknown, repoId: string, where: string): string {
+  if (!isSafeRelativePath(path)) {
+    throw new UserError(`refusing the unsafe file path ${JSON.stringify(String(path)).slice(0, 200)} in ${where} of '${repoId}' (a broken or hostile hub at HF_ENDPOINT?)`);
   }
+  return path;
 }
 
 async function readJson(path: string): Promise<unknown> {
   return JSON.parse(await readFile(path, "utf8"));
 }
 
-/** Shards named by a safetensors index file. */
+/** Shards named by a safetensors index file; a name that would leave the snapshot folder is refused. */
 function indexShards(index: unknown, where: string): string[] {
   const map = (index as { weight_map?: unknown })?.weight_map;
   if (!map || typeof map !== "object") throw new UserError(`${where} has no weight_map`);
-  return [...new Set(Object.values(map as Record<string, unknown>).map(String))].sort();
+  const shards = [...new Set(Object.values(map as Record<string, unknown>))];
+  for (const s of shards) {
+    if (!isSafeRelativePath(s)) {
+      throw new UserError(`${where} names the shard ${JSON.stringify(String(s)).slice(0, 200)}, which is not a file inside the model folder; refusing it`);
+    }
+  }
+  return (shards as string[]).sort();
 }
 
 /**
@@ -298,21 +344,28 @@ export async function downloadFromHub(repoId: string, options: HubDownloadOption
 
   const hubUrl = (options.hubUrl?.trim() || process.env["HF_ENDPOINT"]?.trim() || (await defaultHubUrl())).replace(/\/+$/, "");
   if (!/^https?:\/\/[^/]/.test(hubUrl)) throw new UserError(`the hub address '${hubUrl}' (HF_ENDPOINT) is not an http(s) URL`);
-  const ctx = new HubContext(repoId, hubUrl, options.accessToken ?? (await hubToken()));
+  const ctx = new HubContext(repoId, hubUrl, options.accessToken ?? (await hubToken()), options.requestTimeoutMs);
   const hub = await import("@huggingface/hub");
+  const noticeMs = options.waitingNoticeMs ?? 2000;
+  const waiting = (what: string) => () =>
+    options.progress.info(`waiting for the hub at ${hubUrl} (${what} of ${repoId}; giving up after ${ctx.requestTimeoutMs / 1000} s)...`);
 
   // 1. Which commit is the revision at?
   let commit: string;
   try {
-    const info = await hub.modelInfo({ name: repoId, revision, hubUrl, fetch: ctx.fetch, additionalFields: ["sha"] });
+    const info = await withWaitingNotice(
+      hub.modelInfo({ name: repoId, revision, hubUrl, fetch: ctx.fetch, additionalFields: ["sha"] }),
+      noticeMs,
+      waiting("model info"),
+    );
     commit = String(info.sha ?? "");
-    if (!COMMIT_RE.test(commit)) throw new UserError(`the hub gave no commit for '${repoId}' at '${revision}'`);
+    if (!COMMIT_RE.test(commit)) throw new UserError(`the hub gave no usable commit for '${repoId}' at '${revision}'`);
   } catch (err) {
     const mapped = ctx.error(err, "the model info", revision);
-    if (networkCode(err)) {
+    if (networkCode(err) || isTimeout(err)) {
       const cached = await cachedSnapshot(repoDir, revision, options.files);
       if (cached) {
-        options.progress.info(`hub unreachable (${networkCode(err)}); using the cached snapshot of ${repoId}`);
+        options.progress.info(`hub unreachable (${networkCode(err) ?? "timed out"}); using the cached snapshot of ${repoId}`);
         return cached;
       }
     }
@@ -321,16 +374,28 @@ export async function downloadFromHub(repoId: string, options: HubDownloadOption
 
   // 2. The file tree at that commit.
   const tree = new Map<string, TreeFile>();
+  const MAX_TREE_ENTRIES = 1_000_000;
   try {
-    for await (const entry of hub.listFiles({ repo: { type: "model", name: repoId }, revision: commit, recursive: true, hubUrl, fetch: ctx.fetch })) {
-      if (entry.type !== "file") continue;
-      tree.set(entry.path, {
-        path: entry.path,
-        size: entry.size,
-        oid: entry.oid ?? "",
-        ...(entry.lfs ? { lfs: { oid: entry.lfs.oid, size: entry.lfs.size } } : {}),
-      });
-    }
+    await withWaitingNotice(
+      (async () => {
+        for await (const entry of hub.listFiles({ repo: { type: "model", name: repoId }, revision: commit, recursive: true, hubUrl, fetch: ctx.fetch })) {
+          if (entry.type !== "file") continue;
+          // Every name the server gives is refused unless it stays inside the snapshot folder.
+          const path = checkServerPath(entry.path, repoId, "the hub's file list");
+          const size = entry.lfs?.size ?? entry.size;
+          if (!Number.isSafeInteger(size) || size < 0) throw new UserError(`the hub gave an invalid size for ${path} in '${repoId}'`);
+          tree.set(path, {
+            path,
+            size,
+            oid: entry.oid ?? "",
+            ...(entry.lfs ? { lfs: { oid: entry.lfs.oid, size: entry.lfs.size } } : {}),
+          });
+          if (tree.size > MAX_TREE_ENTRIES) throw new UserError(`the hub lists more than ${MAX_TREE_ENTRIES} files for '${repoId}'; refusing it`);
+        }
+      })(),
+      noticeMs,
+      waiting("the file list"),
+    );
   } catch (err) {
     throw ctx.error(err, "the file list", revision);
   }
@@ -446,7 +511,14 @@ class BlobFetcher {
   }
 
   private async link(file: TreeFile): Promise<void> {
-    const pointer = join(this.repoDir, "snapshots", this.commit, file.path);
+    const snapshot = join(this.repoDir, "snapshots", this.commit);
+    const pointer = join(snapshot, file.path);
+    // Paths were validated when listed; this is the last line of defence before mkdir/symlink.
+    const rel = relative(snapshot, pointer);
+    checkServerPath(file.path, this.ctx.repoId, "the hub's file list");
+    if (rel.startsWith("..") || isAbsolute(rel)) {
+      throw new UserError(`refusing to write ${file.path} outside the snapshot folder of '${this.ctx.repoId}'`);
+    }
     const blob = this.blobPath(file);
     await mkdir(dirname(pointer), { recursive: true });
     try {
@@ -577,14 +649,32 @@ class BlobFetcher {
           throw new Error(`server resumed at byte ${offset}, expected ${have}`);
         }
       }
+      const oversize = (): UserError =>
+        new UserError(
+          `the hub sent more than the ${file.size} bytes it announced for ${file.path} of '${this.ctx.repoId}'; stopped and deleted the partial download (a broken or hostile hub at HF_ENDPOINT?)`,
+        );
+      // A declared length past the announced size is refused before a byte is written.
+      const declared = Number(res.headers.get("Content-Length") ?? NaN);
+      if (Number.isFinite(declared) && Math.max(0, offset) + declared > file.size) {
+        await res.body?.cancel();
+        await unlink(incomplete).catch(() => {});
+        throw oversize();
+      }
       // 200 means the whole file from byte 0, whatever we asked for.
       const out = await open(incomplete, offset > 0 ? "a" : "w");
       let done = offset;
+      let tooLong = false;
       onBytes(done);
       try {
         if (res.body) {
           for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
             arm();
+            // Never write past the announced size: a server that keeps sending is cut off here
+            // (leaving the loop cancels the body), not after hundreds of MB.
+            if (done + chunk.length > file.size) {
+              tooLong = true;
+              break;
+            }
             await out.write(chunk);
             done += chunk.length;
             onBytes(done);
@@ -593,11 +683,11 @@ class BlobFetcher {
       } finally {
         await out.close();
       }
-      if (done < file.size) throw new Error(`connection closed after ${done} of ${file.size} bytes`);
-      if (done > file.size) {
-        await unlink(incomplete);
-        throw new UserError(`the hub sent ${done} bytes for ${file.path} of '${this.ctx.repoId}', expected ${file.size}`);
+      if (tooLong) {
+        await unlink(incomplete).catch(() => {});
+        throw oversize();
       }
+      if (done < file.size) throw new Error(`connection closed after ${done} of ${file.size} bytes`);
     } finally {
       clearTimeout(timer);
     }

@@ -71,7 +71,16 @@ function gitBlobSha1(data: Buffer): string {
   return createHash("sha1").update(`blob ${data.length}\0`).update(data).digest("hex");
 }
 
-export async function startHubServer(fixtures: RepoFixture[], options: { treePageSize?: number } = {}): Promise<HubServer> {
+export interface HubServerOptions {
+  treePageSize?: number;
+  /**
+   * Hostile-server scenarios: called first for every request (with the decoded path); when it
+   * returns true it has answered (or deliberately not answered) the request itself.
+   */
+  intercept?: (req: IncomingMessage, res: ServerResponse, path: string) => boolean;
+}
+
+export async function startHubServer(fixtures: RepoFixture[], options: HubServerOptions = {}): Promise<HubServer> {
   const pageSize = options.treePageSize ?? 3;
   const repos = new Map<string, StoredRepo>();
   const blobsBySha = new Map<string, StoredFile>();
@@ -189,6 +198,7 @@ export async function startHubServer(fixtures: RepoFixture[], options: { treePag
     res.on("close", () => {
       if (!record.status) record.status = res.statusCode;
     });
+    if (options.intercept?.(req, res, path)) return;
 
     let m = /^\/api\/models\/([^/]+\/[^/]+)\/revision\/([^/]+)$/.exec(path);
     if (m) {

@@ -39,7 +39,7 @@ const names = fs.readdirSync(fixtures).filter((d) => fs.existsSync(path.join(fix
 test("fixtures exist for every supported architecture and variant", () => {
   const archs = new Set(names.map((n) => JSON.parse(fs.readFileSync(path.join(fixtures, n, "config.json"), "utf8")).model_type as string));
   for (const f of FAMILIES) assert.ok(f.hfModelTypes.some((t) => archs.has(t)), `no fixture for ${f.name}`);
-  for (const variant of ["llama31"]) assert.ok(names.includes(variant), `no fixture for ${variant}`);
+  for (const variant of ["llama31", "mistral_nemo"]) assert.ok(names.includes(variant), `no fixture for ${variant}`);
 });
 
 for (const name of names) {
@@ -69,8 +69,12 @@ for (const name of names) {
 
       // Same result token by token through the KV cache (the path generation uses).
       const V = model.config.vocabSize;
-      let cache = (await forward.run(ids.slice(0, 1))).cache;
-      for (let t = 1; t < ids.length; t++) {
+      // LongRoPE switches to its long factors once the sequence is longer than the original
+      // context (transformers decides on the whole sequence): start the cache past that point.
+      const longrope = model.config.ropeLongrope;
+      const first = longrope && ids.length > longrope.originalMaxPositions ? longrope.originalMaxPositions + 1 : 1;
+      let cache = (await forward.run(ids.slice(0, first))).cache;
+      for (let t = first; t < ids.length; t++) {
         const step = await forward.run([ids[t]!], cache);
         cache = step.cache;
         const e = maxAbsDiff(step.logits!, refTensor(`p${i}/logits`).subarray(t * V, (t + 1) * V));

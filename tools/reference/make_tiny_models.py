@@ -42,6 +42,8 @@ from transformers import (  # noqa: E402
     MistralForCausalLM,
     Olmo2Config,
     Olmo2ForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen2ForCausalLM,
@@ -253,6 +255,20 @@ def spec_list():
              chat=CHATML_TEMPLATE,
              notes="OLMo 2: norms after attention and MLP (no pre-norms), q_norm/k_norm RMSNorm over the whole "
                    "projection (weights [heads*head_dim]), untied lm_head, no BOS.", **bl),
+        dict(name="phi3", seed=11, cls=Phi3ForCausalLM, cfg=Phi3Config, tok=("qwen2", None), eos="<|endoftext|>",
+             kw=dict(tie_word_embeddings=False, hidden_act="silu", sliding_window=None, original_max_position_embeddings=16,
+                     rope_parameters=dict(rope_type="longrope", rope_theta=10000.0, original_max_position_embeddings=16,
+                                          short_factor=[1.0, 1.1, 1.3, 1.6, 2.0, 2.5, 3.0, 4.0],
+                                          long_factor=[1.0, 1.5, 2.5, 4.0, 6.0, 8.0, 12.0, 16.0])),
+             chat=CHATML_TEMPLATE, tokenizer_class="GPT2Tokenizer",
+             notes="Phi-3 / Phi-4: fused qkv_proj (q|k|v rows) and gate_up_proj (gate|up rows), untied, LongRoPE with "
+                   "original_max_position_embeddings 16 and max 128 (attention factor sqrt(1+ln 8/ln 16)): prompt 1 "
+                   "(> 16 tokens) uses the long factors, prompts 0 and 2 the short ones. tokenizer_class GPT2Tokenizer "
+                   "as Phi-4 (llama.cpp's converter reads the vocabulary as GPT-2 BPE then).", **bl),
+        dict(name="mistral_nemo", seed=12, cls=MistralForCausalLM, cfg=MistralConfig, tok=("llama3", "<s>"), eos="</s>",
+             kw=dict(tie_word_embeddings=True, head_dim=32, sliding_window=None, rope_theta=1000000.0),
+             chat=CHATML_BOS_TEMPLATE,
+             notes="Mistral-Nemo style: head_dim 32 while hidden / heads = 16 (q_proj [128, 64], o_proj [64, 128]).", **bl),
         dict(name="gpt2", seed=8, cls=GPT2LMHeadModel, cfg=GPT2Config, tok=("gpt2", None), eos="<|endoftext|>",
              kw=dict(n_embd=64, n_layer=2, n_head=4, n_inner=128, n_positions=128, activation_function="gelu_new",
                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=1e-5,
@@ -337,13 +353,13 @@ def add_legacy_config_keys(folder: Path, config) -> dict:
     return added
 
 
-def patch_tokenizer_config(folder: Path):
+def patch_tokenizer_config(folder: Path, tokenizer_class: str = "PreTrainedTokenizerFast"):
     """transformers 5 writes tokenizer_class "TokenizersBackend", a name older loaders (and
     transformers.js) do not know; "PreTrainedTokenizerFast" means the same thing (use tokenizer.json
     as is) everywhere."""
     path = folder / "tokenizer_config.json"
     d = json.loads(path.read_text())
-    d["tokenizer_class"] = "PreTrainedTokenizerFast"
+    d["tokenizer_class"] = tokenizer_class
     path.write_text(json.dumps(d, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
@@ -375,6 +391,9 @@ def sensitivity(spec, model, ids) -> dict:
         rp["sliding_attention"]["rope_theta"] = rp["full_attention"]["rope_theta"]
         out["rope_local_base_freq=rope_theta"] = variant(rope_parameters=rp)
     if name == "llama31":
+        rp = dict(rope_type="default", rope_theta=model.config.rope_parameters["rope_theta"])
+        out["rope_type=default"] = variant(rope_parameters=rp)
+    if name == "phi3":
         rp = dict(rope_type="default", rope_theta=model.config.rope_parameters["rope_theta"])
         out["rope_type=default"] = variant(rope_parameters=rp)
     if name == "olmo2":
@@ -435,7 +454,7 @@ def build_one(spec, out_root: Path):
     model.save_pretrained(folder, safe_serialization=True)
     fast.save_pretrained(folder, save_jinja_files=bool(spec.get("jinja")))
     legacy = add_legacy_config_keys(folder, model.config)
-    patch_tokenizer_config(folder)
+    patch_tokenizer_config(folder, spec.get("tokenizer_class", "PreTrainedTokenizerFast"))
 
     # Reload from disk: the reference must describe what the folder contains.
     tok = AutoTokenizer.from_pretrained(folder)

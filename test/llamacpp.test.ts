@@ -1,21 +1,54 @@
 /**
  * Reference 2: llama.cpp (through node-llama-cpp 3.21.1, prebuilt CPU binary) on the same two real
- * GGUF files. llama.cpp computes with the quantized weights and its own kernels, we dequantize to
- * fp32 and run onnxruntime, so the distributions are close, not equal: the tests ask for the same
- * top-1 next token and KL(llama.cpp || ours) < 0.01 at the last position, with llama.cpp fed
- * exactly our token ids (it never re-tokenizes). They also check our tokenizer against
- * llama.cpp's, and that the lens at the last layer is the model's own output.
+ * GGUF files, next to reference 1, transformers (fp32 forward of the GGUF dequantized to fp32).
  *
- * Measured KLs are printed as test diagnostics (`node --test` shows them as "# ..." lines).
+ * llama.cpp computes with the quantized weights *and quantized activations* (q8 dot products), with
+ * kernels chosen for the CPU it runs on, so its distance from the exact result moves with the CPU:
+ * KL between its next-token distribution and the exact one is 1e-3..1.1e-2 on an AVX2 AMD EPYC and up
+ * to 1.2e-2 on an AVX-512 Intel for the same prompts. A fixed bound on KL(llama.cpp || ours) is
+ * therefore a bound on llama.cpp's CPU, not on us. So, for each prompt (llama.cpp fed exactly our
+ * token ids, never re-tokenizing), in the same run:
+ *
+ * - ours against the exact reference: KL(transformers || ours) <= OURS_KL_LIMIT (1e-3, issue 7's
+ *   bound). The reference is fixed numbers (test/fixtures/real/<alias>/next_token.*, recorded by
+ *   tools/reference/make_real_references.py --next-token), so this bound does not depend on the CPU,
+ *   and it fails on small real errors: in SmolLM2, a 2x RoPE base moves the plain prompts' next-token
+ *   distributions by KL 1e-4, 6.4e-3 and 3.1e-3, a 1e-3 RMSNorm epsilon by 1.5e-2, 3e-3 and 1.7e-3.
+ *   It is stricter than "no farther from the exact result than llama.cpp" (KL(transformers || ours)
+ *   <= max(OURS_KL_LIMIT, KL(transformers || llama.cpp))), which it implies; the test prints both
+ *   distances and their ratio.
+ * - llama.cpp against the same reference: KL(transformers || llama.cpp) <= LLAMACPP_KL_LIMIT (0.05,
+ *   4x the largest seen on any CPU). llama.cpp is the independent reader of the GGUF: this proves the
+ *   reference (and so our bound) reads the same model llama.cpp does (tensor layout, norms, RoPE,
+ *   chat template, vocabulary), on every CPU, without asking llama.cpp for more than it can give.
+ * - top-1: ours equals the reference's, except where the reference's top two probabilities are
+ *   closer than sqrt(2 * OURS_KL_LIMIT) (Pinsker: within the KL bound a near-tie may flip).
+ *
+ * KL(llama.cpp || ours) is still printed. The tests also check our tokenizer against llama.cpp's and
+ * transformers', and that the lens at the last layer is the model's own output.
+ *
+ * Measured values are printed as test diagnostics (`node --test` shows them as "# ..." lines).
  */
 import { test, describe, after } from "node:test";
 import assert from "node:assert/strict";
+import fs from "node:fs";
 import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { getLlama, LlamaLogLevel, type Llama, type LlamaModel, type LlamaContext, type ControlledEvaluateInputItem, type Token } from "node-llama-cpp";
 import { LogitLens } from "../src/lens/logit-lens.js";
+import { readSafetensors } from "../src/loading/safetensors.js";
+import { readTensorF32 } from "../src/loading/dequantize.js";
 import { loadReal, realModelPath, REAL_ALIASES, type RealAlias, type RealModel } from "./helpers/real-models.js";
 
-const KL_LIMIT = 0.01;
+/** KL(transformers || ours) of the final next-token distribution, in nats (issue 7: <= 1e-3 at every position). */
+const OURS_KL_LIMIT = 1e-3;
+/** KL(transformers || llama.cpp), in nats: the loose check that llama.cpp and the reference run the same model. */
+const LLAMACPP_KL_LIMIT = 0.05;
+/** Reference top-1/top-2 probability gap under which our top-1 may be the runner-up (Pinsker, from OURS_KL_LIMIT). */
+const TOP1_NEAR_TIE = Math.sqrt(2 * OURS_KL_LIMIT);
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 
 interface Prompt {
   name: string;
@@ -25,6 +58,7 @@ interface Prompt {
   chat?: string;
 }
 
+/** The same names and texts as NEXT_TOKEN_PROMPTS in tools/reference/make_real_references.py. */
 const PROMPTS: Prompt[] = [
   { name: "plain: capital", text: "The capital of France is" },
   { name: "plain: sentence", text: "The quick brown fox jumps over the lazy dog. The dog was not amused, so it" },
@@ -111,31 +145,69 @@ function argmax(values: ArrayLike<number>): number {
   return best;
 }
 
+/** Smallest float32 log (a subnormal): llama.cpp's float32 softmax cannot go lower. */
+const FLOAT32_MIN_LOG = Math.log(1.4e-45);
+
 /**
- * KL(p || q) in nats, p = llama.cpp's distribution (renormalised: its float32 sum is off by ~1e-4),
- * q = ours as log-probabilities. When llama.cpp gives only part of the vocabulary, the tokens it
- * leaves out form one remainder bucket on both sides.
+ * KL(p || q) in nats over the whole vocabulary, both given as log-probabilities; q is clamped to
+ * FLOAT32_MIN_LOG so a probability that underflowed in float32 stays finite.
  */
-function klDivergence(p: Map<number, number>, logq: Float64Array): { kl: number; covered: number } {
-  let pSum = 0;
-  for (const v of p.values()) pSum += v;
+function klDivergence(logp: Float64Array, logq: Float64Array): number {
+  assert.equal(logp.length, logq.length, "distributions over different vocabularies");
   let kl = 0;
-  let qCovered = 0;
-  for (const [id, raw] of p) {
-    const lq = logq[id]!;
-    qCovered += Math.exp(lq);
-    const pi = raw / pSum;
-    if (pi > 0) kl += pi * (Math.log(pi) - lq);
+  for (let i = 0; i < logp.length; i++) {
+    const p = Math.exp(logp[i]!);
+    if (p > 0) kl += p * (logp[i]! - Math.max(logq[i]!, FLOAT32_MIN_LOG));
   }
-  const complete = p.size >= logq.length;
-  if (!complete) {
-    // Remainder bucket: llama.cpp's left-out mass is 1 - pSum before renormalising; with a
-    // complete map it is ~0, so this branch is only for truncated distributions.
-    const pRest = Math.max(0, 1 - pSum);
-    const qRest = Math.max(1e-30, 1 - qCovered);
-    if (pRest > 0) kl += pRest * (Math.log(pRest) - Math.log(qRest));
+  return kl;
+}
+
+/** llama.cpp's probabilities (a complete map, renormalised: its float32 sum is off by ~1e-4) as log-probabilities. */
+function llamaLogProbs(p: Map<number, number>, vocabSize: number): Float64Array {
+  assert.equal(p.size, vocabSize, `llama.cpp gave ${p.size} of ${vocabSize} probabilities`);
+  let sum = 0;
+  for (const v of p.values()) sum += v;
+  const out = new Float64Array(vocabSize).fill(-Infinity);
+  for (const [id, v] of p) out[id] = Math.log(v / sum);
+  return out;
+}
+
+/** The transformers reference for PROMPTS (tools/reference/make_real_references.py --next-token). */
+interface NextTokenReference {
+  vocab_size: number;
+  prompts: { name: string; kind: "plain" | "chat"; text: string; input_ids: number[]; top_ids: number[]; top_logprobs: number[]; top1_margin: number }[];
+}
+
+/**
+ * The reference's next-token log-probabilities after prompt `i`: float16 for the whole vocabulary
+ * (rounding error <= 2.4e-4 on the likely tokens, 8e-3 below p = 1e-4), the most probable 64 exact,
+ * renormalised in float64. The rounding alone makes KL(reference || exact fp32 run) 1e-7..7e-7, under
+ * 0.1 % of OURS_KL_LIMIT (today's fp32 engine measures exactly that).
+ */
+function referenceLogProbs(alias: RealAlias, ref: NextTokenReference, i: number): Float64Array {
+  const file = path.join(root, "test/fixtures/real", alias, "next_token.safetensors");
+  const tensor = readSafetensors(file).tensors.find((t) => t.name === `q${i}/logprobs`) ?? assert.fail(`${file} lacks q${i}/logprobs`);
+  const lp = Float64Array.from(readTensorF32(tensor));
+  assert.equal(lp.length, ref.vocab_size);
+  const { top_ids: ids, top_logprobs: exact } = ref.prompts[i]!;
+  ids.forEach((id, k) => (lp[id] = exact[k]!));
+  let max = -Infinity;
+  for (const v of lp) if (v > max) max = v;
+  let sum = 0;
+  for (const v of lp) sum += Math.exp(v - max);
+  const lse = max + Math.log(sum);
+  return lp.map((v) => v - lse);
+}
+
+const nextTokenReferences = new Map<RealAlias, NextTokenReference>();
+function nextTokenReference(alias: RealAlias): NextTokenReference {
+  let ref = nextTokenReferences.get(alias);
+  if (!ref) {
+    const file = path.join(root, "test/fixtures/real", alias, "next_token.json");
+    ref = JSON.parse(fs.readFileSync(file, "utf8")) as NextTokenReference;
+    nextTokenReferences.set(alias, ref);
   }
-  return { kl, covered: p.size / logq.length };
+  return ref;
 }
 
 async function promptIds(real: RealModel, prompt: Prompt): Promise<number[]> {
@@ -178,12 +250,17 @@ for (const alias of REAL_ALIASES) {
       assert.deepEqual(tk.encode(text, { addSpecialTokens: false }), ref.model.tokenize(text, true) as number[]);
     });
 
-    for (const prompt of PROMPTS) {
-      test(`next token matches llama.cpp: ${prompt.name}`, async (t) => {
+    for (const [i, prompt] of PROMPTS.entries()) {
+      test(`next token: ours within ${OURS_KL_LIMIT} of transformers, llama.cpp within ${LLAMACPP_KL_LIMIT}: ${prompt.name}`, async (t) => {
         const real = await loadReal(alias);
         const ref = await reference(alias);
+        const exact = nextTokenReference(alias);
+        const want = exact.prompts[i];
+        const regenerate = "regenerate with tools/reference/make_real_references.py --next-token";
+        assert.ok(want && want.name === prompt.name && want.text === (prompt.text ?? prompt.chat), `next_token.json prompt ${i} is not ${JSON.stringify(prompt.name)}: ${regenerate}`);
         const tk = real.model.tokenizer;
         const ids = await promptIds(real, prompt);
+        assert.deepEqual(ids, want.input_ids, "token ids differ from transformers'");
         if (alias === "gemma3-270m") assert.equal(ids[0], tk.bosId, "Gemma prompts must start with BOS");
 
         const forward = await real.model.forward([], true);
@@ -192,19 +269,30 @@ for (const alias of REAL_ALIASES) {
         const T = ids.length;
         const V = result.logits.length / T;
         assert.equal(V, real.model.config.vocabSize);
-        const logq = logSoftmax(result.logits.subarray((T - 1) * V, T * V));
+        assert.equal(V, exact.vocab_size);
+        const ours = logSoftmax(result.logits.subarray((T - 1) * V, T * V));
+        const theirs = referenceLogProbs(alias, exact, i);
+        const llama = llamaLogProbs(await llamaNextProbs(ref, ids), V);
 
-        const p = await llamaNextProbs(ref, ids);
-        const llamaTop = p.keys().next().value as number;
-        const ourTop = argmax(logq);
-        const { kl, covered } = klDivergence(p, logq);
+        const klOurs = klDivergence(theirs, ours);
+        const klLlama = klDivergence(theirs, llama);
+        const klLlamaOurs = klDivergence(llama, ours);
+        const refTop = want.top_ids[0]!;
+        const ourTop = argmax(ours);
+        const llamaTop = argmax(llama);
+        const p = (lp: Float64Array, id: number) => Math.exp(lp[id]!).toFixed(4);
         t.diagnostic(
-          `${alias} / ${prompt.name}: ${T} tokens, KL(llama.cpp || ours) = ${kl.toExponential(3)}, ` +
-            `top-1 llama.cpp ${llamaTop} ${show(real, llamaTop)} p=${p.get(llamaTop)!.toFixed(4)}, ` +
-            `ours ${ourTop} ${show(real, ourTop)} p=${Math.exp(logq[ourTop]!).toFixed(4)}, vocabulary covered ${(100 * covered).toFixed(1)}%`,
+          `${alias} / ${prompt.name}: ${T} tokens, KL(transformers || ours) = ${klOurs.toExponential(3)}, ` +
+            `KL(transformers || llama.cpp) = ${klLlama.toExponential(3)} (ratio ${(klOurs / klLlama).toExponential(1)}), ` +
+            `KL(llama.cpp || ours) = ${klLlamaOurs.toExponential(3)}; top-1 transformers ${refTop} ${show(real, refTop)} p=${p(theirs, refTop)}, ` +
+            `ours ${ourTop} p=${p(ours, ourTop)}, llama.cpp ${llamaTop} p=${p(llama, llamaTop)}`,
         );
-        assert.equal(ourTop, llamaTop, `top-1 differs: ours ${show(real, ourTop)}, llama.cpp ${show(real, llamaTop)}`);
-        assert.ok(kl < KL_LIMIT, `KL(llama.cpp || ours) = ${kl} >= ${KL_LIMIT}`);
+        assert.ok(klOurs <= OURS_KL_LIMIT, `KL(transformers || ours) = ${klOurs} > ${OURS_KL_LIMIT} (llama.cpp's on this CPU: ${klLlama})`);
+        assert.ok(klLlama <= LLAMACPP_KL_LIMIT, `KL(transformers || llama.cpp) = ${klLlama} > ${LLAMACPP_KL_LIMIT}: llama.cpp and the reference disagree about this model (${regenerate}?)`);
+        if (ourTop !== refTop) {
+          const gap = Math.exp(theirs[refTop]!) - Math.exp(theirs[ourTop]!);
+          assert.ok(gap < TOP1_NEAR_TIE, `top-1 differs: ours ${show(real, ourTop)}, transformers ${show(real, refTop)} (probability gap ${gap.toFixed(4)} >= ${TOP1_NEAR_TIE.toFixed(4)})`);
+        }
       });
     }
 

@@ -10,6 +10,7 @@ test/fixtures/real/<alias>/reference.json and reference.safetensors; see README.
 Usage:
   /work/cache/refvenv/bin/python tools/reference/make_real_references.py \
       [--smollm PATH.gguf] [--gemma PATH.gguf] [--wheelhouse DIR --extract-to DIR] [--only gemma3-270m]
+      [--next-token]   # only next_token.{json,safetensors}: the llama.cpp test's prompts (~1.5 min)
 
 Without --smollm/--gemma the files are looked for in logit-lens's own cache
 ($LOGIT_LENS_CACHE, else $XDG_CACHE_HOME/logit-lens, else ~/.cache/logit-lens)/models/<alias>/<file>.
@@ -47,6 +48,18 @@ REPO = Path(__file__).resolve().parents[2]
 
 PLAIN_PROMPTS = ["The capital of France is", "Fish emoji: 🐠, horse emoji:"]
 CHAT_MESSAGES = [{"role": "user", "content": "Is there a seahorse emoji?"}]
+
+# The prompts of test/llamacpp.test.ts (same names and texts): for each, only the final next-token
+# distribution at the last position is recorded (--next-token), into next_token.{json,safetensors}.
+NEXT_TOKEN_PROMPTS = [
+    ("plain: capital", "plain", "The capital of France is"),
+    ("plain: sentence", "plain", "The quick brown fox jumps over the lazy dog. The dog was not amused, so it"),
+    ("emoji", "plain", "My favourite sea creature is the tropical fish \U0001F420, and my second favourite is the"),
+    ("chat", "chat", "What is the capital of France? Answer in one word."),
+]
+# The whole distribution is stored as float16 log-probabilities (half a megabyte for Gemma's 262k
+# vocabulary), its NEXT_TOKEN_TOP most probable tokens also exactly (float64 log-probs in the JSON).
+NEXT_TOKEN_TOP = 64
 
 # Gemma 3's chat template as published with google/gemma-3-*-it (tokenizer_config.json). The Gemma
 # GGUF here carries no tokenizer.chat_template, so this is used when the tokenizer has none.
@@ -325,6 +338,73 @@ def run_model(alias: str, path: Path, out_root: Path) -> dict:
     return ref
 
 
+def record_next_token(alias: str, path: Path, out_root: Path) -> dict:
+    """For each of NEXT_TOKEN_PROMPTS: its token ids and the final next-token distribution at the
+    last position (float32 forward, as run_model): float16 log-probabilities of the whole vocabulary
+    in next_token.safetensors (log p = logit - logsumexp, computed in float64, then rounded; the
+    distribution is too heavy-tailed to cut: all but 1e-6 of the mass takes 37k-237k tokens), and
+    the NEXT_TOKEN_TOP most probable tokens with float64 log-probs in next_token.json."""
+    t0 = time.time()
+    tok, cfg, model = load(path)
+    template = tok.chat_template or GEMMA3_CHAT_TEMPLATE
+    tensors: dict[str, torch.Tensor] = {}
+    entries = []
+    for i, (name, kind, text) in enumerate(NEXT_TOKEN_PROMPTS):
+        if kind == "chat":
+            messages = [{"role": "user", "content": text}]
+            rendered = tok.apply_chat_template(messages, chat_template=template, tokenize=False,
+                                               add_generation_prompt=True)
+            ids = tok(rendered, add_special_tokens=False)["input_ids"]
+        else:
+            messages, rendered = None, text
+            ids = tok(text, add_special_tokens=True)["input_ids"]
+        idt = torch.tensor(ids, dtype=torch.int64)
+        with torch.no_grad():
+            logits = model(idt[None]).logits[0, -1].float()  # [V], soft-capped where configured
+        logprobs = logits.double() - torch.logsumexp(logits.double(), -1)
+        top_lp, top_ids = logprobs.topk(NEXT_TOKEN_TOP)
+        half = logprobs.to(torch.float16)
+        tensors[f"q{i}/logprobs"] = half.contiguous()
+        top = top_ids[:5].tolist()
+        entries.append({
+            "name": name, "kind": kind, "text": text, "messages": messages, "rendered": rendered,
+            "add_special_tokens": kind != "chat", "input_ids": ids, "tokens": tok.convert_ids_to_tokens(ids),
+            "top_ids": top_ids.tolist(),
+            "top_logprobs": [round(x, 9) for x in top_lp.tolist()],
+            "top5_decoded": [tok.decode([t]) for t in top],
+            "top1_margin": round((top_lp[0] - top_lp[1]).item(), 6),
+            "entropy": round(-(logprobs.exp() * logprobs).sum().item(), 6),
+            "float16_max_abs_error": (half.double() - logprobs).abs().max().item(),
+        })
+        print(f"  {name}: T={len(ids)} top1={top[0]} {tok.decode([top[0]])!r} p={top_lp[0].exp().item():.4f} "
+              f"margin={entries[-1]['top1_margin']}", flush=True)
+    folder = out_root / alias
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / "next_token.safetensors"), metadata={"format": "pt"})
+    ref = {
+        "model": alias, "gguf_file": MODELS[alias]["file"], "gguf_sha256": MODELS[alias]["sha256"],
+        "what": "final next-token distribution at the last position of each prompt of test/llamacpp.test.ts: "
+                "transformers float32 forward of the GGUF dequantized to float32 (as reference.json), eager attention",
+        "chat_template_source": "gguf tokenizer.chat_template" if tok.chat_template else "built-in Gemma 3 template",
+        "vocab_size": int(logits.numel()),
+        "prompts": entries,
+        "tensor_naming": {
+            "q{i}/logprobs": "float16 [vocab], log-probabilities of the next token after prompts[i] "
+                             "(float64 log-softmax of the float32 logits, rounded to float16)",
+        },
+        "json_fields": "prompts[i].top_ids / top_logprobs: the most probable tokens, log-probs in float64 (exact); "
+                       "float16_max_abs_error: largest rounding error of q{i}/logprobs over the vocabulary",
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                     "gguf": importlib.metadata.version("gguf"), "python": sys.version.split()[0]},
+        "seconds": round(time.time() - t0, 1),
+    }
+    (folder / "next_token.json").write_text(dump_json(ref))
+    for f in (folder / "next_token.json", folder / "next_token.safetensors"):
+        f.chmod(0o644)
+    print(f"{alias}: wrote next_token.* in {time.time() - t0:.1f}s", flush=True)
+    return ref
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smollm", help="path of SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -333,6 +413,8 @@ def main():
     ap.add_argument("--extract-to", default="/work/cache/real", help="where to extract GGUFs (outside the repo)")
     ap.add_argument("--out", default=str(REPO / "test" / "fixtures" / "real"))
     ap.add_argument("--only", default="", help="comma-separated aliases: smollm2-135m-instruct,gemma3-270m")
+    ap.add_argument("--next-token", action="store_true",
+                    help="write only next_token.{json,safetensors} (the llama.cpp test's prompts), not reference.*")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
     given = {"smollm2-135m-instruct": args.smollm, "gemma3-270m": args.gemma}
@@ -352,7 +434,7 @@ def main():
         got = sha256_file(path)
         if got != spec["sha256"]:
             raise SystemExit(f"{path}: SHA-256 {got}, expected {spec['sha256']}")
-        run_model(alias, path, Path(args.out))
+        (record_next_token if args.next_token else run_model)(alias, path, Path(args.out))
 
 
 if __name__ == "__main__":

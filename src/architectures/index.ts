@@ -11,8 +11,9 @@ import { gpt2 } from "./gpt2.js";
 import { llama, mistral, qwen2, qwen3 } from "./llama.js";
 import { olmo2 } from "./olmo2.js";
 import { phi3 } from "./phi3.js";
+import { qwen3moe } from "./qwen3moe.js";
 
-export const FAMILIES = [llama, mistral, qwen2, qwen3, gemma2, gemma3, gpt2, olmo2, phi3] as const;
+export const FAMILIES = [llama, mistral, qwen2, qwen3, gemma2, gemma3, gpt2, olmo2, phi3, qwen3moe] as const;
 
 export type Architecture = (typeof FAMILIES)[number]["name"];
 export const SUPPORTED_ARCHITECTURES: readonly Architecture[] = FAMILIES.map((f) => f.name);

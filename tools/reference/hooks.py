@@ -118,6 +118,16 @@ def record(model: torch.nn.Module, input_ids: torch.Tensor, check: bool = True, 
         add(mod, f"blocks.{l}.hook_resid_mid", kind)
         mod, kind = plan.mlp_out[l]
         add(mod, f"blocks.{l}.hook_mlp_out", kind)
+    # Mixture-of-experts routers (Qwen3-MoE's mlp.gate returns router logits, the chosen experts'
+    # weights [T, k] and their ids [T, k]): TransformerLens's hook_expert_weights / hook_expert_indices.
+    for l, blk in enumerate(plan.layers):
+        router = getattr(getattr(blk, "mlp", None), "gate", None)
+        if router is not None and hasattr(blk.mlp, "experts"):
+            def save_router(module, args, out, l=l):
+                _, weights, ids = out
+                store[f"blocks.{l}.mlp.hook_expert_weights"] = weights.detach().to(torch.float32).clone()
+                store[f"blocks.{l}.mlp.hook_expert_indices"] = ids.detach().to(torch.float32).clone()
+            handles.append(router.register_forward_hook(save_router))
     add(plan.final_norm, "ln_final.hook_normalized", "out0")
     try:
         with torch.no_grad():

@@ -49,6 +49,8 @@ from transformers import (  # noqa: E402
     Qwen2ForCausalLM,
     Qwen3Config,
     Qwen3ForCausalLM,
+    Qwen3MoeConfig,
+    Qwen3MoeForCausalLM,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -269,6 +271,13 @@ def spec_list():
              kw=dict(tie_word_embeddings=True, head_dim=32, sliding_window=None, rope_theta=1000000.0),
              chat=CHATML_BOS_TEMPLATE,
              notes="Mistral-Nemo style: head_dim 32 while hidden / heads = 16 (q_proj [128, 64], o_proj [64, 128]).", **bl),
+        dict(name="qwen3moe", seed=13, cls=Qwen3MoeForCausalLM, cfg=Qwen3MoeConfig, tok=("qwen2", None), eos="<|im_end|>",
+             kw=dict(tie_word_embeddings=True, use_sliding_window=False, rope_theta=1000000.0, attention_bias=False,
+                     num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, norm_topk_prob=True,
+                     decoder_sparse_step=1, mlp_only_layers=[]),
+             chat=CHATML_TEMPLATE,
+             notes="Qwen3-MoE: Qwen3 attention, 4 experts of width 32, top-2 renormalised (norm_topk_prob), tied. "
+                   "Router choices recorded as blocks.{l}.mlp.hook_expert_indices / hook_expert_weights [T, 2].", **bl),
         dict(name="gpt2", seed=8, cls=GPT2LMHeadModel, cfg=GPT2Config, tok=("gpt2", None), eos="<|endoftext|>",
              kw=dict(n_embd=64, n_layer=2, n_head=4, n_inner=128, n_positions=128, activation_function="gelu_new",
                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=1e-5,
@@ -396,6 +405,8 @@ def sensitivity(spec, model, ids) -> dict:
     if name == "phi3":
         rp = dict(rope_type="default", rope_theta=model.config.rope_parameters["rope_theta"])
         out["rope_type=default"] = variant(rope_parameters=rp)
+    if name == "qwen3moe":
+        out["norm_topk_prob=False"] = variant(norm_topk_prob=False)
     if name == "olmo2":
         m = copy.deepcopy(model)
         with torch.no_grad():
@@ -488,6 +499,8 @@ def build_one(spec, out_root: Path):
     for l in range(L):
         hook_names += [f"blocks.{l}.{h}" for h in
                        ("hook_resid_pre", "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post")]
+    if any(k.endswith("hook_expert_indices") for k in tensors):
+        hook_names += [f"blocks.{l}.mlp.hook_{h}" for l in range(L) for h in ("expert_indices", "expert_weights")]
     hook_names += ["ln_final.hook_normalized", "logits"]
     ref = {
         "name": name,

@@ -71,7 +71,8 @@ class GraphWeights implements WeightSource {
     let v = this.values.get(name);
     if (!v) {
       if (!this.store.has(name)) throw new UserError(`model is missing tensor '${name}' needed by the ${this.g.name} graph`);
-      v = this.g.weight(name, this.store.external(name));
+      const ext = this.store.external(name);
+      v = "scales" in ext ? this.g.quantizedWeight(name, ext) : this.g.weight(name, ext);
       this.values.set(name, v);
     }
     return v;
@@ -138,9 +139,13 @@ export class LoadedModel {
   }
 
   /** Opens and converts (once) the model's weights, then returns it ready to run. */
-  static async load(source: ModelSource, progress: Progress): Promise<LoadedModel> {
+  /**
+   * `dequantize`: hold every weight as fp32 instead of keeping quantized matrices quantized (the
+   * arithmetic of an fp32 model with the same dequantized weights; several times the memory).
+   */
+  static async load(source: ModelSource, progress: Progress, options: { dequantize?: boolean } = {}): Promise<LoadedModel> {
     const files = await openModelFiles(source);
-    const store = await WeightStore.open(files.entries, files.files, cacheRoot(), progress);
+    const store = await WeightStore.open(files.entries, files.files, cacheRoot(), progress, options.dequantize ?? false);
     return new LoadedModel(files.config, files.tokenizer, store, files.info, files.gguf);
   }
 

@@ -12,10 +12,11 @@ export interface Value {
   readonly name: string;
 }
 
-export type ElemType = "float32" | "int64" | "int32" | "bool";
+export type ElemType = "float32" | "int64" | "int32" | "bool" | "uint8";
 
 export const ONNX_ELEM_TYPE: Record<ElemType, number> = {
   float32: onnx.TensorProto.DataType.FLOAT,
+  uint8: onnx.TensorProto.DataType.UINT8,
   int64: onnx.TensorProto.DataType.INT64,
   int32: onnx.TensorProto.DataType.INT32,
   bool: onnx.TensorProto.DataType.BOOL,
@@ -28,6 +29,39 @@ export interface ExternalWeight {
   offset: number;
   length: number;
   shape: number[];
+}
+
+/**
+ * A matrix [N, K] kept block-quantized (see loading/block-quant.ts), in 4-bit planes of
+ * `blockSize` along K: W = scale * (q - 8) + min, or for 8-bit formats
+ * W = scale * (16 * (high - 8) + (low - 8)) + min, where `data` is the high plane and `low` the low one.
+ * `minsT` is [K / blockSize, N] where the format has mins.
+ */
+export interface QuantizedExternal {
+  blockSize: number;
+  shape: number[];
+  data: ExternalWeight;
+  low?: ExternalWeight;
+  scales: ExternalWeight;
+  minsT?: ExternalWeight;
+}
+
+/** A graph value standing for a quantized matrix: `linear` and `gather` use it as it is. */
+export interface QuantizedValue extends Value {
+  readonly quant: { blockSize: number; n: number; k: number; scales: Value; minsT?: Value; low?: Value };
+}
+
+export function isQuantized(v: Value | undefined): v is QuantizedValue {
+  return !!v && "quant" in v;
+}
+
+/**
+ * MatMulNBits accuracy level: 0 computes in fp32 from the dequantized blocks (exact weights, fp32
+ * arithmetic, what the reference comparisons need); 4 quantizes the activations to int8 per block,
+ * as llama.cpp does (faster, less exact): LOGIT_LENS_INT8=1 chooses it.
+ */
+function accuracyLevel(): number {
+  return process.env["LOGIT_LENS_INT8"] === "1" ? 4 : 0;
 }
 
 type AttrValue = number | number[] | string | { float: number } | { floats: number[] };
@@ -59,11 +93,21 @@ export class GraphBuilder {
     this.outputs.push(valueInfo(name, type, undefined));
   }
 
-  /** An fp32 weight stored in an external file (zero copy: onnxruntime maps or reads it). */
-  weight(name: string, ext: ExternalWeight): Value {
+  /** A quantized matrix: its blocks, scales and mins as external initializers. */
+  quantizedWeight(name: string, ext: QuantizedExternal): QuantizedValue {
+    this.weight(name, ext.data, "uint8");
+    const low = ext.low ? this.weight(`${name}.low`, ext.low, "uint8") : undefined;
+    const scales = this.weight(`${name}.scales`, ext.scales);
+    const minsT = ext.minsT ? this.weight(`${name}.mins_t`, ext.minsT) : undefined;
+    const [n, k] = ext.shape as [number, number];
+    return { name, quant: { blockSize: ext.blockSize, n, k, scales, minsT, low } };
+  }
+
+  /** A weight stored in an external file (zero copy: onnxruntime maps or reads it). */
+  weight(name: string, ext: ExternalWeight, type: ElemType = "float32"): Value {
     this.initializers.push({
       name,
-      dataType: onnx.TensorProto.DataType.FLOAT,
+      dataType: ONNX_ELEM_TYPE[type],
       dims: ext.shape,
       dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
       externalData: [
@@ -76,14 +120,15 @@ export class GraphBuilder {
   }
 
   /** A small constant embedded in the graph (shapes, axes, scalars). Deduplicated by content. */
-  constant(values: number[] | Float32Array, type: "float32" | "int64" = "float32", shape?: number[]): Value {
+  constant(values: number[] | Float32Array, type: "float32" | "int64" | "uint8" = "float32", shape?: number[]): Value {
     const dims = shape ?? [values.length];
     const key = `${type}:${dims.join("x")}:${Array.from(values).join(",")}`;
     const existing = this.constants.get(key);
     if (existing) return existing;
-    const name = this.fresh(type === "int64" ? "const_i" : "const_f");
+    const name = this.fresh(type === "float32" ? "const_f" : "const_i");
     const tensor: onnxProto.onnx.ITensorProto = { name, dims, dataType: ONNX_ELEM_TYPE[type] };
     if (type === "int64") tensor.int64Data = Array.from(values);
+    else if (type === "uint8") tensor.int32Data = Array.from(values); // ONNX stores uint8 in int32_data
     else tensor.floatData = Array.from(values);
     this.initializers.push(tensor);
     const value = { name };
@@ -104,10 +149,13 @@ export class GraphBuilder {
     const count = options.outputs ?? 1;
     const base = options.name ?? this.fresh(opType);
     const outputNames = Array.from({ length: count }, (_, i) => (count === 1 ? base : `${base}:${i}`));
+    // A quantized matrix in any op other than linear/gather is expanded to fp32 inside the graph
+    // (onnxruntime folds that once at load): correct everywhere, compact where it matters.
+    const names = inputs.map((v) => (v ? (isQuantized(v) ? this.dequantized(v).name : v.name) : ""));
     const node: onnxProto.onnx.INodeProto = {
       opType,
       name: base,
-      input: inputs.map((v) => (v ? v.name : "")),
+      input: names,
       output: outputNames,
       attribute: Object.entries(attrs).map(([key, value]) => attribute(key, value)),
     };
@@ -134,15 +182,62 @@ export class GraphBuilder {
   sqrt(a: Value): Value { return this.op1("Sqrt", [a]); }
   exp(a: Value): Value { return this.op1("Exp", [a]); }
   matmul(a: Value, b: Value): Value { return this.op1("MatMul", [a, b]); }
-  /** x @ w^T for a weight stored [out, in] (PyTorch Linear layout), plus optional bias. */
+  /**
+   * x @ w^T for a weight stored [out, in] (PyTorch Linear layout), plus optional bias. x is
+   * [rows, in]. A quantized w runs as MatMulNBits, with its mins added as blockSums(x) @ mins^T.
+   */
   linear(x: Value, w: Value, bias?: Value): Value {
-    return this.op1("Gemm", [x, w, bias], { transB: 1 });
+    if (!isQuantized(w)) return this.op1("Gemm", [x, w, bias], { transB: 1 });
+    const { blockSize, n, k, scales, minsT, low } = w.quant;
+    const product = (plane: Value) =>
+      this.op("MatMulNBits", [x, plane, scales], { K: k, N: n, bits: 4, block_size: blockSize, accuracy_level: accuracyLevel() }, { domain: "com.microsoft" })[0]!;
+    let y = product({ name: w.name });
+    if (low) y = this.add(this.mul(y, this.scalar(16)), product(low)); // x16 is exact in floating point
+    if (minsT) {
+      const blockSums = this.reduceSum(this.reshape(x, [0, k / blockSize, blockSize]), [2], 0); // [rows, blocks]
+      y = this.add(y, this.matmul(blockSums, minsT));
+    }
+    return bias ? this.add(y, bias) : y;
+  }
+
+  /** Rows of a quantized matrix, dequantized: `rows` int64 indices, or every row when absent. */
+  private dequantizeRows(w: QuantizedValue, rows?: Value): Value {
+    const { blockSize, n, k, scales, minsT, low } = w.quant;
+    const blocks = k / blockSize;
+    const pick = (v: Value, axis = 0) => (rows ? this.gather(v, rows, axis) : v);
+    const plane = (v: Value) => {
+      // [r, blocks, blockSize / 2] bytes, two 4-bit values per byte, the low nibble first -> q - 8
+      const bytes = pick(v);
+      const lo = this.op1("BitwiseAnd", [bytes, this.constant([15], "uint8", [])]);
+      const hi = this.op1("BitShift", [bytes, this.constant([4], "uint8", [])], { direction: "RIGHT" });
+      const pairs = this.concat([this.unsqueeze(lo, [3]), this.unsqueeze(hi, [3])], 3); // [r, blocks, bytes, 2]
+      return this.sub(this.op1("Cast", [this.reshape(pairs, [-1, blocks, blockSize])], { to: onnx.TensorProto.DataType.FLOAT }), this.scalar(8));
+    };
+    let q = plane({ name: w.name });
+    if (low) q = this.add(this.mul(q, this.scalar(16)), plane(low));
+    let values = this.mul(q, this.unsqueeze(pick(this.reshape(scales, [n, blocks])), [2]));
+    if (minsT) values = this.add(values, this.unsqueeze(this.transpose(pick(minsT, 1), [1, 0]), [2]));
+    return this.reshape(values, [-1, k]);
+  }
+
+  private readonly dequantizedCache = new Map<string, Value>();
+  private dequantized(w: QuantizedValue): Value {
+    let v = this.dequantizedCache.get(w.name);
+    if (!v) {
+      v = this.dequantizeRows(w);
+      this.dequantizedCache.set(w.name, v);
+    }
+    return v;
   }
   reshape(x: Value, shape: number[]): Value { return this.op1("Reshape", [x, this.ints(shape)]); }
   transpose(x: Value, perm: number[]): Value { return this.op1("Transpose", [x], { perm }); }
   concat(values: Value[], axis: number): Value { return this.op1("Concat", values, { axis }); }
   unsqueeze(x: Value, axes: number[]): Value { return this.op1("Unsqueeze", [x, this.ints(axes)]); }
-  gather(data: Value, indices: Value, axis = 0): Value { return this.op1("Gather", [data, indices], { axis }); }
+  /** Rows (axis 0) of a matrix, quantized or not: the embedding lookup. */
+  gather(data: Value, indices: Value, axis = 0): Value {
+    if (isQuantized(data) && axis === 0) return this.dequantizeRows(data, indices);
+    return this.op1("Gather", [data, indices], { axis });
+  }
   softmax(x: Value, axis = -1): Value { return this.op1("Softmax", [x], { axis }); }
   logSoftmax(x: Value, axis = -1): Value { return this.op1("LogSoftmax", [x], { axis }); }
   reduceMean(x: Value, axes: number[], keepdims = 1): Value { return this.op1("ReduceMean", [x, this.ints(axes)], { keepdims }); }

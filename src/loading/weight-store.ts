@@ -1,7 +1,11 @@
 /**
- * The model's weights as onnxruntime will see them: every tensor fp32, in its Hugging Face name and
- * layout, in one file `weights.bin` inside the model's compiled directory, referenced by the graphs
- * as external data (onnxruntime maps it; nothing is held twice in JS).
+ * The model's weights as onnxruntime will see them, in their Hugging Face names and layouts, in one
+ * file `weights.bin` inside the model's compiled directory, referenced by the graphs as external
+ * data (onnxruntime maps it; nothing is held twice in JS).
+ *
+ * Quantized matrices stay quantized: a ggml block tensor used as a matrix is re-laid-out once into
+ * onnxruntime's MatMulNBits form (block-quant.ts), about the size of the original blocks. Everything
+ * else (norms, F16/BF16/F32 matrices, tensors whose conversion is not a row permutation) is fp32.
  *
  * Why a converted file: onnxruntime only accepts external data by relative path inside the model's
  * own directory (absolute paths and symlinks out of it are refused), and quantized GGUF blocks,
@@ -13,13 +17,16 @@ import path from "node:path";
 import crypto from "node:crypto";
 import type { TensorRef } from "./tensor-ref.js";
 import { readTensorF32 } from "./dequantize.js";
-import type { ExternalWeight } from "../graph/builder.js";
+import { canRepack, repack, splitNibbles, type BlockQuantized } from "./block-quant.js";
+import type { ExternalWeight, QuantizedExternal } from "../graph/builder.js";
 import type { Progress } from "../progress.js";
 import { UserError } from "../errors.js";
 
 /** Bump when the conversion changes, so stale converted files are not reused. */
-const FORMAT_VERSION = 1;
-const ALIGN = 4096;
+const FORMAT_VERSION = 3;
+/** Big tensors start on a page (onnxruntime maps them); small ones (norms, scales) only need 64 bytes. */
+const PAGE = 4096;
+const SMALL = 64 * 1024;
 
 export interface TensorTransform {
   /** Identifies the transform in the cache key. */
@@ -27,21 +34,78 @@ export interface TensorTransform {
   apply(data: Float32Array, shape: number[]): { data: Float32Array; shape: number[] };
 }
 
+/**
+ * Whether a tensor stays block-quantized, and how its rows move: `true` (as they are), a row order
+ * (the transform is a pure row permutation, which moves whole quantized rows exactly), or false
+ * (converted to fp32). A transform is recognised as a row permutation by what it does to a matrix
+ * of row numbers, so the families need not declare it.
+ */
+function keepsQuantized(entry: WeightEntry, dequantize: boolean): Int32Array | boolean {
+  const { ref, transform } = entry;
+  if (dequantize || !canRepack(ref.dtype, ref.shape)) return false;
+  if (!transform) return true;
+  const rows = ref.shape[0]!;
+  const probe = new Float32Array(rows * 2);
+  for (let i = 0; i < probe.length; i++) probe[i] = i;
+  const moved = transform.apply(probe, [rows, 2]);
+  if (moved.shape.length !== 2 || moved.shape[0] !== rows || moved.shape[1] !== 2) return false;
+  const order = new Int32Array(rows);
+  const seen = new Uint8Array(rows);
+  for (let i = 0; i < rows; i++) {
+    const a = moved.data[2 * i]!, b = moved.data[2 * i + 1]!;
+    const src = a / 2;
+    if (!Number.isInteger(src) || b !== a + 1 || src < 0 || src >= rows || seen[src]) return false;
+    seen[src] = 1;
+    order[i] = src;
+  }
+  return order;
+}
+
+/** Raw bytes of a tensor, as stored in its file. */
+function readRaw(ref: TensorRef): Uint8Array {
+  const out = new Uint8Array(ref.byteLength);
+  const fd = fs.openSync(ref.file, "r");
+  try {
+    let done = 0;
+    while (done < out.length) {
+      const n = fs.readSync(fd, out, done, out.length - done, ref.offset + done);
+      if (n === 0) throw new UserError(`${ref.file}: file ends inside tensor ${ref.name} (truncated file?)`);
+      done += n;
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  return out;
+}
+
+/** Mins [rows, blocks] -> [blocks, rows], the right-hand side of blockSums(x) @ mins^T. */
+function transposeMins(q: BlockQuantized, mins: Float32Array): Float32Array {
+  const blocks = q.cols / q.blockSize;
+  const out = new Float32Array(mins.length);
+  for (let r = 0; r < q.rows; r++) for (let b = 0; b < blocks; b++) out[b * q.rows + r] = mins[r * blocks + b]!;
+  return out;
+}
+
 export interface WeightEntry {
   ref: TensorRef;
   transform?: TensorTransform;
 }
 
-interface IndexEntry {
+interface Extent {
   offset: number;
   length: number;
+}
+
+interface IndexEntry extends Extent {
   shape: number[];
+  /** Present for a matrix kept block-quantized: where its scales and (transposed) mins lie. */
+  quant?: { blockSize: number; scales: Extent; minsT?: Extent; low?: Extent };
 }
 
 export class WeightStore {
   private index = new Map<string, IndexEntry>();
 
-  private constructor(readonly dir: string, private readonly entries: Map<string, WeightEntry>) {}
+  private constructor(readonly dir: string, private readonly entries: Map<string, WeightEntry>, private readonly dequantize: boolean) {}
 
   /** Shape of a tensor after its transform (known once materialised). */
   shape(name: string): number[] | undefined {
@@ -56,17 +120,51 @@ export class WeightStore {
     return [...this.entries.keys()];
   }
 
-  external(name: string): ExternalWeight {
+  /** Where a tensor lies in weights.bin: fp32, or a MatMulNBits-ready quantized matrix. */
+  external(name: string): ExternalWeight | QuantizedExternal {
     const e = this.index.get(name);
     if (!e) throw new UserError(`model is missing tensor '${name}'`);
-    return { location: "weights.bin", offset: e.offset, length: e.length, shape: e.shape };
+    const at = (x: Extent, shape: number[]): ExternalWeight => ({ location: "weights.bin", offset: x.offset, length: x.length, shape });
+    if (!e.quant) return at(e, e.shape);
+    const [n, k] = e.shape as [number, number];
+    const blocks = k / e.quant.blockSize;
+    const planeShape = [n, blocks, e.quant.blockSize / 2];
+    return {
+      blockSize: e.quant.blockSize,
+      shape: e.shape,
+      data: at(e, planeShape),
+      low: e.quant.low ? at(e.quant.low, planeShape) : undefined,
+      scales: at(e.quant.scales, [n * blocks]),
+      minsT: e.quant.minsT ? at(e.quant.minsT, [blocks, n]) : undefined,
+    };
+  }
+
+  /**
+   * A tensor as fp32 in its Hugging Face layout, dequantized from the source file as ggml does
+   * (for tests, reference exports and analyses that need plain numbers).
+   */
+  tensorF32(name: string): { data: Float32Array; shape: number[] } {
+    const entry = this.entries.get(name);
+    if (!entry) throw new UserError(`model is missing tensor '${name}'`);
+    const data = readTensorF32(entry.ref);
+    return entry.transform ? entry.transform.apply(data, entry.ref.shape) : { data, shape: entry.ref.shape };
+  }
+
+  /** Bytes of weights.bin, the size of what the graphs map. */
+  get bytes(): number {
+    let end = 0;
+    for (const e of this.index.values()) {
+      for (const x of [e, e.quant?.scales, e.quant?.minsT, e.quant?.low]) if (x) end = Math.max(end, x.offset + x.length);
+    }
+    return end;
   }
 
   /**
    * Converts (once) and indexes the weights. `sources` are the files the weights come from: their
    * identity (path, size, mtime) keys the cache directory under `cacheRoot/compiled/`.
    */
-  static async open(entries: Map<string, WeightEntry>, sources: string[], cacheRoot: string, progress: Progress): Promise<WeightStore> {
+  /** `dequantize`: convert every tensor to fp32 (the old layout: for exact fp32 comparisons). */
+  static async open(entries: Map<string, WeightEntry>, sources: string[], cacheRoot: string, progress: Progress, dequantize = false): Promise<WeightStore> {
     const key = crypto.createHash("sha256");
     key.update(`v${FORMAT_VERSION}\n`);
     for (const file of sources) {
@@ -75,10 +173,10 @@ export class WeightStore {
       key.update(`${real}\n${st.size}\n${st.mtimeMs}\n`);
     }
     for (const [name, e] of [...entries].sort(([a], [b]) => (a < b ? -1 : 1))) {
-      key.update(`${name}:${e.ref.name}:${e.ref.dtype}:${e.transform?.id ?? ""}\n`);
+      key.update(`${name}:${e.ref.name}:${e.ref.dtype}:${e.transform?.id ?? ""}:${keepsQuantized(e, dequantize) ? "q" : "f"}\n`);
     }
     const dir = path.join(cacheRoot, "compiled", key.digest("hex").slice(0, 24));
-    const store = new WeightStore(dir, entries);
+    const store = new WeightStore(dir, entries, dequantize);
     if (!store.loadIndex()) await store.convert(progress);
     return store;
   }
@@ -104,18 +202,38 @@ export class WeightStore {
     let offset = 0;
     const total = [...this.entries.values()].reduce((s, e) => s + e.ref.byteLength, 0);
     let done = 0;
-    progress.start("converting weights to fp32 (once per model)", total, "bytes");
+    progress.start("preparing weights (once per model)", total, "bytes");
+    const write = (bytes: Uint8Array): Extent => {
+      const align = bytes.length >= SMALL ? PAGE : 64;
+      offset = Math.ceil(offset / align) * align;
+      let written = 0;
+      while (written < bytes.length) written += fs.writeSync(fd, bytes, written, bytes.length - written, offset + written);
+      const at = { offset, length: bytes.length };
+      offset += bytes.length;
+      return at;
+    };
+    const asBytes = (a: Float32Array | Uint8Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
     try {
       for (const [name, entry] of this.entries) {
-        let data = readTensorF32(entry.ref);
-        let shape = entry.ref.shape;
-        if (entry.transform) ({ data, shape } = entry.transform.apply(data, shape));
-        offset = Math.ceil(offset / ALIGN) * ALIGN;
-        const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-        let written = 0;
-        while (written < bytes.length) written += fs.writeSync(fd, bytes, written, bytes.length - written, offset + written);
-        index[name] = { offset, length: bytes.length, shape };
-        offset += bytes.length;
+        const rowOrder = keepsQuantized(entry, this.dequantize);
+        if (rowOrder) {
+          const [rows, cols] = entry.ref.shape as [number, number];
+          const q = repack(entry.ref.dtype, readRaw(entry.ref), rows, cols, rowOrder === true ? undefined : rowOrder);
+          if (q.bits === 8) {
+            const { high, low, mins } = splitNibbles(q);
+            const data = write(high);
+            const lowAt = write(low);
+            index[name] = { ...data, shape: [rows, cols], quant: { blockSize: q.blockSize, scales: write(asBytes(q.scales)), minsT: write(asBytes(transposeMins(q, mins))), low: lowAt } };
+          } else {
+            const data = write(q.data);
+            index[name] = { ...data, shape: [rows, cols], quant: { blockSize: q.blockSize, scales: write(asBytes(q.scales)), minsT: q.mins ? write(asBytes(transposeMins(q, q.mins))) : undefined } };
+          }
+        } else {
+          let data = readTensorF32(entry.ref);
+          let shape = entry.ref.shape;
+          if (entry.transform) ({ data, shape } = entry.transform.apply(data, shape));
+          index[name] = { ...write(asBytes(data)), shape };
+        }
         done += entry.ref.byteLength;
         progress.update(done);
         // Let the event loop breathe (progress redraws, signals) between big tensors.

@@ -1,0 +1,152 @@
+/**
+ * Quantized matrices that stay quantized: ggml blocks re-laid-out for onnxruntime's MatMulNBits
+ * (src/loading/block-quant.ts), stored by the weight store and multiplied by the graph builder.
+ * Reference: gguf-py's dequantization of the fixture in test/fixtures/quant (one [4, 256] tensor
+ * of every ggml type), made by tools/reference/make_quant_fixture.py.
+ *
+ * Tolerances: the repacked form holds every weight exactly, except that the formats with mins
+ * (Q4_1, Q4_K, Q5_1, Q5_K and the 8-bit planes) fold a constant into the min, one float32
+ * rounding: |error| <= 1 ulp of the block's min, checked as 1e-6 relative to the tensor's largest
+ * weight. Products in onnxruntime add fp32 accumulation over 256 terms: 2e-5 relative to the
+ * sum of |x * w|.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { REPACKABLE, canRepack, repack, repackedValue, splitNibbles } from "../src/loading/block-quant.js";
+import { WeightStore, type TensorTransform, type WeightEntry } from "../src/loading/weight-store.js";
+import { GraphBuilder } from "../src/graph/builder.js";
+import { createSession, runSession, ort } from "../src/graph/session.js";
+import { createProgress } from "../src/progress.js";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
+const FIX = path.join(root, "test", "fixtures", "quant");
+const GGUF = path.join(FIX, "quant.gguf");
+interface RefTensor { name: string; dtype: string; shape: number[]; offset: number; count: number; fileOffset: number; byteLength: number }
+const reference = JSON.parse(fs.readFileSync(path.join(FIX, "reference.json"), "utf8")) as { tensors: RefTensor[] };
+const refBytes = fs.readFileSync(path.join(FIX, "reference.f32"));
+const refValues = new Float32Array(refBytes.buffer.slice(refBytes.byteOffset, refBytes.byteOffset + refBytes.length));
+const fileBytes = fs.readFileSync(GGUF);
+const quantTensors = reference.tensors.filter((t) => REPACKABLE[t.dtype]);
+const [ROWS, COLS] = [4, 256];
+
+function expected(t: RefTensor): Float32Array {
+  return refValues.subarray(t.offset, t.offset + t.count);
+}
+function maxAbs(a: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]!));
+  return m;
+}
+
+test("every quantized type is in the fixture", () => {
+  assert.deepEqual(quantTensors.map((t) => t.dtype).sort(), Object.keys(REPACKABLE).sort());
+});
+
+test("repacked blocks hold exactly the weights gguf-py dequantizes, also split into 4-bit planes", () => {
+  for (const t of quantTensors) {
+    assert.ok(canRepack(t.dtype, t.shape));
+    const raw = fileBytes.subarray(t.fileOffset, t.fileOffset + t.byteLength);
+    const q = repack(t.dtype, raw, ROWS, COLS);
+    const want = expected(t);
+    const tol = 1e-6 * maxAbs(want);
+    let err = 0;
+    for (let r = 0; r < ROWS; r++) for (let c = 0; c < COLS; c++) err = Math.max(err, Math.abs(repackedValue(q, r, c) - want[r * COLS + c]!));
+    assert.ok(err <= tol, `${t.dtype}: repacked values differ by ${err} (tolerance ${tol})`);
+    if (q.bits === 8) {
+      // The two-plane form used at run time: s * (16 * (high - 8) + (low - 8)) + min'.
+      const { high, low, mins } = splitNibbles(q);
+      const blocks = COLS / q.blockSize;
+      let splitErr = 0;
+      for (let r = 0; r < ROWS; r++) {
+        for (let c = 0; c < COLS; c++) {
+          const byte = (plane: Uint8Array) => plane[(r * COLS + c) >> 1]!;
+          const nib = (plane: Uint8Array) => (c & 1 ? byte(plane) >> 4 : byte(plane) & 15) - 8;
+          const b = r * blocks + Math.floor(c / q.blockSize);
+          const v = q.scales[b]! * (16 * nib(high) + nib(low)) + mins[b]!;
+          splitErr = Math.max(splitErr, Math.abs(v - want[r * COLS + c]!));
+        }
+      }
+      assert.ok(splitErr <= tol, `${t.dtype}: split planes differ by ${splitErr} (tolerance ${tol})`);
+    }
+  }
+});
+
+test("a corrupt or short tensor is a clear error, not a crash", () => {
+  assert.throws(() => repack("Q4_K", new Uint8Array(10), ROWS, COLS), /Q4_K: 4x256 needs 576 bytes, got 10/);
+  assert.throws(() => repack("IQ2_XXS", new Uint8Array(10), ROWS, COLS), /IQ2_XXS cannot stay quantized/);
+  assert.equal(canRepack("Q4_K", [4, 100]), false); // rows not made of whole super-blocks: stays fp32
+  assert.equal(canRepack("Q4_K", [4, 2, 256]), false); // not a matrix
+});
+
+/** Reverses the rows: a pure row permutation, as llama.cpp's q/k un-permutation is. */
+const reverseRows: TensorTransform = {
+  id: "reverse-rows",
+  apply(data, shape) {
+    const [rows, cols] = shape as [number, number];
+    const out = new Float32Array(data.length);
+    for (let r = 0; r < rows; r++) out.set(data.subarray((rows - 1 - r) * cols, (rows - r) * cols), r * cols);
+    return { data: out, shape };
+  },
+};
+
+test("onnxruntime multiplies and gathers the stored quantized matrices like their fp32 values", async () => {
+  const cache = fs.mkdtempSync(path.join(os.tmpdir(), "logit-lens-bq-"));
+  try {
+    const entries = new Map<string, WeightEntry>();
+    for (const t of quantTensors) {
+      const ref = { name: t.name, shape: t.shape, dtype: t.dtype, file: GGUF, offset: t.fileOffset, byteLength: t.byteLength };
+      entries.set(t.name, { ref });
+      entries.set(`${t.name}.reversed`, { ref, transform: reverseRows });
+    }
+    const store = await WeightStore.open(entries, [GGUF], cache, createProgress({ quiet: true }));
+    // Kept quantized: the store is about the size of the blocks, not of fp32 (1024 x 4 bytes each).
+    const fp32Bytes = entries.size * ROWS * COLS * 4;
+    assert.ok(store.bytes < fp32Bytes, `store holds ${store.bytes} bytes, fp32 would be ${fp32Bytes}`);
+    for (const name of entries.keys()) assert.ok("scales" in store.external(name), `${name} is stored quantized`);
+
+    const g = new GraphBuilder("block-quant-test");
+    const x = g.input("x", "float32", ["M", COLS]);
+    const ids = g.input("ids", "int64", ["I"]);
+    for (const name of entries.keys()) {
+      const ext = store.external(name);
+      const w = "scales" in ext ? g.quantizedWeight(name, ext) : g.weight(name, ext);
+      g.output(g.linear(x, w), `${name}:linear`);
+      g.output(g.gather(w, ids), `${name}:gather`);
+      g.output(g.add(w, g.scalar(0)), `${name}:whole`); // any other op sees the fp32 matrix
+    }
+    const session = await createSession(g, store.dir);
+    const M = 3;
+    const xs = Float32Array.from({ length: M * COLS }, (_, i) => Math.sin(i * 0.7) * 2);
+    const pick = [3, 0];
+    const out = await runSession(session, { x: new ort.Tensor("float32", xs, [M, COLS]), ids: new ort.Tensor("int64", BigInt64Array.from(pick, BigInt), [pick.length]) }, "test graph");
+
+    for (const t of quantTensors) {
+      for (const reversed of [false, true]) {
+        const name = reversed ? `${t.name}.reversed` : t.name;
+        const base = expected(t);
+        const w = reversed ? reverseRows.apply(base, [ROWS, COLS]).data : base;
+        const y = out[`${name}:linear`]!.data as Float32Array;
+        for (let m = 0; m < M; m++) {
+          for (let n = 0; n < ROWS; n++) {
+            let sum = 0, mag = 0;
+            for (let k = 0; k < COLS; k++) { sum += xs[m * COLS + k]! * w[n * COLS + k]!; mag += Math.abs(xs[m * COLS + k]! * w[n * COLS + k]!); }
+            assert.ok(Math.abs(y[m * ROWS + n]! - sum) <= 2e-5 * mag, `${name} linear [${m}, ${n}]: ${y[m * ROWS + n]} vs ${sum}`);
+          }
+        }
+        const rows = out[`${name}:gather`]!.data as Float32Array;
+        const whole = out[`${name}:whole`]!.data as Float32Array;
+        const tol = 1e-6 * maxAbs(w);
+        for (let i = 0; i < pick.length; i++) for (let k = 0; k < COLS; k++) {
+          assert.ok(Math.abs(rows[i * COLS + k]! - w[pick[i]! * COLS + k]!) <= tol, `${name} gather row ${pick[i]} col ${k}`);
+        }
+        for (let i = 0; i < w.length; i++) assert.ok(Math.abs(whole[i]! - w[i]!) <= tol, `${name} dequantized element ${i}`);
+      }
+    }
+  } finally {
+    fs.rmSync(cache, { recursive: true, force: true });
+  }
+});

@@ -3,9 +3,15 @@
  * line on stderr and a non-zero exit code; only bugs print a stack (and only with LOGIT_LENS_DEBUG).
  */
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { UserError } from "../errors.js";
+import { UserError, environmentError, isUnwritable } from "../errors.js";
+import { cacheRoot } from "../loading/cache.js";
+import { listCache, pruneCache, recordCompiledSource, sweepStalePartials } from "../loading/cache-admin.js";
+import { checkHfFolder, checkModelConfig, checkTokenizerFitsModel } from "../loading/sanity.js";
+import { readSafetensorsFolder } from "../loading/safetensors.js";
+import type { ModelSource } from "../loading/resolve.js";
 import { createProgress, type Progress } from "../progress.js";
 import { DEFAULT_MODEL, listAliases, resolveModelSource } from "../loading/resolve.js";
 import { fetchAlias } from "../loading/pypi-models.js";
@@ -29,6 +35,7 @@ Usage:
   logit-lens generate --model <model> --prompt <text> [--chat] [--max-new-tokens N] [options]
   logit-lens inspect  --model <model> [--json]
   logit-lens models   fetch <alias> | list
+  logit-lens cache    list | prune [--older-than DAYS] [--dry-run] [--json]
 
 <model> is an alias (smollm2-135m-instruct, gemma3-270m), a .gguf file, a Hugging Face model
 folder, or a Hugging Face hub id (org/name). Default: ${DEFAULT_MODEL}.
@@ -59,6 +66,10 @@ Generation options:
   --top-p <p>              nucleus sampling mass (default 1)
   --seed <n>               sampling seed (default 0); the same seed gives the same text
 
+Cache: 'cache list' shows the converted models (compiled/) and downloads with their sizes; 'cache
+prune' removes what can never be reused: conversions of files that changed or are gone, ones not
+used for DAYS days (default 30), and partial files of processes that died.
+
 Environment: LOGIT_LENS_CACHE (cache folder), HF_HOME / HF_TOKEN / HF_ENDPOINT (hub downloads),
 LOGIT_LENS_THREADS (CPU threads, default all cores).`;
 
@@ -84,6 +95,8 @@ const OPTIONS = {
   seed: { type: "string" },
   help: { type: "boolean", short: "h" },
   force: { type: "boolean" },
+  "older-than": { type: "string" },
+  "dry-run": { type: "boolean" },
 } satisfies ParseArgsConfig["options"];
 
 type Options = {
@@ -94,8 +107,11 @@ export async function main(argv: string[]): Promise<number> {
   try {
     return await run(argv);
   } catch (e) {
-    if (e instanceof UserError) {
-      process.stderr.write(`logit-lens: ${e.message}\n`);
+    // A full disk, an unwritable cache...: the user's environment, told as one line, not a bug.
+    const user = e instanceof UserError ? e : environmentError(e);
+    if (user) {
+      process.stderr.write(`logit-lens: ${user.message}\n`);
+      if (process.env["LOGIT_LENS_DEBUG"] && !(e instanceof UserError)) process.stderr.write(`${(e as Error).stack}\n`);
       return 2;
     }
     const err = e as Error;
@@ -127,10 +143,45 @@ function parse(argv: string[]): { command: string[]; options: Options } {
   return { command: parsed.positionals, options: parsed.values as Options };
 }
 
+/** Checks a model's declared numbers before anything is sized by them (GGUF headers are checked as they are read). */
+function preflight(source: ModelSource): void {
+  if (source.kind === "hf-folder") checkHfFolder(source.dir);
+}
+
+/** The files a model's weights come from (what its compiled folder was converted from). */
+function sourceFiles(source: ModelSource): string[] {
+  if (source.kind === "gguf") return [source.path];
+  try {
+    return [...new Set(readSafetensorsFolder(source.dir).map((t) => t.file))];
+  } catch {
+    return [];
+  }
+}
+
 async function loadModel(spec: string | undefined, progress: Progress): Promise<LoadedModel> {
   const source = await resolveModelSource(spec ?? DEFAULT_MODEL, { progress });
+  preflight(source);
   progress.info(`loading ${source.displayName}`);
-  return LoadedModel.load(source, progress);
+  // Partial conversions of processes that were killed would otherwise stay forever.
+  sweepStalePartials();
+  let model: LoadedModel;
+  try {
+    model = await LoadedModel.load(source, progress);
+  } catch (e) {
+    // A read-only or unwritable cache: convert into a temporary one for this run, with a warning.
+    const failed = (e as NodeJS.ErrnoException).path;
+    if (!isUnwritable(e) || !failed || !path.resolve(failed).startsWith(cacheRoot())) throw e;
+    const fallback = path.join(os.tmpdir(), `logit-lens-cache-${process.getuid?.() ?? "user"}`);
+    process.stderr.write(
+      `logit-lens: warning: the cache ${cacheRoot()} is not writable (${(e as NodeJS.ErrnoException).code}); converting into ${fallback} for this run (set LOGIT_LENS_CACHE to a writable folder to keep the conversion)\n`,
+    );
+    process.env["LOGIT_LENS_CACHE"] = fallback;
+    model = await LoadedModel.load(source, progress);
+  }
+  checkModelConfig(model.config, source.displayName);
+  checkTokenizerFitsModel(model.tokenizer, model.config, source.displayName);
+  recordCompiledSource(model.store.dir, sourceFiles(source), source.displayName);
+  return model;
 }
 
 async function emit(text: string, out: string | undefined): Promise<void> {
@@ -151,12 +202,14 @@ async function run(argv: string[]): Promise<number> {
       return modelsCommand(rest, options, progress);
     case "inspect":
       return inspectCommand(options, progress);
+    case "cache":
+      return cacheCommand(rest, options);
     case "lens":
       return lensCommand(options, progress, false);
     case "generate":
       return lensCommand(options, progress, true);
     default:
-      throw new UserError(`unknown command '${cmd}' (commands: lens, generate, inspect, models; see --help)`);
+      throw new UserError(`unknown command '${cmd}' (commands: lens, generate, inspect, models, cache; see --help)`);
   }
 }
 
@@ -181,8 +234,12 @@ async function modelsCommand(args: string[], options: Options, progress: Progres
 
 async function inspectCommand(options: Options, progress: Progress): Promise<number> {
   // Headers only: inspecting a model never converts or loads its weights.
-  const model = await openModelFiles(await resolveModelSource(options.model ?? DEFAULT_MODEL, { progress }));
+  const source = await resolveModelSource(options.model ?? DEFAULT_MODEL, { progress });
+  preflight(source);
+  const model = await openModelFiles(source);
   const c = model.config;
+  checkModelConfig(c, source.displayName);
+  checkTokenizerFitsModel(model.tokenizer, c, source.displayName);
   const info = {
     name: model.info.name,
     source: model.info.source,
@@ -223,6 +280,53 @@ async function inspectCommand(options: Options, progress: Progress): Promise<num
   ];
   await emit(lines.join("\n"), options.out);
   return 0;
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / 1048576).toFixed(1)} MiB`;
+}
+
+async function cacheCommand(args: string[], options: Options): Promise<number> {
+  const [sub, extra] = args;
+  if (extra !== undefined) throw new UserError(`unexpected argument '${extra}' after 'cache ${sub}'`);
+  const unusedDays = number(options["older-than"], "older-than", 30, (n) => n >= 0 && n <= 36500, "a number of days from 0 to 36500");
+  if (sub === "list" || sub === undefined) {
+    const listing = listCache({ unusedDays });
+    if (options.json) {
+      await emit(JSON.stringify(listing, null, 2), options.out);
+      return 0;
+    }
+    const lines = [`cache: ${listing.root}`];
+    const total = (xs: { bytes: number }[]) => mib(xs.reduce((a, x) => a + x.bytes, 0));
+    lines.push(`converted models (compiled/): ${listing.compiled.length}, ${total(listing.compiled)}`);
+    for (const c of listing.compiled) {
+      const state = c.state === "ok" ? "" : c.state === "converting" ? "  [being converted]" : `  [stale: ${c.reason}]`;
+      lines.push(`  ${c.key}  ${mib(c.bytes).padStart(11)}  used ${c.lastUsed.toISOString().slice(0, 10)}  ${c.model ?? c.sources[0] ?? "(source not recorded)"}${state}`);
+    }
+    lines.push(`downloaded models (models/): ${listing.models.length}, ${total(listing.models)}`);
+    for (const m of listing.models) lines.push(`  ${m.name.padEnd(26)} ${mib(m.bytes).padStart(11)}`);
+    lines.push(`Hugging Face hub cache (shared, never pruned here): ${listing.hub.length} repos, ${total(listing.hub)}`);
+    for (const h of listing.hub) lines.push(`  ${h.name.padEnd(26)} ${mib(h.bytes).padStart(11)}`);
+    if (listing.leftovers.length > 0) lines.push(`leftovers of processes that died: ${listing.leftovers.length}, ${total(listing.leftovers)}`);
+    const stale = listing.compiled.filter((c) => c.state === "stale");
+    const reclaim = [...stale, ...listing.leftovers];
+    lines.push(reclaim.length > 0 ? `'logit-lens cache prune' would free ${total(reclaim)}` : "nothing to prune");
+    await emit(lines.join("\n"), options.out);
+    return 0;
+  }
+  if (sub === "prune") {
+    const result = pruneCache({ unusedDays, dryRun: Boolean(options["dry-run"]) });
+    if (options.json) {
+      await emit(JSON.stringify(result, null, 2), options.out);
+      return 0;
+    }
+    const verb = options["dry-run"] ? "would remove" : "removed";
+    const lines = result.removed.map((r) => `${verb} ${r.path} (${mib(r.bytes)}): ${r.reason}`);
+    lines.push(result.removed.length > 0 ? `${verb} ${result.removed.length} item${result.removed.length === 1 ? "" : "s"}, ${mib(result.freedBytes)}` : "nothing to prune");
+    await emit(lines.join("\n"), options.out);
+    return 0;
+  }
+  throw new UserError(`unknown 'cache' subcommand '${sub}' (list, prune)`);
 }
 
 const FORMATS = ["terminal", "json", "csv", "html", "svg", "png"] as const;

@@ -11,6 +11,7 @@ import { createSession, runSession, ort as runtime } from "../graph/session.js";
 import { UserError } from "../errors.js";
 import type { Progress } from "../progress.js";
 import { buildLensGraph, type LensVariant } from "./lens-graph.js";
+import { checkActivationsFinite, checkLensOutputsFinite } from "./finite.js";
 
 /** Bytes one [readouts x positions x vocab] float buffer may take; the graph holds a few of them. */
 const CHUNK_BUDGET_BYTES = 128 * 1024 * 1024;
@@ -117,6 +118,7 @@ export class LogitLens {
 
     const forward = await this.model.forward(hooks, options.lastLogits ? "last" : "none");
     const fwd = await forward.run(ids, cache);
+    await checkActivationsFinite(this.model, fwd.hooks, ids, cache); // NaN/Inf are an error, never a result
     // When the last readout already is the final residual (the default), it doubles as the reference.
     const rows = readouts[readouts.length - 1] === outputHook ? readouts : [...readouts, outputHook];
     const session = await this.lensSession(variant, tracking);
@@ -147,6 +149,7 @@ export class LogitLens {
         feeds["family_mask"] = new runtime.Tensor("float32", familyFeed, [Math.max(1, families.length), cfg.vocabSize]);
       }
       const out = await runSession(session, feeds, "lens graph");
+      checkLensOutputsFinite({ "log-sum-exp": out["logsumexp"]?.data as Float32Array, "top logit": out["top_logits"]?.data as Float32Array, entropy: out["entropy"]?.data as Float32Array, "KL to the output": out["kl_to_final"]?.data as Float32Array }, rows, pos);
       const cells = decodeCells(out, R, P, topK, { m: trackedFeed.length, mKeep: tracked.length, f: Math.max(1, families.length), fKeep: families.length });
       cells.forEach((rowCells, r) => cellsByRow[r]!.push(...rowCells));
       if (showProgress) options.progress!.update(start + P);

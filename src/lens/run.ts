@@ -40,7 +40,8 @@ export interface LensRun {
    * probability for one-token targets).
    */
   sequenceProbs: number[][];
-  stopReason?: "stop-token" | "max-new-tokens";
+  /** Why generation ended: a stop token, the --max-new-tokens budget, or the model's context length. */
+  stopReason?: "stop-token" | "max-new-tokens" | "context-limit";
   timings: { lensMs: number; generateMs: number };
 }
 
@@ -72,7 +73,12 @@ export async function runLensJob(model: LoadedModel, job: LensJob, progress: Pro
         stopReason = "stop-token";
         break;
       }
-      if (n === g.maxNewTokens - 1 || ids.length >= model.config.maxPositions) break;
+      if (n === g.maxNewTokens - 1) break;
+      if (ids.length >= model.config.maxPositions) {
+        // The context is full before the budget is spent: say so rather than "max-new-tokens".
+        stopReason = "context-limit";
+        break;
+      }
       // The lens at the new token: what each layer predicts after it (the next generated token).
       const step = await lens.run([next], { ...base, lastLogits: true }, cache);
       appendStep(result, step, ids.length - 1);

@@ -19,6 +19,7 @@ import path from "node:path";
 import { UserError, check } from "../errors.js";
 import { openForReading } from "./files.js";
 import { SUPPORTED_DTYPES } from "./dequantize.js";
+import { CONFIG_LIMITS } from "./sanity.js";
 import type { GgufMetadata, GgufValue, TensorRef } from "./tensor-ref.js";
 
 export interface GgufFile {
@@ -337,5 +338,89 @@ function parse(r: HeaderReader, abs: string, name: string): GgufFile {
     };
   });
 
+  checkModelNumbers(name, metadata, tensors);
   return { path: abs, version, fileSize, alignment, dataOffset, metadata, tensors };
+}
+
+const LIMITS = { ...CONFIG_LIMITS, ffn: CONFIG_LIMITS.intermediate };
+
+/**
+ * The model's declared sizes, checked before any code sizes an array by them: `block_count` of
+ * 2^32-1 would otherwise have the config code allocate until V8 aborts, even in `inspect`; a
+ * negative norm epsilon or a zero rotary base would make every activation NaN. Where the tensors
+ * are present (not in vocabulary-only files) the counts must also match them.
+ */
+function checkModelNumbers(name: string, metadata: GgufMetadata, tensors: TensorRef[]): void {
+  const arch = metadata.get("general.architecture");
+  if (typeof arch !== "string" || !/^[A-Za-z0-9_.-]{1,64}$/.test(arch)) return; // reported by the loader
+  const values = (key: string): unknown[] | undefined => {
+    const v = metadata.get(`${arch}.${key}`);
+    if (v === undefined) return undefined;
+    // Per-layer arrays (some models give head counts or FFN sizes per layer) are checked element-wise.
+    return Array.isArray(v) ? (v.length === 0 ? [v] : v) : [v];
+  };
+  const count = (key: string, max: number, min = 1): number | undefined => {
+    const vs = values(key);
+    if (vs === undefined) return undefined;
+    if (vs.length > LIMITS.layers) throw new UserError(`${name}: metadata '${arch}.${key}' lists ${vs.length} values, more than ${LIMITS.layers} layers; the file is corrupt`);
+    for (const v of vs) {
+      if (typeof v === "boolean") continue; // per-layer flags (Gemma 4's sliding_window_pattern), not a count
+      if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
+        if (v === 0 && key === "block_count") throw new UserError(`${name}: metadata '${arch}.block_count' is 0: a model needs at least one layer`);
+        throw new UserError(`${name}: metadata '${arch}.${key}' is ${JSON.stringify(v)?.slice(0, 40)}, not a plausible value (an integer from ${min} to ${max}); the file is corrupt`);
+      }
+    }
+    return typeof vs[0] === "number" ? vs[0] : undefined;
+  };
+  const positive = (key: string, what: string): void => {
+    for (const v of values(key) ?? []) {
+      if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) {
+        throw new UserError(`${name}: metadata '${arch}.${key}' is ${JSON.stringify(v)?.slice(0, 40)}, but ${what} must be a finite number above 0; every activation would come out NaN or meaningless`);
+      }
+    }
+  };
+  const blocks = count("block_count", LIMITS.layers);
+  const hidden = count("embedding_length", LIMITS.hidden);
+  count("attention.head_count", LIMITS.heads);
+  count("attention.head_count_kv", LIMITS.heads);
+  count("attention.key_length", LIMITS.headDim);
+  count("attention.value_length", LIMITS.headDim);
+  count("feed_forward_length", LIMITS.ffn);
+  count("context_length", LIMITS.context);
+  count("vocab_size", LIMITS.vocab);
+  count("attention.sliding_window", LIMITS.context);
+  count("attention.sliding_window_pattern", LIMITS.layers);
+  positive("attention.layer_norm_rms_epsilon", "the norm epsilon");
+  positive("attention.layer_norm_epsilon", "the norm epsilon");
+  positive("rope.freq_base", "the rotary base");
+  positive("rope.freq_base_swa", "the rotary base");
+  positive("rope.scaling.factor", "the rotary scaling factor");
+  for (const key of ["attn_logit_softcapping", "final_logit_softcapping"]) {
+    // 0 means "none" to llama.cpp; only a negative or non-finite value is wrong.
+    for (const v of values(key) ?? []) {
+      if (typeof v !== "number" || !Number.isFinite(v) || v < 0) throw new UserError(`${name}: metadata '${arch}.${key}' is ${JSON.stringify(v)}, not a soft-cap value`);
+    }
+  }
+
+  if (tensors.length === 0) return; // a vocabulary-only file
+  let maxBlock = -1;
+  for (const t of tensors) {
+    const m = /^blk\.(\d+)\./.exec(t.name);
+    if (m) maxBlock = Math.max(maxBlock, Number(m[1]));
+  }
+  if (blocks !== undefined && blocks !== maxBlock + 1) {
+    throw new UserError(`${name}: metadata '${arch}.block_count' is ${blocks} but the file holds tensors for ${maxBlock + 1} blocks; the file is corrupt`);
+  }
+  const embed = tensors.find((t) => t.name === "token_embd.weight");
+  if (embed && embed.shape.length === 2) {
+    const [rows, cols] = embed.shape as [number, number];
+    if (hidden !== undefined && cols !== hidden) {
+      throw new UserError(`${name}: metadata '${arch}.embedding_length' is ${hidden} but token_embd.weight has rows of ${cols}; the file is corrupt`);
+    }
+    // llama.cpp sizes the vocabulary by the token list and needs exactly that many embedding rows.
+    const tokens = metadata.get("tokenizer.ggml.tokens");
+    if (Array.isArray(tokens) && tokens.length !== rows) {
+      throw new UserError(`${name}: the vocabulary lists ${tokens.length} tokens but the embedding (token_embd.weight) has ${rows} rows; the tokenizer does not belong to these weights`);
+    }
+  }
 }

@@ -10,7 +10,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { UserError, check } from "../errors.js";
-import { openForReading } from "./files.js";
+import { isSafeRelativePath, openForReading } from "./files.js";
 import type { TensorRef } from "./tensor-ref.js";
 
 export interface SafetensorsFile {
@@ -119,6 +119,9 @@ export function readSafetensorsFolder(dir: string): TensorRef[] {
   const byShard = new Map<string, string[]>();
   for (const [name, shard] of Object.entries(index.weight_map)) {
     check(typeof shard === "string" && shard.length > 0, `${indexPath}: weight_map entry for ${name} is not a file name`);
+    // The index may only name files inside its own folder (a downloaded index is untrusted).
+    check(isSafeRelativePath(shard),
+      () => `${indexPath}: weight_map names the shard ${JSON.stringify(shard).slice(0, 200)} for ${name}, which is not a file inside ${dir}; refusing it`);
     let names = byShard.get(shard);
     if (!names) byShard.set(shard, (names = []));
     names.push(name);

@@ -95,7 +95,9 @@ export function terminalView(report: LensReport, options: { width: number; color
   }
   lines.push(`text: ${JSON.stringify(report.text)}`);
   if (report.generated_text !== undefined) {
-    lines.push(`generated (${report.tokens.length - report.prompt_length} tokens, ${report.generation?.stop_reason}): ${JSON.stringify(report.generated_text)}`);
+    const reason = report.generation?.stop_reason;
+    const why = reason === "context-limit" ? `stopped at the model's context limit of ${report.tokens.length} tokens` : reason;
+    lines.push(`generated (${report.tokens.length - report.prompt_length} tokens, ${why}): ${JSON.stringify(report.generated_text)}`);
   } else {
     const last = report.final.positions[report.final.positions.length - 1]!;
     lines.push(`next token: ${last.top.slice(0, 5).map((t) => `${JSON.stringify(t.text)} ${(t.prob * 100).toFixed(1)}%`).join(", ")}`);

@@ -603,6 +603,29 @@ class SpecialTokenSplitter {
 }
 
 /**
+ * Every BPE merge "a b" must join two vocabulary entries into a third (true of every real
+ * vocabulary checked: GPT-2, Llama 3, Qwen 2, Falcon, Command-R, SmolLM2...). A token list cut
+ * short would otherwise drop words silently: "The capital of France is" became "The of is".
+ */
+function checkMerges(merges: readonly string[], idOf: ReadonlyMap<string, number>): void {
+  let bad = 0;
+  let first: string | undefined;
+  for (const m of merges) {
+    const sp = m.indexOf(" ", 1);
+    const ok = sp > 0 && idOf.has(m.slice(0, sp)) && idOf.has(m.slice(sp + 1)) && idOf.has(m.slice(0, sp) + m.slice(sp + 1));
+    if (!ok) {
+      bad++;
+      first ??= m;
+    }
+  }
+  if (bad > 0) {
+    throw new UserError(
+      `${bad} of the GGUF's ${merges.length} BPE merges name tokens missing from its ${idOf.size}-token vocabulary (first: ${JSON.stringify(first).slice(0, 60)}); the vocabulary is truncated or does not belong to these merges`,
+    );
+  }
+}
+
+/**
  * Builds the tokenizer of a GGUF file from its metadata (`readGguf(path).metadata`).
  * Throws UserError for tokenizer models other than gpt2 (byte-level BPE), llama (SentencePiece)
  * and gemma4, and for unknown pre-tokenizers.
@@ -654,6 +677,14 @@ export function tokenizerFromGguf(metadata: GgufMetadata): LensTokenizer {
     if (pre.noBos) bosId = undefined;
   }
   const inRange = (id: number | undefined) => (id !== undefined && id >= 0 && id < n ? id : undefined);
+  // Ids that decide how text is tokenized and where generation stops must name real tokens: a
+  // silently dropped BOS or EOS changes every result.
+  for (const key of ["bos", "eos", "unknown", "eot", "eom"]) {
+    const id = getInt(metadata, `tokenizer.ggml.${key}_token_id`);
+    if (id !== undefined && (id < 0 || id >= n)) {
+      throw new UserError(`GGUF metadata tokenizer.ggml.${key}_token_id is ${id}, outside the vocabulary of ${n} tokens; the vocabulary is truncated or the file is corrupt`);
+    }
+  }
   bosId = inRange(getInt(metadata, "tokenizer.ggml.bos_token_id") ?? bosId);
   eosId = inRange(getInt(metadata, "tokenizer.ggml.eos_token_id") ?? eosId);
   unkId = inRange(getInt(metadata, "tokenizer.ggml.unknown_token_id") ?? unkId);
@@ -668,6 +699,7 @@ export function tokenizerFromGguf(metadata: GgufMetadata): LensTokenizer {
   if (types) for (let i = 0; i < n; i++) attr[i] = ATTR_OF_TYPE[types[i]!] ?? 0;
   const idOf = new Map<string, number>();
   for (let i = 0; i < n; i++) if (!idOf.has(tokens[i]!)) idOf.set(tokens[i]!, i);
+  if (merges !== undefined && model !== "llama") checkMerges(merges, idOf);
   const forceControl = (id: number) => (attr[id] = attr[id]! | ATTR_CONTROL);
   let eot = eotId;
   if (eot === undefined) {

@@ -5,7 +5,13 @@
  */
 export class UserError extends Error {
   constructor(message: string) {
-    super(message);
+    // Always one line, whatever file-derived text (a tensor name, a JSON parser's excerpt of a
+    // corrupt header) the message quotes: line breaks become spaces, other control bytes escapes.
+    // A crafted file can make a quoted name megabytes long: the line is capped too.
+    const line = message
+      .replace(/\s*[\r\n\u2028\u2029]+\s*/g, " ")
+      .replace(/[\u0000-\u0008\u000b-\u001f\u007f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+    super(line.length > 2000 ? `${line.slice(0, 1000)} ... ${line.slice(-500)}` : line);
     this.name = "UserError";
   }
 }

@@ -115,7 +115,7 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     const err = e as Error;
-    process.stderr.write(`logit-lens: internal error: ${err?.message ?? String(e)}\n`);
+    process.stderr.write(`logit-lens: internal error: ${new UserError(err?.message ?? String(e)).message}\n`);
     if (process.env["LOGIT_LENS_DEBUG"]) process.stderr.write(`${err?.stack}\n`);
     return 1;
   }

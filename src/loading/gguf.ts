@@ -408,7 +408,9 @@ function checkModelNumbers(name: string, metadata: GgufMetadata, tensors: Tensor
     const m = /^blk\.(\d+)\./.exec(t.name);
     if (m) maxBlock = Math.max(maxBlock, Number(m[1]));
   }
-  if (blocks !== undefined && blocks !== maxBlock + 1) {
+  // (A file with no block tensors at all is left to the loader, which names the real problem:
+  // an unsupported architecture, or the missing tensors.)
+  if (blocks !== undefined && maxBlock >= 0 && blocks !== maxBlock + 1) {
     throw new UserError(`${name}: metadata '${arch}.block_count' is ${blocks} but the file holds tensors for ${maxBlock + 1} blocks; the file is corrupt`);
   }
   const embed = tensors.find((t) => t.name === "token_embd.weight");

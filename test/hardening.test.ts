@@ -360,6 +360,23 @@ describe("8. the cache does not leak", () => {
     assert.deepEqual(fs.readdirSync(compiled), []);
   });
 
+  test("an older conversion of the same source (a format change) is superseded", async () => {
+    const c2 = path.join(tmp, "cache8b");
+    const env2 = { LOGIT_LENS_CACHE: c2 };
+    expectSuccess(await cli(["lens", "--model", fixture("superseded"), "--prompt", "hi", "--quiet"], env2));
+    const compiled = path.join(c2, "compiled");
+    const [key] = fs.readdirSync(compiled);
+    const older = path.join(compiled, "fedcba9876543210fedcba98");
+    fs.cpSync(path.join(compiled, key!), older, { recursive: true });
+    const record = JSON.parse(fs.readFileSync(path.join(older, "source.json"), "utf8")) as { lastUsed: string };
+    record.lastUsed = new Date(Date.now() - 3 * 86_400_000).toISOString();
+    fs.writeFileSync(path.join(older, "source.json"), JSON.stringify(record));
+    const list = await cli(["cache", "list"], env2);
+    assert.match(list.stdout, /fedcba9876543210fedcba98 .*\[stale: superseded by a newer conversion of the same source\]/);
+    expectSuccess(await cli(["cache", "prune"], env2));
+    assert.deepEqual(fs.readdirSync(compiled), [key]);
+  });
+
   test("bad cache arguments are one line", async () => {
     expectCleanFailure(await cli(["cache", "shrink"], env), /unknown 'cache' subcommand 'shrink'/);
     expectCleanFailure(await cli(["cache", "prune", "--older-than", "-3"], env), /--older-than must be a number of days/);

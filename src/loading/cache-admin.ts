@@ -189,6 +189,18 @@ export function listCache(options: ListOptions = {}): CacheListing {
     .filter((n) => statOrUndefined(path.join(compiledRoot(root), n))?.isDirectory())
     .map((n) => judgeCompiled(path.join(compiledRoot(root), n), opts))
     .sort((a, b) => b.lastUsed.getTime() - a.lastUsed.getTime());
+  // An older conversion of the very same source files (made before a format change of the weight
+  // store: its key differs) is superseded once the newer one has been in use for a day.
+  const newestBySource = new Map<string, number>();
+  for (const c of compiled) {
+    if (c.state === "stale" || c.sources.length === 0) continue;
+    const id = c.sources.join("\n");
+    const newest = newestBySource.get(id);
+    if (newest === undefined) newestBySource.set(id, c.lastUsed.getTime());
+    else if (c.state === "ok" && newest - c.lastUsed.getTime() >= 86_400_000) {
+      Object.assign(c, { state: "stale" as const, reason: "superseded by a newer conversion of the same source" });
+    }
+  }
   const models = listDir(modelsDir())
     .map((n) => ({ name: n, dir: path.join(modelsDir(), n) }))
     .filter((m) => statOrUndefined(m.dir)?.isDirectory())

@@ -388,7 +388,7 @@ function checkModelNumbers(name: string, metadata: GgufMetadata, tensors: Tensor
   count("feed_forward_length", LIMITS.ffn);
   count("context_length", LIMITS.context);
   count("vocab_size", LIMITS.vocab);
-  count("attention.sliding_window", LIMITS.context);
+  count("attention.sliding_window", LIMITS.context, 0); // 0: no sliding window (Phi-3 GGUFs)
   count("attention.sliding_window_pattern", LIMITS.layers);
   positive("attention.layer_norm_rms_epsilon", "the norm epsilon");
   positive("attention.layer_norm_epsilon", "the norm epsilon");

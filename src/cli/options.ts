@@ -53,3 +53,16 @@ export function parsePositions(spec: string | undefined, length: number): number
   return [...out].sort((a, b) => a - b);
 }
 
+
+/**
+ * A memory size: "16G", "512M", "1.5GB", "4GiB" or plain bytes (binary units: 1G = 2^30 bytes, as
+ * `free -g` counts). Undefined stays undefined (the default budget applies).
+ */
+export function parseSize(value: string | undefined, name: string): number | undefined {
+  if (value === undefined) return undefined;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$/i.exec(value);
+  if (!m) throw new UserError(`${name} must be a size such as 4G, 512M or 16GB, not '${value}'`);
+  const bytes = Number(m[1]) * 1024 ** "_kmgt".indexOf((m[2] || "_").toLowerCase());
+  if (!(bytes >= 64 * 2 ** 20)) throw new UserError(`${name} ${value} is too small: a model needs at least 64M`);
+  return Math.floor(bytes);
+}

@@ -3,11 +3,13 @@
  * hook points. Loading never runs the network: `resolveModelSource` (loading/resolve.ts) fetches.
  */
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import type ort from "onnxruntime-node";
 import type { ModelConfig } from "../architectures/config.js";
-import { FORWARD_BUILDERS, checkTensors } from "../architectures/index.js";
-import { allHookNames, standardInputs, type LogitsOutput } from "../architectures/forward.js";
+import { FORWARD_BUILDERS, checkTensors, unembeddingOf } from "../architectures/index.js";
+import { allHookNames, blockHook, standardInputs, type LogitsOutput } from "../architectures/forward.js";
+import { externalBytes, sliceGraph, sourceOf } from "../graph/slice.js";
 import type { WeightSource } from "../architectures/layers.js";
 import { GraphBuilder, type Value } from "../graph/builder.js";
 import { createSession, runSession, ort as runtime } from "../graph/session.js";
@@ -22,6 +24,25 @@ import type { LensTokenizer } from "../tokens/tokenizer.js";
 import { loadTokenizerFromHfFolder } from "../tokens/tokenizer.js";
 import { tokenizerFromGguf } from "../tokens/gguf-tokenizer.js";
 import { causalMask, inverseFrequencies, rotaryTables } from "./positions.js";
+
+export interface LoadOptions {
+  /**
+   * Hold every weight as fp32 instead of keeping quantized matrices quantized (the arithmetic of an
+   * fp32 model with the same dequantized weights; several times the memory).
+   */
+  dequantize?: boolean;
+  /** Memory budget in bytes for the model's sessions; default 75 % of the memory free now. */
+  maxMemory?: number;
+  /** Where "loading layers a-b" messages go when the model streams. */
+  progress?: Progress;
+}
+
+/** 75 % of the memory available now (what a run can take without pushing others out). */
+export function defaultMemoryBudget(): number {
+  return Math.floor(0.75 * os.freemem());
+}
+
+const silent: Progress = { start() {}, update() {}, done() {}, info() {} };
 
 export type ModelSource = { kind: "gguf"; path: string; displayName?: string } | { kind: "hf-folder"; dir: string; displayName?: string };
 
@@ -79,8 +100,36 @@ class GraphWeights implements WeightSource {
   }
 }
 
+/**
+ * One piece of the forward pass: layers [first, end) as their own onnxruntime session (see
+ * graph/slice.ts). The embedding rides with the first piece, the final norm and logits with the
+ * last. Sessions are opened on demand and closed by the memory budget (LayerBlocks).
+ */
+interface Piece {
+  first: number;
+  end: number;
+  graph: GraphBuilder;
+  /** The residual value the piece starts from (a graph input), absent for the first piece. */
+  cutInput?: string;
+  /** Weight bytes it maps. */
+  bytes: number;
+  session?: Promise<ort.InferenceSession>;
+  lastUsed: number;
+  announced?: boolean;
+}
+
 export class ForwardSession {
-  constructor(readonly model: LoadedModel, private readonly session: ort.InferenceSession, readonly hooks: string[], readonly logits: LogitsOutput) {}
+  constructor(
+    readonly model: LoadedModel,
+    private readonly pieces: Piece[],
+    readonly hooks: string[],
+    readonly logits: LogitsOutput,
+  ) {}
+
+  /** How many blocks of layers the pass runs as (1 when the model fits its memory budget). */
+  get pieceCount(): number {
+    return this.pieces.length;
+  }
 
   /** Runs `ids` after the cached context (if any). Hooks are [T, hidden] per name. */
   async run(ids: number[], cache?: KvCache): Promise<ForwardResult> {
@@ -107,7 +156,17 @@ export class ForwardSession {
       feeds[`past_key.${l}`] = cache?.keys[l] ?? new runtime.Tensor("float32", new Float32Array(0), [cfg.nKvHeads, 0, d]);
       feeds[`past_value.${l}`] = cache?.values[l] ?? new runtime.Tensor("float32", new Float32Array(0), [cfg.nKvHeads, 0, d]);
     }
-    const out = await runSession(this.session, feeds, "forward graph");
+    const out: Record<string, ort.Tensor> = {};
+    let resid: ort.Tensor | undefined;
+    for (const piece of this.pieces) {
+      const session = await this.model.blocks.open(piece, this.pieces.length > 1 ? layerRange(piece) : undefined);
+      const pieceFeeds: Record<string, ort.Tensor> = {};
+      for (const name of session.inputNames) pieceFeeds[name] = name === piece.cutInput ? resid! : feeds[name]!;
+      const result = await runSession(session, pieceFeeds, this.pieces.length > 1 ? `forward graph (${layerRange(piece)})` : "forward graph");
+      Object.assign(out, result);
+      resid = result["resid_out"];
+      this.model.blocks.release(piece);
+    }
     const hooks = new Map<string, Float32Array>();
     for (const h of this.hooks) hooks.set(h, out[h]!.data as Float32Array);
     const keys: ort.Tensor[] = [];
@@ -120,18 +179,129 @@ export class ForwardSession {
   }
 }
 
+function layerRange(p: { first: number; end: number }): string {
+  return p.end - p.first === 1 ? `layer ${p.first}` : `layers ${p.first}-${p.end - 1}`;
+}
+
+/**
+ * Which pieces' sessions stay open, within the memory budget. A piece that does not fit beside
+ * the others closes the least recently used ones first; when even all of them closed would not
+ * make room, it runs alone (the model streams from disk a block of layers at a time).
+ * Session memory is counted as twice the weights it maps: onnxruntime maps the file and keeps a
+ * packed copy of every quantized matrix (measured on SmolLM2 and the 8B shape, see BENCHMARKS.md).
+ */
+export class LayerBlocks {
+  private readonly opened = new Set<Piece>();
+  private clock = 0;
+
+  constructor(readonly budget: number, private readonly dir: string, private readonly progress: Progress) {}
+
+  /** Bytes a piece is expected to hold in memory once its session is open. */
+  static cost(piece: Piece): number {
+    return 2 * piece.bytes;
+  }
+
+  /** Bytes held by open sessions now. */
+  get held(): number {
+    let total = 0;
+    for (const p of this.opened) total += LayerBlocks.cost(p);
+    return total;
+  }
+
+  async open(piece: Piece, label?: string): Promise<ort.InferenceSession> {
+    piece.lastUsed = ++this.clock;
+    if (!piece.session) {
+      const need = LayerBlocks.cost(piece);
+      const byAge = [...this.opened].sort((a, b) => a.lastUsed - b.lastUsed);
+      while (byAge.length && this.held + need > this.budget) await this.close(byAge.shift()!);
+      // Said once per piece: a streamed model reloads every piece on every forward pass.
+      if (label && !piece.announced) this.progress.info(`running ${label} from disk, a block at a time (${(piece.bytes / 2 ** 20).toFixed(0)} MiB; budget ${(this.budget / 2 ** 30).toFixed(1)} GiB)`);
+      piece.announced = true;
+      piece.session = createSession(piece.graph, this.dir);
+      this.opened.add(piece);
+    }
+    return piece.session;
+  }
+
+  /** After a piece ran: close it at once if it alone is over the budget's share left. */
+  release(piece: Piece): void {
+    if (this.held > this.budget) void this.close(piece);
+  }
+
+  private async close(piece: Piece): Promise<void> {
+    const s = piece.session;
+    piece.session = undefined;
+    this.opened.delete(piece);
+    if (s) await (await s).release();
+  }
+}
+
+/**
+ * Cuts a forward graph into pieces of consecutive layers whose weights fit `budget` each (all
+ * layers in one piece when the whole model fits). Cutting happens at the residual stream between
+ * layers, which is the only value that crosses a layer boundary.
+ */
+function cutIntoPieces(g: GraphBuilder, cfg: ModelConfig, hooks: string[], logits: LogitsOutput, budget: number): Piece[] {
+  const L = cfg.nLayers;
+  // The residual entering layer l, and leaving the last layer.
+  const boundary = (l: number) => sourceOf(g, l < L ? blockHook(l, "hook_resid_pre") : blockHook(L - 1, "hook_resid_post"));
+  const layerOf = (name: string): number => {
+    const m = /^(?:blocks|present_key|present_value)\.(\d+)/.exec(name);
+    if (m) return Number(m[1]);
+    return name === "hook_embed" || name === "hook_pos_embed" ? -1 : L; // before layer 0 / after the last
+  };
+  const outputs = [...hooks, ...(logits !== "none" ? ["logits"] : [])];
+  for (let l = 0; l < L; l++) outputs.push(`present_key.${l}`, `present_value.${l}`);
+  const piece = (first: number, end: number): Piece => {
+    const keep = outputs.filter((o) => {
+      const l = layerOf(o);
+      return (l >= first && l < end) || (l === -1 && first === 0) || (l === L && end === L);
+    });
+    const graph = sliceGraph(g, {
+      name: `forward-${first}-${end}`,
+      keep,
+      cut: first > 0 ? { value: boundary(first), shape: ["T", cfg.hidden] } : undefined,
+      expose: end < L ? [{ value: boundary(end), as: "resid_out" }] : [],
+    });
+    return { first, end, graph, cutInput: first > 0 ? boundary(first) : undefined, bytes: externalBytes(graph), lastUsed: 0 };
+  };
+  const whole = piece(0, L);
+  if (LayerBlocks.cost(whole) <= budget) return [whole];
+  // Greedy: as many layers per piece as fit. The first and last pieces also carry the embedding
+  // and the unembedding, so each piece is measured as built.
+  const pieces: Piece[] = [];
+  let first = 0;
+  while (first < L) {
+    let end = first + 1;
+    let best = piece(first, end);
+    while (end < L) {
+      const next = piece(first, end + 1);
+      if (LayerBlocks.cost(next) > budget) break;
+      best = next;
+      end++;
+    }
+    pieces.push(best);
+    first = end;
+  }
+  return pieces;
+}
+
 export class LoadedModel {
   readonly invFreqGlobal: Float32Array;
   readonly invFreqLocal: Float32Array;
-  private sessions = new Map<string, Promise<ForwardSession>>();
+  private sessions = new Map<string, ForwardSession>();
+  /** Open forward sessions and the memory budget they share. */
+  readonly blocks: LayerBlocks;
 
   private constructor(
     readonly config: ModelConfig,
     readonly tokenizer: LensTokenizer,
     readonly store: WeightStore,
     readonly info: ModelInfo,
+    readonly options: LoadOptions,
     readonly gguf?: GgufFile,
   ) {
+    this.blocks = new LayerBlocks(options.maxMemory ?? defaultMemoryBudget(), store.dir, options.progress ?? silent);
     const theta = config.ropeTheta ?? 10000;
     this.invFreqGlobal = inverseFrequencies(config, theta, true);
     // Gemma 3's local layers use their own base and no scaling.
@@ -139,14 +309,10 @@ export class LoadedModel {
   }
 
   /** Opens and converts (once) the model's weights, then returns it ready to run. */
-  /**
-   * `dequantize`: hold every weight as fp32 instead of keeping quantized matrices quantized (the
-   * arithmetic of an fp32 model with the same dequantized weights; several times the memory).
-   */
-  static async load(source: ModelSource, progress: Progress, options: { dequantize?: boolean } = {}): Promise<LoadedModel> {
+  static async load(source: ModelSource, progress: Progress, options: LoadOptions = {}): Promise<LoadedModel> {
     const files = await openModelFiles(source);
     const store = await WeightStore.open(files.entries, files.files, cacheRoot(), progress, options.dequantize ?? false);
-    return new LoadedModel(files.config, files.tokenizer, store, files.info, files.gguf);
+    return new LoadedModel(files.config, files.tokenizer, store, files.info, { progress, ...options }, files.gguf);
   }
 
   /**
@@ -160,15 +326,26 @@ export class LoadedModel {
     const key = `${hooks.join(",")}|${logits}`;
     let s = this.sessions.get(key);
     if (!s) {
-      s = (async () => {
-        const g = new GraphBuilder("forward");
-        const inputs = standardInputs(g, this.config);
-        FORWARD_BUILDERS[this.config.architecture](g, this.config, new GraphWeights(g, this.store), inputs, { hooks: new Set(hooks), logits });
-        return new ForwardSession(this, await createSession(g, this.store.dir), hooks, logits);
-      })();
+      const g = new GraphBuilder("forward");
+      const inputs = standardInputs(g, this.config);
+      // The residual at every layer boundary is asked for too, so that the graph can be cut there.
+      const boundaries = [...Array.from({ length: this.config.nLayers }, (_, l) => blockHook(l, "hook_resid_pre")), blockHook(this.config.nLayers - 1, "hook_resid_post")];
+      FORWARD_BUILDERS[this.config.architecture](g, this.config, new GraphWeights(g, this.store), inputs, { hooks: new Set([...hooks, ...boundaries]), logits });
+      // What the lens session will hold beside the forward pieces (the unembedding) is kept aside.
+      const lensShare = LayerBlocks.cost({ bytes: this.unembeddingBytes() } as Piece);
+      s = new ForwardSession(this, cutIntoPieces(g, this.config, hooks, logits, Math.max(0, this.blocks.budget - lensShare)), hooks, logits);
       this.sessions.set(key, s);
     }
-    return s;
+    return Promise.resolve(s);
+  }
+
+  /** Bytes of the final norm and unembedding, which the lens keeps in its own session. */
+  unembeddingBytes(): number {
+    const g = new GraphBuilder("probe");
+    const w = new GraphWeights(g, this.store);
+    const u = unembeddingOf(this.config);
+    w.get(u.matrix);
+    return externalBytes(g);
   }
 
   /** Graph weights bound to a new builder (used by the lens graph). */

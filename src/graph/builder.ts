@@ -32,23 +32,23 @@ export interface ExternalWeight {
 }
 
 /**
- * A matrix [N, K] kept block-quantized (see loading/block-quant.ts), in 4-bit planes of
- * `blockSize` along K: W = scale * (q - 8) + min, or for 8-bit formats
- * W = scale * (16 * (high - 8) + (low - 8)) + min, where `data` is the high plane and `low` the low one.
- * `minsT` is [K / blockSize, N] where the format has mins.
+ * A matrix [N, K] kept block-quantized (see loading/block-quant.ts) as 4-bit blocks of `blockSize`
+ * along K: W = scale * (q - 8) + min. With `twoPlanes` (the 8-bit formats) each row holds a high
+ * and a low plane, W = scale * (16 * (high - 8) + (low - 8)) + min, so `data` is [N, 2K / blockSize,
+ * blockSize / 2]. `minsT` is [K / blockSize, N] where the format has mins.
  */
 export interface QuantizedExternal {
   blockSize: number;
   shape: number[];
+  twoPlanes: boolean;
   data: ExternalWeight;
-  low?: ExternalWeight;
   scales: ExternalWeight;
   minsT?: ExternalWeight;
 }
 
 /** A graph value standing for a quantized matrix: `linear` and `gather` use it as it is. */
 export interface QuantizedValue extends Value {
-  readonly quant: { blockSize: number; n: number; k: number; scales: Value; minsT?: Value; low?: Value };
+  readonly quant: { blockSize: number; n: number; k: number; twoPlanes: boolean; scales: Value; minsT?: Value };
 }
 
 export function isQuantized(v: Value | undefined): v is QuantizedValue {
@@ -96,11 +96,10 @@ export class GraphBuilder {
   /** A quantized matrix: its blocks, scales and mins as external initializers. */
   quantizedWeight(name: string, ext: QuantizedExternal): QuantizedValue {
     this.weight(name, ext.data, "uint8");
-    const low = ext.low ? this.weight(`${name}.low`, ext.low, "uint8") : undefined;
     const scales = this.weight(`${name}.scales`, ext.scales);
     const minsT = ext.minsT ? this.weight(`${name}.mins_t`, ext.minsT) : undefined;
     const [n, k] = ext.shape as [number, number];
-    return { name, quant: { blockSize: ext.blockSize, n, k, scales, minsT, low } };
+    return { name, quant: { blockSize: ext.blockSize, n, k, twoPlanes: ext.twoPlanes, scales, minsT } };
   }
 
   /** A weight stored in an external file (zero copy: onnxruntime maps or reads it). */
@@ -188,34 +187,37 @@ export class GraphBuilder {
    */
   linear(x: Value, w: Value, bias?: Value): Value {
     if (!isQuantized(w)) return this.op1("Gemm", [x, w, bias], { transB: 1 });
-    const { blockSize, n, k, scales, minsT, low } = w.quant;
-    const product = (plane: Value) =>
-      this.op("MatMulNBits", [x, plane, scales], { K: k, N: n, bits: 4, block_size: blockSize, accuracy_level: accuracyLevel() }, { domain: "com.microsoft" })[0]!;
-    let y = product({ name: w.name });
-    if (low) y = this.add(this.mul(y, this.scalar(16)), product(low)); // x16 is exact in floating point
+    const { blockSize, n, k, twoPlanes, scales, minsT } = w.quant;
+    // Two planes: one product over [16x, x] against [high, low] (16x is exact in floating point).
+    const a = twoPlanes ? this.concat([this.mul(x, this.scalar(16)), x], -1) : x;
+    const kA = twoPlanes ? 2 * k : k;
+    let y = this.op("MatMulNBits", [a, { name: w.name }, scales], { K: kA, N: n, bits: 4, block_size: blockSize, accuracy_level: accuracyLevel() }, { domain: "com.microsoft" })[0]!;
     if (minsT) {
+      // Gemm's C input adds y in the same pass as the product (no extra pass over [rows, N]).
       const blockSums = this.reduceSum(this.reshape(x, [0, k / blockSize, blockSize]), [2], 0); // [rows, blocks]
-      y = this.add(y, this.matmul(blockSums, minsT));
+      y = this.op1("Gemm", [blockSums, minsT, y]);
     }
     return bias ? this.add(y, bias) : y;
   }
 
   /** Rows of a quantized matrix, dequantized: `rows` int64 indices, or every row when absent. */
   private dequantizeRows(w: QuantizedValue, rows?: Value): Value {
-    const { blockSize, n, k, scales, minsT, low } = w.quant;
-    const blocks = k / blockSize;
+    const { blockSize, n, k, twoPlanes, scales, minsT } = w.quant;
+    const planes = twoPlanes ? 2 : 1;
+    const blocks = (planes * k) / blockSize;
     const pick = (v: Value, axis = 0) => (rows ? this.gather(v, rows, axis) : v);
-    const plane = (v: Value) => {
-      // [r, blocks, blockSize / 2] bytes, two 4-bit values per byte, the low nibble first -> q - 8
-      const bytes = pick(v);
-      const lo = this.op1("BitwiseAnd", [bytes, this.constant([15], "uint8", [])]);
-      const hi = this.op1("BitShift", [bytes, this.constant([4], "uint8", [])], { direction: "RIGHT" });
-      const pairs = this.concat([this.unsqueeze(lo, [3]), this.unsqueeze(hi, [3])], 3); // [r, blocks, bytes, 2]
-      return this.sub(this.op1("Cast", [this.reshape(pairs, [-1, blocks, blockSize])], { to: onnx.TensorProto.DataType.FLOAT }), this.scalar(8));
-    };
-    let q = plane({ name: w.name });
-    if (low) q = this.add(this.mul(q, this.scalar(16)), plane(low));
+    // [r, blocks, blockSize / 2] bytes, two 4-bit values per byte, the low nibble first -> q - 8
+    const bytes = pick({ name: w.name });
+    const lo = this.op1("BitwiseAnd", [bytes, this.constant([15], "uint8", [])]);
+    const hi = this.op1("BitShift", [bytes, this.constant([4], "uint8", [])], { direction: "RIGHT" });
+    const pairs = this.concat([this.unsqueeze(lo, [3]), this.unsqueeze(hi, [3])], 3); // [r, blocks, bytes, 2]
+    const q = this.sub(this.op1("Cast", [this.reshape(pairs, [-1, blocks, blockSize])], { to: onnx.TensorProto.DataType.FLOAT }), this.scalar(8));
     let values = this.mul(q, this.unsqueeze(pick(this.reshape(scales, [n, blocks])), [2]));
+    if (twoPlanes) {
+      const [high, low] = this.split(this.reshape(values, [-1, 2, k]), [1, 1], 1);
+      values = this.add(this.mul(high!, this.scalar(16)), low!);
+    }
+    values = this.reshape(values, [-1, k / blockSize, blockSize]);
     if (minsT) values = this.add(values, this.unsqueeze(this.transpose(pick(minsT, 1), [1, 0]), [2]));
     return this.reshape(values, [-1, k]);
   }

@@ -82,10 +82,11 @@ export class LogitLens {
     if (!s) {
       const cfg = this.model.config;
       const g = buildLensGraph((gb) => this.model.weightsFor(gb), unembeddingOf(cfg), cfg.hidden, cfg.vocabSize, { variant, tracking });
-      // Measured: without prepacking the 262k x 640 Gemma unembedding is never held twice (peak
-      // 1.9 GB -> 1.4 GB for load + lens), at ~20 % lens time there and none on SmolLM2. The
-      // forward sessions keep prepacking: it makes decoding ~10 % faster.
-      s = createSession(g, this.model.store.dir, { disablePrepacking: true });
+      // Measured: without prepacking an fp32 262k x 640 Gemma unembedding is never held twice (peak
+      // 1.9 GB -> 1.4 GB for load + lens), at ~20 % lens time there and none on SmolLM2. A
+      // quantized unembedding needs it: MatMulNBits without its packed form is 6x slower.
+      const quantized = this.model.store.isQuantized(unembeddingOf(cfg).matrix);
+      s = createSession(g, this.model.store.dir, { disablePrepacking: !quantized });
       this.lensSessions.set(key, s);
     }
     return s;

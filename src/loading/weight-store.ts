@@ -17,13 +17,13 @@ import path from "node:path";
 import crypto from "node:crypto";
 import type { TensorRef } from "./tensor-ref.js";
 import { readTensorF32 } from "./dequantize.js";
-import { canRepack, repack, splitNibbles, type BlockQuantized } from "./block-quant.js";
+import { canRepack, repack, twoPlaneLayout, type BlockQuantized } from "./block-quant.js";
 import type { ExternalWeight, QuantizedExternal } from "../graph/builder.js";
 import type { Progress } from "../progress.js";
 import { UserError } from "../errors.js";
 
 /** Bump when the conversion changes, so stale converted files are not reused. */
-const FORMAT_VERSION = 3;
+const FORMAT_VERSION = 4;
 /** Big tensors start on a page (onnxruntime maps them); small ones (norms, scales) only need 64 bytes. */
 const PAGE = 4096;
 const SMALL = 64 * 1024;
@@ -99,7 +99,8 @@ interface Extent {
 interface IndexEntry extends Extent {
   shape: number[];
   /** Present for a matrix kept block-quantized: where its scales and (transposed) mins lie. */
-  quant?: { blockSize: number; scales: Extent; minsT?: Extent; low?: Extent };
+  /** `twoPlanes`: an 8-bit format as [rows, 2 * cols] 4-bit (block-quant.ts, twoPlaneLayout). */
+  quant?: { blockSize: number; scales: Extent; minsT?: Extent; twoPlanes?: boolean };
 }
 
 export class WeightStore {
@@ -128,13 +129,13 @@ export class WeightStore {
     if (!e.quant) return at(e, e.shape);
     const [n, k] = e.shape as [number, number];
     const blocks = k / e.quant.blockSize;
-    const planeShape = [n, blocks, e.quant.blockSize / 2];
+    const planes = e.quant.twoPlanes ? 2 : 1;
     return {
       blockSize: e.quant.blockSize,
       shape: e.shape,
-      data: at(e, planeShape),
-      low: e.quant.low ? at(e.quant.low, planeShape) : undefined,
-      scales: at(e.quant.scales, [n * blocks]),
+      twoPlanes: !!e.quant.twoPlanes,
+      data: at(e, [n, planes * blocks, e.quant.blockSize / 2]),
+      scales: at(e.quant.scales, [n * planes * blocks]),
       minsT: e.quant.minsT ? at(e.quant.minsT, [blocks, n]) : undefined,
     };
   }
@@ -150,11 +151,15 @@ export class WeightStore {
     return entry.transform ? entry.transform.apply(data, entry.ref.shape) : { data, shape: entry.ref.shape };
   }
 
+  isQuantized(name: string): boolean {
+    return !!this.index.get(name)?.quant;
+  }
+
   /** Bytes of weights.bin, the size of what the graphs map. */
   get bytes(): number {
     let end = 0;
     for (const e of this.index.values()) {
-      for (const x of [e, e.quant?.scales, e.quant?.minsT, e.quant?.low]) if (x) end = Math.max(end, x.offset + x.length);
+      for (const x of [e, e.quant?.scales, e.quant?.minsT]) if (x) end = Math.max(end, x.offset + x.length);
     }
     return end;
   }
@@ -220,10 +225,9 @@ export class WeightStore {
           const [rows, cols] = entry.ref.shape as [number, number];
           const q = repack(entry.ref.dtype, readRaw(entry.ref), rows, cols, rowOrder === true ? undefined : rowOrder);
           if (q.bits === 8) {
-            const { high, low, mins } = splitNibbles(q);
-            const data = write(high);
-            const lowAt = write(low);
-            index[name] = { ...data, shape: [rows, cols], quant: { blockSize: q.blockSize, scales: write(asBytes(q.scales)), minsT: write(asBytes(transposeMins(q, mins))), low: lowAt } };
+            const planes = twoPlaneLayout(q);
+            const data = write(planes.data);
+            index[name] = { ...data, shape: [rows, cols], quant: { blockSize: q.blockSize, scales: write(asBytes(planes.scales)), minsT: write(asBytes(transposeMins(q, planes.mins))), twoPlanes: true } };
           } else {
             const data = write(q.data);
             index[name] = { ...data, shape: [rows, cols], quant: { blockSize: q.blockSize, scales: write(asBytes(q.scales)), minsT: q.mins ? write(asBytes(transposeMins(q, q.mins))) : undefined } };

@@ -28,8 +28,8 @@ import type ort from "onnxruntime-node";
 import { LoadedModel } from "../src/engine/model.js";
 import { LogitLens } from "../src/lens/logit-lens.js";
 import { createProgress } from "../src/progress.js";
-import { resolveModelSource } from "../src/loading/resolve.js";
-import { cacheRoot } from "../src/loading/cache.js";
+import { resolveModelSource } from "../src/sources/resolve.js";
+import { cacheRoot } from "../src/sources/cache.js";
 import { ort as runtime } from "../src/graph/session.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));

@@ -14,7 +14,7 @@ import { UserError } from "./errors.js";
 import type { LensVariant } from "./lens/lens-graph.js";
 import { runLensJob, type GenerateOptions } from "./lens/run.js";
 import { parseFamily, parseTextTarget } from "./lens/targets.js";
-import { resolveModelSource, type ResolveOptions } from "./loading/resolve.js";
+import { resolveModelSource, type ResolveOptions } from "./sources/resolve.js";
 import { buildReport, type LensReport } from "./outputs/report.js";
 import { terminalView } from "./outputs/terminal.js";
 import { createProgress, type Progress } from "./progress.js";

@@ -1,6 +1,6 @@
 /**
  * Quantized matrices that stay quantized: ggml blocks re-laid-out for onnxruntime's MatMulNBits
- * (src/loading/block-quant.ts), stored by the weight store and multiplied by the graph builder.
+ * (src/formats/block-quant.ts), stored by the weight store and multiplied by the graph builder.
  * Reference: gguf-py's dequantization of the fixture in test/fixtures/quant (one [4, 256] tensor
  * of every ggml type), made by tools/reference/make_quant_fixture.py.
  *
@@ -16,8 +16,8 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { REPACKABLE, canRepack, repack, repackedValue, splitNibbles } from "../src/loading/block-quant.js";
-import { WeightStore, type TensorTransform, type WeightEntry } from "../src/loading/weight-store.js";
+import { REPACKABLE, canRepack, repack, repackedValue, splitNibbles } from "../src/formats/block-quant.js";
+import { WeightStore, type TensorTransform, type WeightEntry } from "../src/formats/weight-store.js";
 import { GraphBuilder } from "../src/graph/builder.js";
 import { createSession, runSession, ort } from "../src/graph/session.js";
 import { createProgress } from "../src/progress.js";

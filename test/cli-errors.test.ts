@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { readGguf } from "../src/loading/gguf.js";
+import { readGguf } from "../src/formats/gguf.js";
 import { runCli, REPO_ROOT, type CliResult } from "./helpers/run-cli.js";
 import { realModelPath } from "./helpers/real-models.js";
 

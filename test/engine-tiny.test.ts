@@ -12,8 +12,8 @@ import { LoadedModel } from "../src/engine/model.js";
 import { LogitLens } from "../src/lens/logit-lens.js";
 import { allHookNames } from "../src/architectures/forward.js";
 import { FAMILIES } from "../src/architectures/index.js";
-import { readSafetensors } from "../src/loading/safetensors.js";
-import { readTensorF32 } from "../src/loading/dequantize.js";
+import { readSafetensors } from "../src/formats/safetensors.js";
+import { readTensorF32 } from "../src/formats/dequantize.js";
 import { createProgress } from "../src/progress.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");

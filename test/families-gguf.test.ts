@@ -13,8 +13,8 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { LoadedModel } from "../src/engine/model.js";
 import { allHookNames } from "../src/architectures/forward.js";
-import { readSafetensors } from "../src/loading/safetensors.js";
-import { readTensorF32 } from "../src/loading/dequantize.js";
+import { readSafetensors } from "../src/formats/safetensors.js";
+import { readTensorF32 } from "../src/formats/dequantize.js";
 import { createProgress } from "../src/progress.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -39,8 +39,8 @@ test("llama.cpp converted every tiny fixture whose tokenizer it can read", () =>
 for (const name of names) {
   const dir = path.join(fixtures, name);
   // llama.cpp writes `phi3.attention.sliding_window = 0` for "no window" (Phi-4 style); the GGUF
-  // reader's sanity check (loading/gguf.ts) still demands >= 1 and refuses the file.
-  const todo = name === "phi3" ? "loading/gguf.ts must accept attention.sliding_window 0 (llama.cpp's 'none')" : undefined;
+  // reader's sanity check (formats/gguf.ts) still demands >= 1 and refuses the file.
+  const todo = name === "phi3" ? "formats/gguf.ts must accept attention.sliding_window 0 (llama.cpp's 'none')" : undefined;
   test(`${name}: llama.cpp's GGUF reads exactly like the Hugging Face folder`, { todo }, async () => {
     const ref = JSON.parse(fs.readFileSync(path.join(dir, "reference.json"), "utf8")) as { prompts: string[]; input_ids: number[][]; hooks: string[] };
     const refFile = readSafetensors(path.join(dir, "reference.safetensors"));

@@ -13,9 +13,9 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { UserError } from "../src/errors.js";
-import { readGguf } from "../src/loading/gguf.js";
-import { readSafetensors } from "../src/loading/safetensors.js";
-import { readTensorF32 } from "../src/loading/dequantize.js";
+import { readGguf } from "../src/formats/gguf.js";
+import { readSafetensors } from "../src/formats/safetensors.js";
+import { readTensorF32 } from "../src/formats/dequantize.js";
 import { tokenizerFromGguf } from "../src/tokens/gguf-tokenizer.js";
 import { REPO_ROOT } from "./helpers/run-cli.js";
 

@@ -9,8 +9,8 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { readGguf } from "../src/loading/gguf.js";
-import { readTensorF32, dequantizeBlocks, halfToFloat } from "../src/loading/dequantize.js";
+import { readGguf } from "../src/formats/gguf.js";
+import { readTensorF32, dequantizeBlocks, halfToFloat } from "../src/formats/dequantize.js";
 import { UserError } from "../src/errors.js";
 
 // Works both from test/ (ts source) and dist/test/ (compiled): walk up to the repository root.

@@ -13,11 +13,11 @@ import os from "node:os";
 import path from "node:path";
 import { runCli, REPO_ROOT, type CliResult } from "./helpers/run-cli.js";
 import { writeFileAtomic } from "../src/outputs/write-file.js";
-import { readGguf } from "../src/loading/gguf.js";
-import { readSafetensorsFolder } from "../src/loading/safetensors.js";
+import { readGguf } from "../src/formats/gguf.js";
+import { readSafetensorsFolder } from "../src/formats/safetensors.js";
 import { renderChatTemplate } from "../src/tokens/chat-template.js";
 import { tokenizerFromGguf } from "../src/tokens/gguf-tokenizer.js";
-import type { GgufValue } from "../src/loading/tensor-ref.js";
+import type { GgufValue } from "../src/formats/tensor-ref.js";
 import { UserError } from "../src/errors.js";
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "logit-lens-hardening-"));

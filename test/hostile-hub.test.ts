@@ -13,7 +13,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, before, beforeEach, describe, test } from "node:test";
-import { downloadFromHub } from "../src/loading/hub.js";
+import { downloadFromHub } from "../src/sources/hub.js";
 import type { Progress } from "../src/progress.js";
 import { startHubServer, type HubServer } from "./helpers/hub-server.js";
 import { rejectsOneLine } from "./helpers/assert-user-error.js";

@@ -14,7 +14,7 @@ import { parseSize } from "../src/cli/options.js";
 import { LoadedModel } from "../src/engine/model.js";
 import { LogitLens } from "../src/lens/logit-lens.js";
 import { allHookNames } from "../src/architectures/forward.js";
-import { resolveModelSource } from "../src/loading/resolve.js";
+import { resolveModelSource } from "../src/sources/resolve.js";
 import { createProgress } from "../src/progress.js";
 
 const quiet = createProgress({ quiet: true });

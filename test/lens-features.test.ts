@@ -17,7 +17,7 @@ import { toCsv } from "../src/outputs/csv.js";
 import { compactReport, expandReport } from "../src/outputs/compact.js";
 import { readoutHooks, parsePositions } from "../src/cli/options.js";
 import { createProgress } from "../src/progress.js";
-import { resolveModelSource } from "../src/loading/resolve.js";
+import { resolveModelSource } from "../src/sources/resolve.js";
 import { UserError } from "../src/errors.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");

@@ -37,8 +37,8 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { getLlama, LlamaLogLevel, type Llama, type LlamaModel, type LlamaContext, type ControlledEvaluateInputItem, type Token } from "node-llama-cpp";
 import { LogitLens } from "../src/lens/logit-lens.js";
-import { readSafetensors } from "../src/loading/safetensors.js";
-import { readTensorF32 } from "../src/loading/dequantize.js";
+import { readSafetensors } from "../src/formats/safetensors.js";
+import { readTensorF32 } from "../src/formats/dequantize.js";
 import { loadReal, realModelPath, REAL_ALIASES, type RealAlias, type RealModel } from "./helpers/real-models.js";
 
 /** KL(transformers || ours) of the final next-token distribution, in nats (issue 7: <= 1e-3 at every position). */

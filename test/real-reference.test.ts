@@ -12,9 +12,9 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { LoadedModel } from "../src/engine/model.js";
 import { LogitLens } from "../src/lens/logit-lens.js";
-import { resolveModelSource } from "../src/loading/resolve.js";
-import { readSafetensors } from "../src/loading/safetensors.js";
-import { readTensorF32 } from "../src/loading/dequantize.js";
+import { resolveModelSource } from "../src/sources/resolve.js";
+import { readSafetensors } from "../src/formats/safetensors.js";
+import { readTensorF32 } from "../src/formats/dequantize.js";
 import { createProgress } from "../src/progress.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");

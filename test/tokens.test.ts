@@ -8,7 +8,7 @@ import os from "node:os";
 import path from "node:path";
 import { test } from "node:test";
 import { UserError } from "../src/errors.js";
-import type { GgufMetadata, GgufValue } from "../src/loading/tensor-ref.js";
+import type { GgufMetadata, GgufValue } from "../src/formats/tensor-ref.js";
 import { renderChatTemplate } from "../src/tokens/chat-template.js";
 import { tokenizerFromGguf } from "../src/tokens/gguf-tokenizer.js";
 import { fromHex, hex, reassemble, renderToken, utf8Segments, visibleWhitespace } from "../src/tokens/render.js";

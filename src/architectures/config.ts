@@ -8,8 +8,8 @@
  * same way.
  */
 import { UserError } from "../errors.js";
-import { readTensorF32 } from "../loading/dequantize.js";
-import type { GgufValue, TensorRef } from "../loading/tensor-ref.js";
+import { readTensorF32 } from "../formats/dequantize.js";
+import type { GgufValue, TensorRef } from "../formats/tensor-ref.js";
 import type { Architecture } from "./index.js";
 
 export type { Architecture } from "./index.js";

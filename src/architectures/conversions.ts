@@ -3,8 +3,8 @@
  * applied once when the weights are converted (weight-store.ts). Each family says which of its
  * tensors need which, next to the reason.
  */
-import type { TensorRef } from "../loading/tensor-ref.js";
-import type { TensorTransform } from "../loading/weight-store.js";
+import type { TensorRef } from "../formats/tensor-ref.js";
+import type { TensorTransform } from "../formats/weight-store.js";
 
 /**
  * Undo llama.cpp's q/k row permutation (convert_hf_to_gguf.py `LlamaModel.permute`; transformers'

@@ -12,8 +12,8 @@
  * The registry (index.ts) only lists families. See docs/adding-a-family.md.
  */
 import type { GraphBuilder } from "../graph/builder.js";
-import type { TensorRef } from "../loading/tensor-ref.js";
-import type { TensorTransform, WeightEntry } from "../loading/weight-store.js";
+import type { TensorRef } from "../formats/tensor-ref.js";
+import type { TensorTransform, WeightEntry } from "../formats/weight-store.js";
 import type { GgufMeta, HfConfig, ModelConfig } from "./config.js";
 import type { ForwardInputs, ForwardOptions } from "./forward.js";
 import type { WeightSource } from "./layers.js";

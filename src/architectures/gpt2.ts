@@ -8,7 +8,7 @@
  */
 import type { GraphBuilder, Value } from "../graph/builder.js";
 import type { GgufMeta, HfConfig, ModelConfig } from "./config.js";
-import type { WeightEntry } from "../loading/weight-store.js";
+import type { WeightEntry } from "../formats/weight-store.js";
 import { transpose2d } from "./conversions.js";
 import { ggufEntries, ggufRenamer, shapeTable, type Family, type Unembedding } from "./family.js";
 import { blockHook, finalLayer, hookPoint, standardHookNames, type ForwardInputs, type ForwardOptions } from "./forward.js";

@@ -15,8 +15,8 @@
  */
 import type { GraphBuilder, Value } from "../graph/builder.js";
 import { UserError } from "../errors.js";
-import type { TensorRef } from "../loading/tensor-ref.js";
-import type { WeightEntry } from "../loading/weight-store.js";
+import type { TensorRef } from "../formats/tensor-ref.js";
+import type { WeightEntry } from "../formats/weight-store.js";
 import type { GgufMeta, HfConfig, ModelConfig } from "./config.js";
 import { expertSlice } from "./conversions.js";
 import { ggufEntries, ggufRenamer, shapeTable, type Family } from "./family.js";

@@ -1,6 +1,6 @@
 /**
  * A loaded model: configuration, tokenizer, converted weights, and forward sessions that expose
- * hook points. Loading never runs the network: `resolveModelSource` (loading/resolve.ts) fetches.
+ * hook points. Loading never runs the network: `resolveModelSource` (sources/resolve.ts) fetches.
  */
 import fs from "node:fs";
 import os from "node:os";
@@ -13,11 +13,12 @@ import { externalBytes, sliceGraph, sourceOf } from "../graph/slice.js";
 import type { WeightSource } from "../architectures/layers.js";
 import { GraphBuilder, type Value } from "../graph/builder.js";
 import { createSession, runSession, ort as runtime } from "../graph/session.js";
-import { readGguf, type GgufFile } from "../loading/gguf.js";
-import { configFromGguf, ggufDisplayName, weightsFromGguf } from "../loading/gguf-model.js";
-import { readHfConfig, weightsFromHfFolder } from "../loading/hf-model.js";
-import { WeightStore, type WeightEntry } from "../loading/weight-store.js";
-import { cacheRoot } from "../loading/cache.js";
+import { readGguf, type GgufFile } from "../formats/gguf.js";
+import { configFromGguf, ggufDisplayName, weightsFromGguf } from "../formats/gguf-model.js";
+import { readHfConfig, weightsFromHfFolder } from "../formats/hf-model.js";
+import { WeightStore, type WeightEntry } from "../formats/weight-store.js";
+import { cacheRoot } from "../sources/cache.js";
+import type { ModelSource } from "../sources/resolve.js";
 import type { Progress } from "../progress.js";
 import { UserError } from "../errors.js";
 import type { LensTokenizer } from "../tokens/tokenizer.js";
@@ -43,8 +44,6 @@ export function defaultMemoryBudget(): number {
 }
 
 const silent: Progress = { start() {}, update() {}, done() {}, info() {} };
-
-export type ModelSource = { kind: "gguf"; path: string; displayName?: string } | { kind: "hf-folder"; dir: string; displayName?: string };
 
 /** Summary for `inspect` and the JSON header. */
 export interface ModelInfo {

@@ -32,7 +32,7 @@ export interface ExternalWeight {
 }
 
 /**
- * A matrix [N, K] kept block-quantized (see loading/block-quant.ts) as 4-bit blocks of `blockSize`
+ * A matrix [N, K] kept block-quantized (see formats/block-quant.ts) as 4-bit blocks of `blockSize`
  * along K: W = scale * (q - 8) + min. With `twoPlanes` (the 8-bit formats) each row holds a high
  * and a low plane, W = scale * (16 * (high - 8) + (low - 8)) + min, so `data` is [N, 2K / blockSize,
  * blockSize / 2]. `minsT` is [K / blockSize, N] where the format has mins.

@@ -33,7 +33,7 @@
  * (`bpe_ranks` answers lookups lazily, see MergeRanks).
  */
 import { UserError } from "../errors.js";
-import type { GgufMetadata, GgufValue } from "../loading/tensor-ref.js";
+import type { GgufMetadata, GgufValue } from "../formats/tensor-ref.js";
 import { FALLBACK_CHAT_TEMPLATES } from "./chat-template.js";
 import { buildTokenizer, END_OF_TURN_TEXTS, HfLensTokenizer, type LensTokenizer } from "./tokenizer.js";
 import { type TokenEntryKind, utf8Bytes } from "./token-bytes.js";

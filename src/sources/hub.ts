@@ -24,7 +24,7 @@ import { createReadStream } from "node:fs";
 import { lstat, mkdir, open, readFile, readdir, rename, stat, symlink, copyFile, unlink, writeFile } from "node:fs/promises";
 import { dirname, join, relative, isAbsolute } from "node:path";
 import { UserError } from "../errors.js";
-import { isSafeRelativePath } from "./files.js";
+import { isSafeRelativePath } from "../formats/files.js";
 import type { Progress } from "../progress.js";
 import { hfHomeDir, hfHubCacheDir, hfRepoFolderName, pidAlive } from "./cache.js";
 

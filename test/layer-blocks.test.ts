@@ -53,7 +53,7 @@ test("streamed mixture-of-experts model gives the same router readouts and lens 
   const hooks = allHookNames(whole.config);
   const [a, b] = [await whole.forward(hooks, "all"), await streamed.forward(hooks, "all")];
   assert.equal(a.pieceCount, 1);
-  assert.equal(b.pieceCount, whole.config.nLayers);
+  assert.equal(b.pieceCount, whole.config.nLayers + 2); // embedding, each layer, final norm
   const [ra, rb] = [await a.run(ids), await b.run(ids)];
   for (const h of hooks) assert.deepEqual(rb.hooks.get(h), ra.hooks.get(h), h);
   assert.deepEqual(rb.logits, ra.logits);
@@ -76,4 +76,34 @@ test("a bad --max-memory is one line and exit 2", async () => {
   const r = await runCli(["lens", "--prompt", "hi", "--max-memory", "-3G"], { timeoutMs: 60_000 });
   assert.equal(r.code, 2);
   assert.match(r.stderr, /^logit-lens: --max-memory must be a size such as 4G, 512M or 16GB, not '-3G'\n$/);
+});
+
+test("activation patching through cut points: self-patch changes nothing, the final residual carries the output", { timeout: TIMEOUT_MS }, async () => {
+  const source = await resolveModelSource(path.join(REPO_ROOT, "test", "fixtures", "tiny", "llama", "model.gguf"), { progress: quiet });
+  const model = await LoadedModel.load(source, quiet);
+  const L = model.config.nLayers;
+  const h = model.config.hidden;
+  const a = model.tokenizer.encode("The capital of France is");
+  const b = a.slice();
+  b[a.length - 2] = a[1]!; // same length, one token different
+  const boundaries = [...Array.from({ length: L }, (_, l) => `blocks.${l}.hook_resid_pre`), `blocks.${L - 1}.hook_resid_post`];
+  const plain = await model.forward(boundaries, "all");
+  const [ra, rb] = [await plain.run(a), await plain.run(b)];
+  const cut = await model.forward([], "all", { cutsAt: Array.from({ length: L + 1 }, (_, l) => l) });
+  assert.equal(cut.pieceCount, L + 2);
+  const row = (hook: string, r: typeof ra, p: number) => r.hooks.get(hook)!.slice(p * h, (p + 1) * h);
+  // A into itself, at every layer and position: the output is A's, bit for bit.
+  for (let l = 0; l <= L; l++) {
+    const p = l % a.length;
+    const self = await cut.run(a, undefined, [{ layer: l, position: p, vector: row(boundaries[l]!, ra, p) }]);
+    assert.deepEqual(self.logits, ra.logits, `self-patch at layer ${l}`);
+  }
+  // A's final residual at the last position, put into B, gives A's output there and B's elsewhere.
+  const last = a.length - 1;
+  const patched = await cut.run(b, undefined, [{ layer: L, position: last, vector: row(boundaries[L]!, ra, last) }]);
+  const V = model.config.vocabSize;
+  assert.deepEqual(patched.logits!.slice(last * V), ra.logits!.slice(last * V));
+  assert.deepEqual(patched.logits!.slice(0, last * V), rb.logits!.slice(0, last * V));
+  // A patch where the session was not cut is refused in one line.
+  await assert.rejects(plain.run(b, undefined, [{ layer: 1, position: 0, vector: new Float32Array(h) }]), /cannot patch layer 1: the forward session was not cut there/);
 });

@@ -117,6 +117,12 @@ interface Piece {
   announced?: boolean;
 }
 
+export interface ResidualPatch {
+  layer: number;
+  position: number;
+  vector: Float32Array;
+}
+
 export class ForwardSession {
   constructor(
     readonly model: LoadedModel,
@@ -130,8 +136,13 @@ export class ForwardSession {
     return this.pieces.length;
   }
 
-  /** Runs `ids` after the cached context (if any). Hooks are [T, hidden] per name. */
-  async run(ids: number[], cache?: KvCache): Promise<ForwardResult> {
+  /**
+   * Runs `ids` after the cached context (if any). Hooks are [T, hidden] per name. `patches`
+   * replace the residual entering layer `layer` (nLayers: the final residual) at `position` (index
+   * among these new tokens) with `vector`: activation patching. Each patched layer must be one of
+   * the session's `cutsAt`.
+   */
+  async run(ids: number[], cache?: KvCache, patches: ResidualPatch[] = []): Promise<ForwardResult> {
     const cfg = this.model.config;
     const past = cache?.length ?? 0;
     const T = ids.length;
@@ -157,11 +168,21 @@ export class ForwardSession {
     }
     const out: Record<string, ort.Tensor> = {};
     let resid: ort.Tensor | undefined;
+    for (const p of patches) {
+      if (!this.pieces.some((piece) => piece.first === p.layer)) throw new UserError(`cannot patch layer ${p.layer}: the forward session was not cut there (cutsAt)`);
+      if (!(p.position >= 0 && p.position < T) || p.vector.length !== cfg.hidden) throw new UserError(`patch at layer ${p.layer}: position ${p.position} or vector length ${p.vector.length} does not fit ${T} tokens x ${cfg.hidden}`);
+    }
     for (const piece of this.pieces) {
-      const session = await this.model.blocks.open(piece, this.pieces.length > 1 ? layerRange(piece) : undefined);
+      const mine = patches.filter((p) => p.layer === piece.first);
+      if (mine.length) {
+        const data = Float32Array.from(resid!.data as Float32Array);
+        for (const p of mine) data.set(p.vector, p.position * cfg.hidden);
+        resid = new runtime.Tensor("float32", data, [T, cfg.hidden]);
+      }
+      const session = await this.model.blocks.open(piece, this.pieces.length > 1 ? layerRange(piece, cfg.nLayers) : undefined);
       const pieceFeeds: Record<string, ort.Tensor> = {};
       for (const name of session.inputNames) pieceFeeds[name] = name === piece.cutInput ? resid! : feeds[name]!;
-      const result = await runSession(session, pieceFeeds, this.pieces.length > 1 ? `forward graph (${layerRange(piece)})` : "forward graph");
+      const result = await runSession(session, pieceFeeds, this.pieces.length > 1 ? `forward graph (${layerRange(piece, cfg.nLayers)})` : "forward graph");
       Object.assign(out, result);
       resid = result["resid_out"];
       this.model.blocks.release(piece);
@@ -178,8 +199,9 @@ export class ForwardSession {
   }
 }
 
-function layerRange(p: { first: number; end: number }): string {
-  return p.end - p.first === 1 ? `layer ${p.first}` : `layers ${p.first}-${p.end - 1}`;
+function layerRange(p: { first: number; end: number }, nLayers: number): string {
+  const name = (s: number) => (s < 0 ? "embedding" : s >= nLayers ? "final norm" : `layer ${s}`);
+  return p.end - p.first === 1 ? name(p.first) : `${name(p.first)} to ${name(p.end - 1)}`;
 }
 
 /**
@@ -236,44 +258,45 @@ export class LayerBlocks {
 }
 
 /**
- * Cuts a forward graph into pieces of consecutive layers whose weights fit `budget` each (all
- * layers in one piece when the whole model fits). Cutting happens at the residual stream between
- * layers, which is the only value that crosses a layer boundary.
+ * Cuts a forward graph into pieces of consecutive stages whose weights fit `budget` each (all in
+ * one piece when the whole model fits). Stages: -1 the embedding, 0..L-1 the layers, L the final
+ * norm and logits. Cuts happen at the residual stream entering a stage ("boundary" 0..L), the only
+ * value that crosses from one stage to the next. `cuts` are boundaries where a piece must start
+ * (activation patching replaces the residual there).
  */
-function cutIntoPieces(g: GraphBuilder, cfg: ModelConfig, hooks: string[], logits: LogitsOutput, budget: number): Piece[] {
+function cutIntoPieces(g: GraphBuilder, cfg: ModelConfig, hooks: string[], logits: LogitsOutput, budget: number, cuts: ReadonlySet<number>): Piece[] {
   const L = cfg.nLayers;
-  // The residual entering layer l, and leaving the last layer.
-  const boundary = (l: number) => sourceOf(g, l < L ? blockHook(l, "hook_resid_pre") : blockHook(L - 1, "hook_resid_post"));
-  const layerOf = (name: string): number => {
+  const boundary = (b: number) => sourceOf(g, b < L ? blockHook(b, "hook_resid_pre") : blockHook(L - 1, "hook_resid_post"));
+  const stageOf = (name: string): number => {
     const m = /^(?:blocks|present_key|present_value)\.(\d+)/.exec(name);
     if (m) return Number(m[1]);
-    return name === "hook_embed" || name === "hook_pos_embed" ? -1 : L; // before layer 0 / after the last
+    return name === "hook_embed" || name === "hook_pos_embed" ? -1 : L;
   };
   const outputs = [...hooks, ...(logits !== "none" ? ["logits"] : [])];
   for (let l = 0; l < L; l++) outputs.push(`present_key.${l}`, `present_value.${l}`);
+  /** Stages [first, end). */
   const piece = (first: number, end: number): Piece => {
-    const keep = outputs.filter((o) => {
-      const l = layerOf(o);
-      return (l >= first && l < end) || (l === -1 && first === 0) || (l === L && end === L);
-    });
+    const keep = outputs.filter((o) => stageOf(o) >= first && stageOf(o) < end);
     const graph = sliceGraph(g, {
       name: `forward-${first}-${end}`,
       keep,
-      cut: first > 0 ? { value: boundary(first), shape: ["T", cfg.hidden] } : undefined,
-      expose: end < L ? [{ value: boundary(end), as: "resid_out" }] : [],
+      cut: first >= 0 ? { value: boundary(first), shape: ["T", cfg.hidden] } : undefined,
+      expose: end <= L ? [{ value: boundary(end), as: "resid_out" }] : [],
     });
-    return { first, end, graph, cutInput: first > 0 ? boundary(first) : undefined, bytes: externalBytes(graph), lastUsed: 0 };
+    return { first, end, graph, cutInput: first >= 0 ? boundary(first) : undefined, bytes: externalBytes(graph), lastUsed: 0 };
   };
-  const whole = piece(0, L);
-  if (LayerBlocks.cost(whole) <= budget) return [whole];
-  // Greedy: as many layers per piece as fit. The first and last pieces also carry the embedding
-  // and the unembedding, so each piece is measured as built.
+  if (cuts.size === 0) {
+    const whole = piece(-1, L + 1);
+    if (LayerBlocks.cost(whole) <= budget) return [whole];
+  }
+  // Greedy: as many stages per piece as fit (each piece measured as built: the first and last
+  // also carry the embedding and the unembedding), never across a required cut.
   const pieces: Piece[] = [];
-  let first = 0;
-  while (first < L) {
+  let first = -1;
+  while (first <= L) {
     let end = first + 1;
     let best = piece(first, end);
-    while (end < L) {
+    while (end <= L && !cuts.has(end)) {
       const next = piece(first, end + 1);
       if (LayerBlocks.cost(next) > budget) break;
       best = next;
@@ -282,7 +305,8 @@ function cutIntoPieces(g: GraphBuilder, cfg: ModelConfig, hooks: string[], logit
     pieces.push(best);
     first = end;
   }
-  return pieces;
+  // A last piece with nothing to give (no logits or final hooks asked for) is not run at all.
+  return pieces.filter((p) => p.graph.outputs.length > 0);
 }
 
 export class LoadedModel {
@@ -318,11 +342,13 @@ export class LoadedModel {
    * A forward session exposing `hooks` (TransformerLens names) and optionally logits (`true` or
    * "all": every new position; "last": the last one only, as generation needs). Cached.
    */
-  forward(hooks: string[], logitsWanted: boolean | LogitsOutput = false): Promise<ForwardSession> {
+  forward(hooks: string[], logitsWanted: boolean | LogitsOutput = false, options: { cutsAt?: number[] } = {}): Promise<ForwardSession> {
     const logits: LogitsOutput = logitsWanted === true ? "all" : logitsWanted === false ? "none" : logitsWanted;
     const known = new Set(allHookNames(this.config));
     for (const h of hooks) if (!known.has(h)) throw new UserError(`unknown hook point '${h}' for this ${this.config.nLayers}-layer ${this.config.architecture} model`);
-    const key = `${hooks.join(",")}|${logits}`;
+    const cuts = new Set(options.cutsAt ?? []);
+    for (const c of cuts) if (!Number.isInteger(c) || c < 0 || c > this.config.nLayers) throw new UserError(`cannot cut at layer ${c}: this model has layers 0-${this.config.nLayers - 1} (${this.config.nLayers} is the final residual)`);
+    const key = `${hooks.join(",")}|${logits}|${[...cuts].sort((a, b) => a - b).join(",")}`;
     let s = this.sessions.get(key);
     if (!s) {
       const g = new GraphBuilder("forward");
@@ -332,7 +358,7 @@ export class LoadedModel {
       FORWARD_BUILDERS[this.config.architecture](g, this.config, new GraphWeights(g, this.store), inputs, { hooks: new Set([...hooks, ...boundaries]), logits });
       // What the lens session will hold beside the forward pieces (the unembedding) is kept aside.
       const lensShare = LayerBlocks.cost({ bytes: this.unembeddingBytes() } as Piece);
-      s = new ForwardSession(this, cutIntoPieces(g, this.config, hooks, logits, Math.max(0, this.blocks.budget - lensShare)), hooks, logits);
+      s = new ForwardSession(this, cutIntoPieces(g, this.config, hooks, logits, Math.max(0, this.blocks.budget - lensShare), cuts), hooks, logits);
       this.sessions.set(key, s);
     }
     return Promise.resolve(s);

@@ -1,7 +1,7 @@
 /**
  * A GGUF file's embedded tokenizer, rebuilt as a Hugging Face tokenizer.json object and run by
  * tokenizers.js, so that it tokenizes exactly as llama.cpp does (checked against node-llama-cpp
- * in test/tokenizer-gguf.test.ts).
+ * in test/tokens/gguf-tokenizer.test.ts).
  *
  * GGUF stores the vocabulary as arrays (`tokenizer.ggml.tokens`, `.token_type`, `.scores`,
  * `.merges`) and names the algorithm (`tokenizer.ggml.model`) and the pre-tokenizer

@@ -1,4 +1,4 @@
-"""Make the GGUF fixture that test/gguf.test.ts checks logit-lens's GGUF reader and dequantizer against.
+"""Make the GGUF fixture that test/formats/gguf.test.ts checks logit-lens's GGUF reader and dequantizer against.
 
 What it writes (into test/fixtures/quant/, about 60 KB in all, committed):
   quant.gguf      GGUF v3 (alignment 64) with one [4, 256] tensor of every type logit-lens supports

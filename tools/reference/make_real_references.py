@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parents[2]
 PLAIN_PROMPTS = ["The capital of France is", "Fish emoji: 🐠, horse emoji:"]
 CHAT_MESSAGES = [{"role": "user", "content": "Is there a seahorse emoji?"}]
 
-# The prompts of test/llamacpp.test.ts (same names and texts): for each, only the final next-token
+# The prompts of test/real/llamacpp.test.ts (same names and texts): for each, only the final next-token
 # distribution at the last position is recorded (--next-token), into next_token.{json,safetensors}.
 NEXT_TOKEN_PROMPTS = [
     ("plain: capital", "plain", "The capital of France is"),
@@ -383,7 +383,7 @@ def record_next_token(alias: str, path: Path, out_root: Path) -> dict:
     save_file(tensors, str(folder / "next_token.safetensors"), metadata={"format": "pt"})
     ref = {
         "model": alias, "gguf_file": MODELS[alias]["file"], "gguf_sha256": MODELS[alias]["sha256"],
-        "what": "final next-token distribution at the last position of each prompt of test/llamacpp.test.ts: "
+        "what": "final next-token distribution at the last position of each prompt of test/real/llamacpp.test.ts: "
                 "transformers float32 forward of the GGUF dequantized to float32 (as reference.json), eager attention",
         "chat_template_source": "gguf tokenizer.chat_template" if tok.chat_template else "built-in Gemma 3 template",
         "vocab_size": int(logits.numel()),

@@ -7,9 +7,9 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { readSafetensors, readSafetensorsFolder } from "../src/formats/safetensors.js";
-import { readTensorF32 } from "../src/formats/dequantize.js";
-import { UserError } from "../src/errors.js";
+import { readSafetensors, readSafetensorsFolder } from "../../src/formats/safetensors.js";
+import { readTensorF32 } from "../../src/formats/dequantize.js";
+import { UserError } from "../../src/errors.js";
 
 const tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), "logit-lens-st-"));
 process.on("exit", () => fs.rmSync(tmpDir, { recursive: true, force: true }));

@@ -6,21 +6,21 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { LoadedModel } from "../src/engine/model.js";
-import { LogitLens } from "../src/lens/logit-lens.js";
-import { runLensJob, type LensJob } from "../src/lens/run.js";
-import { parseFamily, parseTextTarget } from "../src/lens/targets.js";
-import { buildReport } from "../src/outputs/report.js";
-import { terminalView, displayWidth } from "../src/outputs/terminal.js";
-import { toCsv } from "../src/outputs/csv.js";
-import { compactReport, expandReport } from "../src/outputs/compact.js";
-import { readoutHooks, parsePositions } from "../src/cli/options.js";
-import { createProgress } from "../src/progress.js";
-import { resolveModelSource } from "../src/sources/resolve.js";
-import { UserError } from "../src/errors.js";
+import { LoadedModel } from "../../src/engine/model.js";
+import { LogitLens } from "../../src/lens/logit-lens.js";
+import { runLensJob, type LensJob } from "../../src/lens/run.js";
+import { parseFamily, parseTextTarget } from "../../src/lens/targets.js";
+import { buildReport } from "../../src/outputs/report.js";
+import { terminalView, displayWidth } from "../../src/outputs/terminal.js";
+import { toCsv } from "../../src/outputs/csv.js";
+import { compactReport, expandReport } from "../../src/outputs/compact.js";
+import { readoutHooks, parsePositions } from "../../src/cli/options.js";
+import { createProgress } from "../../src/progress.js";
+import { resolveModelSource } from "../../src/sources/resolve.js";
+import { UserError } from "../../src/errors.js";
+import { REPO_ROOT } from "../helpers/run-cli.js";
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const root = REPO_ROOT;
 const quiet = createProgress({ quiet: true });
 const tiny = (name: string) => LoadedModel.load({ kind: "hf-folder", dir: path.join(root, "test/fixtures/tiny", name) }, quiet);
 

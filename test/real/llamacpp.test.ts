@@ -34,12 +34,12 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { getLlama, LlamaLogLevel, type Llama, type LlamaModel, type LlamaContext, type ControlledEvaluateInputItem, type Token } from "node-llama-cpp";
-import { LogitLens } from "../src/lens/logit-lens.js";
-import { readSafetensors } from "../src/formats/safetensors.js";
-import { readTensorF32 } from "../src/formats/dequantize.js";
-import { loadReal, realModelPath, REAL_ALIASES, type RealAlias, type RealModel } from "./helpers/real-models.js";
+import { LogitLens } from "../../src/lens/logit-lens.js";
+import { readSafetensors } from "../../src/formats/safetensors.js";
+import { readTensorF32 } from "../../src/formats/dequantize.js";
+import { loadReal, realModelPath, REAL_ALIASES, type RealAlias, type RealModel } from "../helpers/real-models.js";
+import { REPO_ROOT } from "../helpers/run-cli.js";
 
 /** KL(transformers || ours) of the final next-token distribution, in nats (issue 7: <= 1e-3 at every position). */
 const OURS_KL_LIMIT = 1e-3;
@@ -48,7 +48,7 @@ const LLAMACPP_KL_LIMIT = 0.05;
 /** Reference top-1/top-2 probability gap under which our top-1 may be the runner-up (Pinsker, from OURS_KL_LIMIT). */
 const TOP1_NEAR_TIE = Math.sqrt(2 * OURS_KL_LIMIT);
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const root = REPO_ROOT;
 
 interface Prompt {
   name: string;

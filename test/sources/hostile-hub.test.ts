@@ -13,10 +13,10 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, before, beforeEach, describe, test } from "node:test";
-import { downloadFromHub } from "../src/sources/hub.js";
-import type { Progress } from "../src/progress.js";
-import { startHubServer, type HubServer } from "./helpers/hub-server.js";
-import { rejectsOneLine } from "./helpers/assert-user-error.js";
+import { downloadFromHub } from "../../src/sources/hub.js";
+import type { Progress } from "../../src/progress.js";
+import { startHubServer, type HubServer } from "../helpers/hub-server.js";
+import { rejectsOneLine } from "../helpers/assert-user-error.js";
 
 /** A progress that records its informational lines (waiting notices). */
 function recordingProgress(): Progress & { lines: string[] } {

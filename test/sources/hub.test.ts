@@ -9,12 +9,12 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, before, beforeEach, describe, test } from "node:test";
-import { UserError } from "../src/errors.js";
-import { downloadFromHub } from "../src/sources/hub.js";
-import { resolveModelSource } from "../src/sources/resolve.js";
-import { createProgress } from "../src/progress.js";
-import { startHubServer, type HubServer } from "./helpers/hub-server.js";
-import { rejectsOneLine } from "./helpers/assert-user-error.js";
+import { UserError } from "../../src/errors.js";
+import { downloadFromHub } from "../../src/sources/hub.js";
+import { resolveModelSource } from "../../src/sources/resolve.js";
+import { createProgress } from "../../src/progress.js";
+import { startHubServer, type HubServer } from "../helpers/hub-server.js";
+import { rejectsOneLine } from "../helpers/assert-user-error.js";
 
 const progress = createProgress({ quiet: true });
 

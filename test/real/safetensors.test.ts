@@ -9,12 +9,12 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { LoadedModel } from "../src/engine/model.js";
-import { LogitLens } from "../src/lens/logit-lens.js";
-import { resolveModelSource } from "../src/sources/resolve.js";
-import { readGguf } from "../src/formats/gguf.js";
-import { cacheRoot } from "../src/sources/cache.js";
-import { createProgress } from "../src/progress.js";
+import { LoadedModel } from "../../src/engine/model.js";
+import { LogitLens } from "../../src/lens/logit-lens.js";
+import { resolveModelSource } from "../../src/sources/resolve.js";
+import { readGguf } from "../../src/formats/gguf.js";
+import { cacheRoot } from "../../src/sources/cache.js";
+import { createProgress } from "../../src/progress.js";
 
 const quiet = createProgress({ quiet: true });
 

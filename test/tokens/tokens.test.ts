@@ -1,17 +1,17 @@
 /**
  * Unit tests for token bytes, rendering, chat templates and the GGUF -> tokenizer conversion on
- * small hand-made vocabularies. No model files needed (tokenizer-gguf.test.ts runs the real ones).
+ * small hand-made vocabularies. No model files needed (gguf-tokenizer.test.ts runs the real ones).
  */
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { test } from "node:test";
-import { UserError } from "../src/errors.js";
-import type { GgufMetadata, GgufValue } from "../src/formats/tensor-ref.js";
-import { renderChatTemplate } from "../src/tokens/chat-template.js";
-import { tokenizerFromGguf } from "../src/tokens/gguf-tokenizer.js";
-import { fromHex, hex, reassemble, renderToken, utf8Segments, visibleWhitespace } from "../src/tokens/render.js";
+import { UserError } from "../../src/errors.js";
+import type { GgufMetadata, GgufValue } from "../../src/formats/tensor-ref.js";
+import { renderChatTemplate } from "../../src/tokens/chat-template.js";
+import { tokenizerFromGguf } from "../../src/tokens/gguf-tokenizer.js";
+import { fromHex, hex, reassemble, renderToken, utf8Segments, visibleWhitespace } from "../../src/tokens/render.js";
 import {
   BYTE_TO_UNICODE,
   byteLevelToBytes,
@@ -19,8 +19,8 @@ import {
   sentencePieceToBytes,
   tokenStringToBytes,
   utf8Bytes,
-} from "../src/tokens/token-bytes.js";
-import { loadTokenizerFromHfFolder } from "../src/tokens/tokenizer.js";
+} from "../../src/tokens/token-bytes.js";
+import { loadTokenizerFromHfFolder } from "../../src/tokens/tokenizer.js";
 
 const bl = (s: string) => byteLevelToBytes(s)!;
 const td = new TextDecoder();

@@ -9,13 +9,13 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { runCli, REPO_ROOT } from "./helpers/run-cli.js";
-import { parseSize } from "../src/cli/options.js";
-import { LoadedModel } from "../src/engine/model.js";
-import { LogitLens } from "../src/lens/logit-lens.js";
-import { allHookNames } from "../src/architectures/forward.js";
-import { resolveModelSource } from "../src/sources/resolve.js";
-import { createProgress } from "../src/progress.js";
+import { runCli, REPO_ROOT } from "../helpers/run-cli.js";
+import { parseSize } from "../../src/cli/options.js";
+import { LoadedModel } from "../../src/engine/model.js";
+import { LogitLens } from "../../src/lens/logit-lens.js";
+import { allHookNames } from "../../src/architectures/forward.js";
+import { resolveModelSource } from "../../src/sources/resolve.js";
+import { createProgress } from "../../src/progress.js";
 
 const quiet = createProgress({ quiet: true });
 

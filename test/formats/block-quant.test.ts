@@ -15,14 +15,14 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { REPACKABLE, canRepack, repack, repackedValue, splitNibbles } from "../src/formats/block-quant.js";
-import { WeightStore, type TensorTransform, type WeightEntry } from "../src/formats/weight-store.js";
-import { GraphBuilder } from "../src/graph/builder.js";
-import { createSession, runSession, ort } from "../src/graph/session.js";
-import { createProgress } from "../src/progress.js";
+import { REPACKABLE, canRepack, repack, repackedValue, splitNibbles } from "../../src/formats/block-quant.js";
+import { WeightStore, type TensorTransform, type WeightEntry } from "../../src/formats/weight-store.js";
+import { GraphBuilder } from "../../src/graph/builder.js";
+import { createSession, runSession, ort } from "../../src/graph/session.js";
+import { createProgress } from "../../src/progress.js";
+import { REPO_ROOT } from "../helpers/run-cli.js";
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
+const root = REPO_ROOT;
 const FIX = path.join(root, "test", "fixtures", "quant");
 const GGUF = path.join(FIX, "quant.gguf");
 interface RefTensor { name: string; dtype: string; shape: number[]; offset: number; count: number; fileOffset: number; byteLength: number }

@@ -18,14 +18,14 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { fileURLToPath } from "node:url";
 import { getLlama, type Llama, LlamaLogLevel, type Token } from "node-llama-cpp";
-import { UserError } from "../src/errors.js";
-import { aliasDir, cacheRoot } from "../src/sources/cache.js";
-import { readGguf } from "../src/formats/gguf.js";
-import { tokenizerFromGguf } from "../src/tokens/gguf-tokenizer.js";
-import { reassemble, renderToken } from "../src/tokens/render.js";
-import type { LensTokenizer } from "../src/tokens/tokenizer.js";
+import { UserError } from "../../src/errors.js";
+import { aliasDir, cacheRoot } from "../../src/sources/cache.js";
+import { readGguf } from "../../src/formats/gguf.js";
+import { tokenizerFromGguf } from "../../src/tokens/gguf-tokenizer.js";
+import { reassemble, renderToken } from "../../src/tokens/render.js";
+import type { LensTokenizer } from "../../src/tokens/tokenizer.js";
+import { REPO_ROOT } from "../helpers/run-cli.js";
 
 const TRICKY: readonly string[] = [
   "Hello world",
@@ -65,8 +65,7 @@ const TRICKY: readonly string[] = [
   "<|user|>\u2003hi</s>\ufeff8<|end|> \n\t x</s>",
 ];
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const repoRoot = path.resolve(here, "..", ".."); // dist/test -> repo root
+const repoRoot = REPO_ROOT;
 
 function firstExisting(candidates: (string | undefined)[]): string | undefined {
   return candidates.find((c) => c !== undefined && c !== "" && fs.existsSync(c));

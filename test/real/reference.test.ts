@@ -9,15 +9,15 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { LoadedModel } from "../src/engine/model.js";
-import { LogitLens } from "../src/lens/logit-lens.js";
-import { resolveModelSource } from "../src/sources/resolve.js";
-import { readSafetensors } from "../src/formats/safetensors.js";
-import { readTensorF32 } from "../src/formats/dequantize.js";
-import { createProgress } from "../src/progress.js";
+import { LoadedModel } from "../../src/engine/model.js";
+import { LogitLens } from "../../src/lens/logit-lens.js";
+import { resolveModelSource } from "../../src/sources/resolve.js";
+import { readSafetensors } from "../../src/formats/safetensors.js";
+import { readTensorF32 } from "../../src/formats/dequantize.js";
+import { createProgress } from "../../src/progress.js";
+import { REPO_ROOT } from "../helpers/run-cli.js";
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const root = REPO_ROOT;
 const quiet = createProgress({ quiet: true });
 
 interface RefPrompt {

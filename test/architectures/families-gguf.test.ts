@@ -10,14 +10,14 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { LoadedModel } from "../src/engine/model.js";
-import { allHookNames } from "../src/architectures/forward.js";
-import { readSafetensors } from "../src/formats/safetensors.js";
-import { readTensorF32 } from "../src/formats/dequantize.js";
-import { createProgress } from "../src/progress.js";
+import { LoadedModel } from "../../src/engine/model.js";
+import { allHookNames } from "../../src/architectures/forward.js";
+import { readSafetensors } from "../../src/formats/safetensors.js";
+import { readTensorF32 } from "../../src/formats/dequantize.js";
+import { createProgress } from "../../src/progress.js";
+import { REPO_ROOT } from "../helpers/run-cli.js";
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const root = REPO_ROOT;
 const fixtures = path.join(root, "test/fixtures/tiny");
 const progress = createProgress({ quiet: true });
 
@@ -80,7 +80,7 @@ for (const name of names) {
       }
       // Token by token through the KV cache.
       const V = gguf.config.vocabSize;
-      const longrope = gguf.config.ropeLongrope; // see engine-tiny.test.ts
+      const longrope = gguf.config.ropeLongrope; // see families.test.ts
       const first = longrope && ids.length > longrope.originalMaxPositions ? longrope.originalMaxPositions + 1 : 1;
       let cache = (await fg.run(ids.slice(0, first))).cache;
       for (let t = first; t < ids.length; t++) {

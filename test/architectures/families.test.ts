@@ -7,16 +7,16 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { LoadedModel } from "../src/engine/model.js";
-import { LogitLens } from "../src/lens/logit-lens.js";
-import { allHookNames } from "../src/architectures/forward.js";
-import { FAMILIES } from "../src/architectures/index.js";
-import { readSafetensors } from "../src/formats/safetensors.js";
-import { readTensorF32 } from "../src/formats/dequantize.js";
-import { createProgress } from "../src/progress.js";
+import { LoadedModel } from "../../src/engine/model.js";
+import { LogitLens } from "../../src/lens/logit-lens.js";
+import { allHookNames } from "../../src/architectures/forward.js";
+import { FAMILIES } from "../../src/architectures/index.js";
+import { readSafetensors } from "../../src/formats/safetensors.js";
+import { readTensorF32 } from "../../src/formats/dequantize.js";
+import { createProgress } from "../../src/progress.js";
+import { REPO_ROOT } from "../helpers/run-cli.js";
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const root = REPO_ROOT;
 const fixtures = path.join(root, "test/fixtures/tiny");
 const TOLERANCE = 1e-4;
 

@@ -7,14 +7,14 @@
 import assert from "node:assert/strict";
 import { before, test } from "node:test";
 import { inflateSync } from "node:zlib";
-import { readoutHooks } from "../src/cli/options.js";
-import { runLensJob } from "../src/lens/run.js";
-import { parseTextTarget } from "../src/lens/targets.js";
-import { coveredText, pngFontCoverage, toPng, toPngSvg } from "../src/outputs/png.js";
-import { buildReport, type LensReport } from "../src/outputs/report.js";
-import { escapeXml, probColor, textColorFor, toSvg, truncate } from "../src/outputs/svg.js";
-import { createProgress } from "../src/progress.js";
-import { loadReal } from "./helpers/real-models.js";
+import { readoutHooks } from "../../src/cli/options.js";
+import { runLensJob } from "../../src/lens/run.js";
+import { parseTextTarget } from "../../src/lens/targets.js";
+import { coveredText, pngFontCoverage, toPng, toPngSvg } from "../../src/outputs/png.js";
+import { buildReport, type LensReport } from "../../src/outputs/report.js";
+import { escapeXml, probColor, textColorFor, toSvg, truncate } from "../../src/outputs/svg.js";
+import { createProgress } from "../../src/progress.js";
+import { loadReal } from "../helpers/real-models.js";
 
 // ---------------------------------------------------------------------------------------------
 // A strict, minimal XML parser: elements, attributes, text, the five predefined entities and

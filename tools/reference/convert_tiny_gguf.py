@@ -12,8 +12,8 @@ tokenizers. This script answers that one question from the regex in tokenizer.js
 keys, tensor names, q/k permutation, rope factors, expert stacking) to llama.cpp.
 
 Usage (from the repository root):
-  git clone node_modules/node-llama-cpp/llama/gitRelease.bundle /work/cache/llama.cpp-src
-  /work/cache/refvenv/bin/python tools/reference/convert_tiny_gguf.py --llama-cpp /work/cache/llama.cpp-src \
+  git clone node_modules/node-llama-cpp/llama/gitRelease.bundle ../llama.cpp-src
+  .venv/bin/python tools/reference/convert_tiny_gguf.py --llama-cpp ../llama.cpp-src \
       [--only llama31,phi3] [--outtype f32]
 Writes test/fixtures/tiny/<name>/model.gguf for every fixture folder (or --only).
 """

@@ -16,7 +16,7 @@ dequantizes) valid blocks are built from random bytes with small positive f16 sc
 also holds the edge cases of half floats (subnormals, +-inf, NaN, -0, 65504).
 
 Rerun (deterministic, seeded) from the repository root:
-  /work/cache/refvenv/bin/python tools/reference/make_quant_fixture.py
+  .venv/bin/python tools/reference/make_quant_fixture.py
 The venv needs `pip install gguf numpy` (gguf 0.19.0 made the committed files).
 """
 from __future__ import annotations

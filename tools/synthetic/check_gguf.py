@@ -3,7 +3,7 @@
 metadata, the quant type of every tensor, and mean / std / max |w| of each weight (dequantized over the
 first --rows rows) for the non-layer tensors and the first two layers, plus attn_v / ffn_down types per layer.
 
-  /work/cache/refvenv/bin/python tools/synthetic/check_gguf.py FILE.gguf [--rows 64]
+  .venv/bin/python tools/synthetic/check_gguf.py FILE.gguf [--rows 64]
 """
 import argparse
 

@@ -35,7 +35,7 @@ tensor). Written streaming, a chunk of rows at a time (never a whole tensor in m
 .part file renamed at the end. Never into the repository.
 
 Usage:
-  /work/cache/refvenv/bin/python tools/synthetic/make_synthetic_gguf.py llama3-8b [--out FILE_OR_DIR]
+  .venv/bin/python tools/synthetic/make_synthetic_gguf.py llama3-8b [--out FILE_OR_DIR]
       [--seed 0] [--std 0.02] [--layers N] [--vocab-file ggml-vocab-llama-bpe.gguf] [--force]
 """
 
@@ -340,8 +340,6 @@ def write_tensor(fout, rng: np.random.Generator, plan: TensorPlan, std: float) -
 def default_out_dir() -> Path:
     if os.environ.get("LOGIT_LENS_SYNTHETIC_DIR", "").strip():
         return Path(os.environ["LOGIT_LENS_SYNTHETIC_DIR"])
-    if Path("/work/cache").is_dir():
-        return Path("/work/cache/synthetic")
     return cache_root() / "synthetic"
 
 
@@ -421,7 +419,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("preset", choices=sorted(PRESETS))
     ap.add_argument("--out", help="output file (.gguf) or folder (default: $LOGIT_LENS_SYNTHETIC_DIR, "
-                                  "else /work/cache/synthetic if /work/cache exists, else <logit-lens cache>/synthetic)")
+                                  "else <logit-lens cache>/synthetic)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--std", type=float, default=0.02, help="standard deviation of every weight matrix")
     ap.add_argument("--layers", type=int, help="number of layers (default: the preset's; llama3-70b-cut: 2)")

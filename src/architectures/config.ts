@@ -158,16 +158,19 @@ export class HfConfig {
       // transformers' _compute_longrope_parameters: the original length may sit at the top level.
       const originalMax = src.opt("original_max_position_embeddings") ?? this.num("original_max_position_embeddings");
       const factor = src.opt("factor") ?? this.num("max_position_embeddings") / originalMax;
+      // The factors and the attention factor as float32, the precision they are used in: transformers
+      // makes float32 tensors of the factors and scales float32 cos/sin by the attention factor, and
+      // a GGUF stores all three as float32 (so both files describe the same model exactly).
       const factors = (key: string) => {
         const v = src.get(key);
         if (!Array.isArray(v) || !v.every((x) => typeof x === "number")) throw new UserError(`${this.where}: rope scaling lacks "${key}"`);
-        return v as number[];
+        return (v as number[]).map(Math.fround);
       };
       out.ropeLongrope = {
         short: factors("short_factor"),
         long: factors("long_factor"),
         originalMaxPositions: originalMax,
-        attentionFactor: src.opt("attention_factor") ?? (factor <= 1 ? 1 : Math.sqrt(1 + Math.log(factor) / Math.log(originalMax))),
+        attentionFactor: Math.fround(src.opt("attention_factor") ?? (factor <= 1 ? 1 : Math.sqrt(1 + Math.log(factor) / Math.log(originalMax)))),
       };
     } else if (kind !== "default") {
       throw new UserError(`${this.where}: rotary scaling type '${kind}' is not supported (supported: default, linear, llama3, longrope)`);

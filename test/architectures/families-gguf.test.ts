@@ -38,10 +38,7 @@ test("llama.cpp converted every tiny fixture whose tokenizer it can read", () =>
 
 for (const name of names) {
   const dir = path.join(fixtures, name);
-  // llama.cpp writes `phi3.attention.sliding_window = 0` for "no window" (Phi-4 style); the GGUF
-  // reader's sanity check (formats/gguf.ts) still demands >= 1 and refuses the file.
-  const todo = name === "phi3" ? "formats/gguf.ts must accept attention.sliding_window 0 (llama.cpp's 'none')" : undefined;
-  test(`${name}: llama.cpp's GGUF reads exactly like the Hugging Face folder`, { todo }, async () => {
+  test(`${name}: llama.cpp's GGUF reads exactly like the Hugging Face folder`, async () => {
     const ref = JSON.parse(fs.readFileSync(path.join(dir, "reference.json"), "utf8")) as { prompts: string[]; input_ids: number[][]; hooks: string[] };
     const refFile = readSafetensors(path.join(dir, "reference.safetensors"));
     const refTensor = (n: string) => readTensorF32(refFile.tensors.find((x) => x.name === n)!);

@@ -7,7 +7,6 @@
  */
 import { UserError } from "../errors.js";
 import type { LensTokenizer } from "../tokens/tokenizer.js";
-import { hex, renderToken } from "../tokens/render.js";
 
 export interface TextTarget {
   label: string;
@@ -84,9 +83,4 @@ export function parseFamily(tokenizer: LensTokenizer, spec: string): TokenFamily
   }
   if (size === 0) throw new UserError(`--track-family ${spec}: no token of this vocabulary matches`);
   return { label: spec, description, mask, size };
-}
-
-/** A short human description of a token list, e.g. `" 🐠" = [12520 "␣⟨F0 9F⟩", 238 "⟨90⟩", 254 "⟨A0⟩"]`. */
-export function describeIds(tokenizer: LensTokenizer, ids: number[]): string {
-  return ids.map((id) => `${id} ${JSON.stringify(renderToken(tokenizer.tokenBytes(id)).text)} (${hex(tokenizer.tokenBytes(id))})`).join(", ");
 }

@@ -71,11 +71,6 @@ export function hfRepoFolderName(repoId: string): string {
   return ["models", ...repoId.split("/")].join("--");
 }
 
-/** Full path of one model repo's folder inside the hub cache. */
-export function hfRepoDir(repoId: string): string {
-  return join(hfHubCacheDir(), hfRepoFolderName(repoId));
-}
-
 /** Whether a process still runs: stale lock files and scratch folders name their owner's pid. */
 export function pidAlive(pid: number): boolean {
   if (pid === process.pid) return true;

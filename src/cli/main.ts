@@ -46,10 +46,11 @@ Lens options (lens and generate):
   --points <list>          readout points, comma-separated: resid_post (default), resid_pre,
                            resid_mid, attn_out, mlp_out, embed
   --positions <list>       prompt positions to read, e.g. 0,3,5-7,-1 (default: all)
-  --track <text>           follow a target (repeatable); multi-token targets get their whole-
-                           sequence probability at the output
+  --track <text>           follow a target (repeatable); multi-token targets also get their whole-
+                           string probability at every layer (chain product, teacher-forced)
   --track-family <spec>    summed probability of a token family (repeatable): emoji,
-                           bytes:<hex prefix>, contains:<text>
+                           bytes:<hex prefix>, contains:<text>, word:<word> (every token that
+                           is a prefix of the word, with or without its leading space)
   --top-k <n>              tokens per cell (default 10)
   --variant logit|raw      logit lens (final norm re-applied per residual) or raw unembedding
   --format <f>             terminal (default), json, csv, html, svg, png

@@ -10,6 +10,8 @@ import type { ModelConfig } from "../architectures/config.js";
 import { FORWARD_BUILDERS, checkTensors, unembeddingOf } from "../architectures/index.js";
 import { allHookNames, blockHook, standardInputs, type LogitsOutput } from "../architectures/forward.js";
 import { externalBytes, sliceGraph, sourceOf } from "../graph/slice.js";
+import { checkModelConfig, checkTokenizerFitsModel } from "../formats/sanity.js";
+import { recordCompiledSource, sweepStalePartials } from "../sources/cache-admin.js";
 import type { WeightSource } from "../architectures/layers.js";
 import { GraphBuilder, type Value } from "../graph/builder.js";
 import { createSession, runSession, ort as runtime } from "../graph/session.js";
@@ -333,7 +335,12 @@ export class LoadedModel {
   /** Opens and converts (once) the model's weights, then returns it ready to run. */
   static async load(source: ModelSource, progress: Progress, options: LoadOptions = {}): Promise<LoadedModel> {
     const files = await openModelFiles(source);
+    checkModelConfig(files.config, files.info.name);
+    checkTokenizerFitsModel(files.tokenizer, files.config, files.info.name);
+    // Partial conversions of processes that were killed would otherwise stay forever.
+    sweepStalePartials();
     const store = await WeightStore.open(files.entries, files.files, cacheRoot(), progress, options.dequantize ?? false);
+    recordCompiledSource(store.dir, files.files, files.info.name); // for `cache list|prune`
     return new LoadedModel(files.config, files.tokenizer, store, files.info, { progress, ...options });
   }
 

@@ -4,6 +4,7 @@
  * Multimodal checkpoints are unwrapped here for every family: their text model's config sits under
  * `text_config` and its tensors under `language_model`.
  */
+import { checkHfConfigJson } from "./sanity.js";
 import fs from "node:fs";
 import path from "node:path";
 import { UserError } from "../errors.js";
@@ -34,6 +35,7 @@ export function readHfConfig(dir: string): ModelConfig {
     throw new UserError(`${file}: invalid JSON (${(e as Error).message})`);
   }
   if (!json || typeof json !== "object") throw new UserError(`${file}: not a JSON object`);
+  checkHfConfigJson(json, file); // absurd sizes and floats, before anything is allocated from them
   return configFromHf(json, file);
 }
 

@@ -9,6 +9,7 @@ import { LogitLens, type LensCell, type LensResult } from "./logit-lens.js";
 import type { LensVariant } from "./lens-graph.js";
 import { Sampler, type SamplingOptions } from "./sampling.js";
 import type { TextTarget, TokenFamily } from "./targets.js";
+import { chainProbabilities, type ChainProbs } from "./chain.js";
 
 export interface GenerateOptions {
   maxNewTokens: number;
@@ -55,6 +56,8 @@ export async function runLensJob(model: LoadedModel, job: LensJob, progress: Pro
   const first = await lens.run(job.promptIds, { ...base, positions: job.positions, lastLogits: Boolean(job.generate), progress });
   const lensMs = Date.now() - t0;
   const ids = [...job.promptIds];
+  /** Per target, the whole sequence's probability at every readout (chain product, teacher-forced). */
+  chainProbs: ChainProbs;
   const result: LensResult = { ...first, readouts: first.readouts.map((r) => ({ ...r, cells: [...r.cells] })), final: [...first.final], positions: [...first.positions] };
   let stopReason: LensRun["stopReason"];
 
@@ -92,7 +95,8 @@ export async function runLensJob(model: LoadedModel, job: LensJob, progress: Pro
   const generateMs = Date.now() - t1;
 
   const sequenceProbs = await teacherForcedProbabilities(model, ids, result, job.targets);
-  return { ids, promptLength: job.promptIds.length, result, sequenceProbs, stopReason, timings: { lensMs, generateMs } };
+  const chainProbs = await chainProbabilities(model, lens, ids, result, job.targets, base);
+  return { ids, promptLength: job.promptIds.length, result, sequenceProbs, chainProbs, stopReason, timings: { lensMs, generateMs } };
 }
 
 function appendStep(result: LensResult, step: LensResult, position: number): void {

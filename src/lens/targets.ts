@@ -65,6 +65,17 @@ export function parseFamily(tokenizer: LensTokenizer, spec: string): TokenFamily
     const prefix = Uint8Array.from(h.match(/../g)!.map((x) => parseInt(x, 16)));
     description = `tokens whose bytes begin with ${h.toLowerCase()} (leading spaces ignored)`;
     test = (b) => startsWith(stripLeadingSpace(b), prefix);
+  } else if (spec.startsWith("word:")) {
+    // Wendler et al. 2024 ("Do Llamas Work in English?"): a word's probability is the mass of every
+    // token that is a prefix of it, with or without the leading space; byte-fallback tokens count
+    // through their byte, so the word's first UTF-8 byte (e.g. <0xF0> for an emoji) is in the set.
+    const word = new TextEncoder().encode(spec.slice(5).trim());
+    if (word.length === 0) throw new UserError(`--track-family ${spec}: expected a word after 'word:', e.g. word:horse`);
+    description = `tokens that are a prefix of "${spec.slice(5).trim()}", with or without a leading space (Wendler et al. 2024)`;
+    test = (b) => {
+      const core = b.length > 0 && b[0] === 0x20 ? b.subarray(1) : b;
+      return core.length > 0 && startsWith(word, core);
+    };
   } else {
     const needle = (spec.startsWith("contains:") ? spec.slice(9) : spec).toLowerCase();
     if (needle.trim().length === 0) throw new UserError(`--track-family needs 'emoji', 'bytes:<hex>' or a text to look for`);

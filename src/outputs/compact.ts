@@ -4,6 +4,8 @@
  * of the size of the self-describing form; `expandReport` turns it back (the HTML viewer could).
  */
 import type { LensReport, ReportCell } from "./report.js";
+import { fromHex } from "../tokens/render.js";
+import { pendingBytes, readInContext } from "../tokens/in-context.js";
 
 export const COMPACT_SCHEMA = "logit-lens/report-compact@1";
 
@@ -37,10 +39,19 @@ export function compactReport(report: LensReport): CompactReport {
 }
 
 export function expandReport(compact: CompactReport): LensReport {
-  const cell = (c: CompactCell): ReportCell => ({
-    ...c,
-    top: c.top.map(([id, prob, logit]) => ({ id, text: compact.vocab[String(id)]![0], bytes: compact.vocab[String(id)]![1], prob, logit })),
-  });
+  // `in_context` is not stored: it follows from the context's bytes, so it is recomputed here.
+  const pendingAt = (p: number) => pendingBytes(compact.tokens.slice(Math.max(0, p - 3), p + 1).map((t) => fromHex(t.bytes)));
+  const cell = (c: CompactCell): ReportCell => {
+    const pending = pendingAt(c.position);
+    return {
+      ...c,
+      top: c.top.map(([id, prob, logit]) => {
+        const [text, bytes] = compact.vocab[String(id)]!;
+        const shown = readInContext(pending, fromHex(bytes));
+        return shown === undefined ? { id, text, bytes, prob, logit } : { id, text, bytes, prob, logit, in_context: shown };
+      }),
+    };
+  };
   const { vocab: _vocab, ...rest } = compact;
   return {
     ...rest,

@@ -9,6 +9,7 @@ import type { LensCell } from "../lens/logit-lens.js";
 import type { LensRun } from "../lens/run.js";
 import type { TextTarget, TokenFamily } from "../lens/targets.js";
 import { hex, reassemble, renderToken } from "../tokens/render.js";
+import { pendingBytes, readInContext } from "../tokens/in-context.js";
 
 export const REPORT_SCHEMA = "logit-lens/report@1";
 
@@ -23,6 +24,11 @@ export interface ReportToken {
 export interface ReportTopEntry extends ReportToken {
   prob: number;
   logit: number;
+  /**
+   * Present when the context up to this position ends inside a UTF-8 character and this token
+   * finishes it: the pending bytes and this token read together (⟨A0⟩ after F0 9F 90 → "🐠").
+   */
+  in_context?: string;
 }
 
 export interface ReportTargetValue {
@@ -30,6 +36,11 @@ export interface ReportTargetValue {
   /** 0 = the top token. */
   rank: number;
   logit: number;
+  /**
+   * Multi-token targets only: the probability of the whole token sequence at this readout, the
+   * product of this layer's lens probabilities of each token, teacher-forced (src/lens/chain.ts).
+   */
+  sequence_prob?: number;
 }
 
 export interface ReportCell {
@@ -116,14 +127,33 @@ export function buildReport(model: LoadedModel, inp: ReportInputs): LensReport {
     if (!t) tokenCache.set(id, (t = reportToken(model, id)));
     return t;
   };
-  const cell = (c: LensCell, position: number, withKl: boolean): ReportCell => {
+  // The unfinished character (if any) that the context up to each position ends with.
+  const pending = new Map<number, Uint8Array>();
+  const pendingAt = (position: number): Uint8Array => {
+    let b = pending.get(position);
+    if (!b) pending.set(position, (b = pendingBytes(run.ids.slice(Math.max(0, position - 3), position + 1).map(bytesOf))));
+    return b;
+  };
+  /** chain(t, i): the target's whole-sequence probability at this row and read position i. */
+  const cell = (c: LensCell, position: number, withKl: boolean, chain: (t: number) => number): ReportCell => {
     const out: ReportCell = {
       position,
-      top: c.topIds.map((id, k) => ({ ...token(id), prob: round(Math.exp(c.topLogprobs[k]!)), logit: round(c.topLogits[k]!) })),
+      top: c.topIds.map((id, k) => {
+        const e: ReportTopEntry = { ...token(id), prob: round(Math.exp(c.topLogprobs[k]!)), logit: round(c.topLogits[k]!) };
+        const shown = readInContext(pendingAt(position), bytesOf(id));
+        if (shown !== undefined) e.in_context = shown;
+        return e;
+      }),
       entropy: round(c.entropy),
       kl_to_final: withKl ? round(c.klToFinal) : 0,
     };
-    if (inp.targets.length) out.targets = c.trackedLogprobs.map((lp, i) => ({ prob: round(Math.exp(lp)), rank: c.trackedRanks[i]!, logit: round(c.trackedLogits[i]!) }));
+    if (inp.targets.length) {
+      out.targets = c.trackedLogprobs.map((lp, t) => {
+        const v: ReportTargetValue = { prob: round(Math.exp(lp)), rank: c.trackedRanks[t]!, logit: round(c.trackedLogits[t]!) };
+        if (inp.targets[t]!.ids.length > 1) v.sequence_prob = round(chain(t));
+        return v;
+      });
+    }
     if (inp.families.length) out.families = c.familyProbs.map((p) => round(p));
     return out;
   };
@@ -151,14 +181,14 @@ export function buildReport(model: LoadedModel, inp: ReportInputs): LensReport {
     positions: run.result.positions,
     targets: inp.targets.map((t, i) => ({ label: t.label, ids: t.ids, tokens: t.ids.map(token), sequence_probs: run.sequenceProbs[i]!.map((p) => round(p)) })),
     families: inp.families.map((f) => ({ label: f.label, description: f.description, size: f.size })),
-    layers: run.result.readouts.map((r) => ({
+    layers: run.result.readouts.map((r, ri) => ({
       hook: r.hook,
       layer: r.layer,
       point: pointOf(r.hook),
-      positions: r.cells.map((c, i) => cell(c, run.result.positions[i]!, true)),
+      positions: r.cells.map((c, i) => cell(c, run.result.positions[i]!, true, (t) => run.chainProbs.layers[t]![i]![ri]!)),
       top1_text: top1Text(r.cells),
     })),
-    final: { positions: run.result.final.map((c, i) => cell(c, run.result.positions[i]!, false)), top1_text: top1Text(run.result.final) },
+    final: { positions: run.result.final.map((c, i) => cell(c, run.result.positions[i]!, false, (t) => run.chainProbs.final[t]![i]!)), top1_text: top1Text(run.result.final) },
     token_strings: {},
   };
   // Filled last: every id that went through token() above, once.

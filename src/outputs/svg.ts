@@ -180,7 +180,7 @@ export function toSvg(report: LensReport, options: FigureOptions = {}): string {
     r.cells.map((c) => {
       const top = c.top[0];
       const bold = top !== undefined && top.id === nextId(c.position);
-      return { text: top ? truncate(map(top.text), CELL_TEXT_MAX, CELL_FONT, bold) : "", bold, prob: top?.prob ?? 0 };
+      return { text: top ? truncate(map(top.in_context ?? top.text), CELL_TEXT_MAX, CELL_FONT, bold) : "", bold, prob: top?.prob ?? 0 };
     }),
   );
   let widest = 0;
@@ -343,7 +343,7 @@ export function toSvg(report: LensReport, options: FigureOptions = {}): string {
       const tok = c.top[0];
       const tip = [
         `${r.layer === "output" ? "output" : r.label}, position ${c.position} (input ${tokens[c.position]?.text ?? "?"})`,
-        ...c.top.map((e, k) => `${k + 1}. ${e.text}  ${probText(e.prob)}`),
+        ...c.top.map((e, k) => `${k + 1}. ${e.in_context !== undefined ? `${e.text} → ${e.in_context}` : e.text}  ${probText(e.prob)}`),
         `entropy ${c.entropy.toFixed(2)} nats${r.layer === "output" ? "" : `, KL to output ${c.kl_to_final.toFixed(2)}`}`,
       ].join("\n");
       out.push(

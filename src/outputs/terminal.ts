@@ -54,7 +54,8 @@ export function terminalView(report: LensReport, options: { width: number; color
   const lines: string[] = [];
   const cellText = (c: ReportCell) => {
     const t = c.top[0]!;
-    return color ? t.text : `${t.text} ${Math.round(t.prob * 100)}%`;
+    const text = t.in_context ?? t.text; // a byte that finishes the context's pending character reads as that character
+    return color ? text : `${text} ${Math.round(t.prob * 100)}%`;
   };
   const paint = (s: string, prob: number) => {
     if (!color) return s;
@@ -82,6 +83,8 @@ export function terminalView(report: LensReport, options: { width: number; color
   if (report.targets.length || report.families.length) {
     const lastIdx = report.positions.length - 1;
     lines.push(`tracked at position ${report.positions[lastIdx]} (layer by layer, then the model's output):`);
+      // The whole multi-token string, layer by layer (chain product, teacher-forced).
+      if (t.ids.length > 1) lines.push(`  ${" ".repeat(JSON.stringify(t.label).length)}   whole-string prob ${series.map((v) => (v.sequence_prob ?? 0).toPrecision(2)).join(" ")} → ${(out.sequence_prob ?? 0).toPrecision(3)}`);
     report.targets.forEach((t, k) => {
       const series = report.layers.map((l) => l.positions[lastIdx]!.targets![k]!);
       const out = report.final.positions[lastIdx]!.targets![k]!;
@@ -100,7 +103,7 @@ export function terminalView(report: LensReport, options: { width: number; color
     lines.push(`generated (${report.tokens.length - report.prompt_length} tokens, ${why}): ${JSON.stringify(report.generated_text)}`);
   } else {
     const last = report.final.positions[report.final.positions.length - 1]!;
-    lines.push(`next token: ${last.top.slice(0, 5).map((t) => `${JSON.stringify(t.text)} ${(t.prob * 100).toFixed(1)}%`).join(", ")}`);
+    lines.push(`next token: ${last.top.slice(0, 5).map((t) => `${JSON.stringify(t.in_context ?? t.text)} ${(t.prob * 100).toFixed(1)}%`).join(", ")}`);
   }
   return lines.join("\n");
 }

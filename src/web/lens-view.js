@@ -335,7 +335,7 @@
             "data-hook": layer ? layer.hook : "final",
             "data-position": positions[c2],
             "data-col": c2,
-            text: top ? top.text : "",
+            text: top ? top.in_context || top.text : "",
           });
           cellEls.set(row + ":" + c2, td);
           tr.append(td);
@@ -421,7 +421,8 @@
         topBody.append(
           h("tr", { class: "top-entry" + (isNext ? " is-next" : ""), "data-token-id": e.id, "data-prob": e.prob, "data-logit": e.logit }, [
             h("td", { class: "rank", text: k + 1 }),
-            h("td", { class: "tok" }, h("span", { class: "ll-tokbox", text: e.text })),
+            // A byte that finishes the character the context left open reads as that character.
+            h("td", { class: "tok" }, e.in_context ? [h("span", { class: "ll-tokbox", text: e.text }), " → ", h("span", { class: "ll-tokbox in-context", title: "read after the context's unfinished character", text: e.in_context })] : h("span", { class: "ll-tokbox", text: e.text })),
             h("td", { class: "bytes", text: spacedHex(e.bytes) }),
             h("td", { class: "prob", style: "--w:" + Math.max(0, Math.min(1, e.prob / Math.max(maxProb, 1e-12))) * 100 + "%", text: formatProb(e.prob) }),
             h("td", { class: "logit", text: formatNum(e.logit, 2) }),
@@ -439,7 +440,8 @@
         var tb = h("tbody");
         targets.forEach(function (t, i) {
           var v = cell.targets[i];
-          var seq = row === "final" && t.ids.length > 1 && t.sequence_probs ? t.sequence_probs[col] : undefined;
+          // The whole string at this very layer (chain product), else the output's sequence probability.
+          var seq = v && typeof v.sequence_prob === "number" ? v.sequence_prob : row === "final" && t.ids.length > 1 && t.sequence_probs ? t.sequence_probs[col] : undefined;
           tb.append(
             h("tr", { class: "target-entry", "data-target": i, "data-prob": v ? v.prob : "", "data-rank": v ? v.rank : "" }, [
               h("td", null, [h("span", { class: "ll-swatch", style: "background:" + PALETTE[i % PALETTE.length] }), h("span", { class: "ll-tokbox", text: t.label })]),
@@ -509,6 +511,10 @@
       var series = [];
       targets.forEach(function (t, i) {
         series.push({ kind: "target", index: i, label: t.label, color: PALETTE[i % PALETTE.length], values: rows.map(function (r) { var c = cellAt(r, col); return c && c.targets ? c.targets[i].prob : NaN; }) });
+      });
+      targets.forEach(function (t, i) {
+        if (t.ids.length < 2) return;
+        series.push({ kind: "target-seq", index: i, label: t.label + " (whole string)", color: PALETTE[i % PALETTE.length], dashed: true, values: rows.map(function (r) { var c = cellAt(r, col); return c && c.targets && typeof c.targets[i].sequence_prob === "number" ? c.targets[i].sequence_prob : NaN; }) });
       });
       families.forEach(function (f, i) {
         series.push({ kind: "family", index: i, label: "family " + f.label, color: familyColor(i), dashed: true, values: rows.map(function (r) { var c = cellAt(r, col); return c && c.families ? c.families[i] : NaN; }) });

@@ -41,6 +41,8 @@ export interface LensRun {
    * probability for one-token targets).
    */
   sequenceProbs: number[][];
+  /** Per target, the whole sequence's probability at every readout (chain product, teacher-forced). */
+  chainProbs: ChainProbs;
   /** Why generation ended: a stop token, the --max-new-tokens budget, or the model's context length. */
   stopReason?: "stop-token" | "max-new-tokens" | "context-limit";
   timings: { lensMs: number; generateMs: number };
@@ -56,8 +58,6 @@ export async function runLensJob(model: LoadedModel, job: LensJob, progress: Pro
   const first = await lens.run(job.promptIds, { ...base, positions: job.positions, lastLogits: Boolean(job.generate), progress });
   const lensMs = Date.now() - t0;
   const ids = [...job.promptIds];
-  /** Per target, the whole sequence's probability at every readout (chain product, teacher-forced). */
-  chainProbs: ChainProbs;
   const result: LensResult = { ...first, readouts: first.readouts.map((r) => ({ ...r, cells: [...r.cells] })), final: [...first.final], positions: [...first.positions] };
   let stopReason: LensRun["stopReason"];
 

@@ -83,13 +83,13 @@ export function terminalView(report: LensReport, options: { width: number; color
   if (report.targets.length || report.families.length) {
     const lastIdx = report.positions.length - 1;
     lines.push(`tracked at position ${report.positions[lastIdx]} (layer by layer, then the model's output):`);
-      // The whole multi-token string, layer by layer (chain product, teacher-forced).
-      if (t.ids.length > 1) lines.push(`  ${" ".repeat(JSON.stringify(t.label).length)}   whole-string prob ${series.map((v) => (v.sequence_prob ?? 0).toPrecision(2)).join(" ")} → ${(out.sequence_prob ?? 0).toPrecision(3)}`);
     report.targets.forEach((t, k) => {
       const series = report.layers.map((l) => l.positions[lastIdx]!.targets![k]!);
       const out = report.final.positions[lastIdx]!.targets![k]!;
       lines.push(`  ${JSON.stringify(t.label)} = ${t.tokens.map((x) => x.text).join(" ")}: first-token prob ${series.map((v) => v.prob.toPrecision(2)).join(" ")} → ${out.prob.toPrecision(3)} (rank ${out.rank})` +
         (t.ids.length > 1 ? `; whole sequence ${t.sequence_probs[lastIdx]!.toPrecision(3)}` : ""));
+      // The whole multi-token string, layer by layer (chain product, teacher-forced).
+      if (t.ids.length > 1) lines.push(`  ${" ".repeat(JSON.stringify(t.label).length)}   whole-string prob ${series.map((v) => (v.sequence_prob ?? 0).toPrecision(2)).join(" ")} → ${(out.sequence_prob ?? 0).toPrecision(3)}`);
     });
     report.families.forEach((f, k) => {
       const series = report.layers.map((l) => l.positions[lastIdx]!.families![k]!);

@@ -1,22 +1,38 @@
 /**
  * `npm run bench`: logit-lens (onnxruntime-node) against transformers + PyTorch and llama.cpp
- * (node-llama-cpp), on the real models, side by side; writes BENCHMARKS.md and prints the tables.
+ * (node-llama-cpp 3.21.1) on the real test models and on synthetic Llama 3 shapes (8B, and a 70B
+ * cut to 2 and 4 layers for the per-layer cost); writes BENCHMARKS.md with the figures, ratios and
+ * the targets of issue 7, and prints them.
  *
- *   npm run bench [-- --models smollm2-135m-instruct,gemma3-270m] [--threads 2] [--runs 3]
- *                 [--budget 15] [--no-torch] [--no-llama] [--quick] [--out BENCHMARKS.md]
+ *   npm run bench [-- --only smollm2,gemma3,8b,70b] [--threads 2] [--runs 3] [--budget 15]
+ *                 [--no-torch] [--no-llama] [--quick] [--out FILE]
  *
- * Every measurement of one engine on one model runs in its own child process, so that the peak
- * memory (VmHWM / ru_maxrss) of one does not leak into another:
- *   1. `prepare`: resolve the alias (fetching it if needed) and load it once, so the fp32 weights are
- *      converted and cached; the timed child then measures a warm load. The same for PyTorch: the
- *      GGUF is dequantized by transformers once and saved as fp32 safetensors.
- *   2. `ours`: load, full lens (split into forward pass and lens graph), prefill, decode, profile.
- *   3. `llama`: node-llama-cpp on the same GGUF (quantized weights, run as they are).
- *   4. `reference_bench.py measure`: transformers + PyTorch.
- * All three get the same token ids (from our tokenizer). Each timing: a warm-up, then up to
- * `--runs` runs (5 for the cheap prefill runs), fewer once `--budget` seconds are spent; the tables
- * give the best run (this machine is shared, and contention only ever adds time), the raw samples
- * are at the end of BENCHMARKS.md.
+ * --only takes model names (smollm2, gemma3, 8b, 70b, or any alias / .gguf path); a run with
+ * --only or --quick writes to a file in the temp folder unless --out is given, so BENCHMARKS.md is
+ * only ever rewritten by a full run.
+ *
+ * Environment (no fixed paths in the code):
+ *   LOGIT_LENS_PYTHON            a Python with torch, transformers and gguf: the PyTorch column, and
+ *                                the maker of missing synthetic GGUFs (gguf + numpy suffice there).
+ *                                Without it: `.venv/bin/python` in the repository, else no column.
+ *   LOGIT_LENS_BENCH_SYNTHETIC   folder of the synthetic GGUFs (tools/synthetic/make_synthetic_gguf.py
+ *                                names); default $LOGIT_LENS_SYNTHETIC_DIR, else <cache>/synthetic.
+ *                                Missing files are made there when the Python has gguf; otherwise
+ *                                those rows are skipped with a note.
+ *   LOGIT_LENS_CACHE             logit-lens's cache (compiled weights, bench-reference for PyTorch).
+ *
+ * Every measure runs in its own child process, so each peak RSS (VmHWM / ru_maxrss) is that
+ * measure's own:
+ *   prepare  resolve the model (fetching it if needed) and load it once, so the converted weights
+ *            are cached and later children measure a warm load;
+ *   lens     load + full lens (VmHWM read right after the first lens size: "load + full lens");
+ *   forward  prefill (all-position and last-position logits) and decode with the KV cache;
+ *   maxmem   load with a memory budget (LoadedModel.load(..., { maxMemory })) + full lens;
+ *   llama    node-llama-cpp on the same GGUF;
+ *   reference_bench.py measure   transformers + PyTorch (where fp32 weights fit in RAM).
+ * All engines get the same token ids (from our tokenizer). Each timing: a warm-up, then up to
+ * `--runs` runs, fewer once `--budget` seconds are spent; the tables give the best run (the machine
+ * is shared, and contention only ever adds time), the raw samples are at the end of the report.
  */
 import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
@@ -35,12 +51,17 @@ import { ort as runtime } from "../src/graph/session.js";
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 /** Repository root: this file runs as dist/bench/bench.js. */
 const ROOT = path.resolve(HERE, "..", "..");
-const PEAK_GFLOPS = 77;
-const MODELS = ["smollm2-135m-instruct", "gemma3-270m"];
 /** The PyTorch lens keeps one [layers x chunk x vocab] fp32 buffer within this, as logit-lens does. */
 const CHUNK_BYTES = 192 * 1024 * 1024;
+const GB = 1e9;
+const GIB = 2 ** 30;
+/** The budget of the streamed rows (`--max-memory 4G`: binary units, as the CLI parses it). */
+const MAX_MEMORY = 4 * GIB;
+/** The 70B that the cuts stand for: 80 layers, with 16 GB of RAM. */
+const FULL_70B_LAYERS = 80;
+const RAM_70B = 16 * GIB;
 
-/** English prose, long enough for 256 tokens with either tokenizer. */
+/** English prose, long enough for 256 tokens with any of the tokenizers. */
 const PROMPT = [
   "The logit lens is a simple way to look inside a language model. A transformer keeps a running",
   "vector for every token, the residual stream, and each layer adds its own contribution to it.",
@@ -73,19 +94,29 @@ interface Timing {
   samples: number[];
 }
 
+/** What one child measures (the same object goes to every child of one model). */
 interface Spec {
-  alias: string;
+  /** Alias or path given to resolveModelSource. */
+  source: string;
   threads: number;
   runs: number;
   budgetS: number;
   /** Runs for the cheap measurements (prefill); the budget still caps them. */
   prefillRuns: number;
-  prefill: number[];
+  /** Prefill sizes with logits for every position (compared with PyTorch's model(ids)). */
+  prefillAll: number[];
+  /** Prefill sizes with last-position logits (compared with llama.cpp and PyTorch logits_to_keep=1). */
+  prefillLast: number[];
+  /** Full-lens sizes; the first is the memory measure (VmHWM read right after it). */
   lens: number[];
+  /** Timed lens runs after the first (cold) call; 0 = the first call only. */
+  lensRuns: number;
   decodePrompt: number;
   decodeNew: number;
   ids?: number[];
   chunkBytes: number;
+  maxMemory?: number;
+  profile: boolean;
 }
 
 function median(xs: number[]): number {
@@ -105,7 +136,7 @@ function summary(samples: number[]): Timing {
 async function timed(fn: () => Promise<number | void>, runs: number, budgetS: number, warmup = true): Promise<Timing> {
   if (warmup) await fn();
   const samples: number[] = [];
-  while (samples.length < runs && (samples.length === 0 || samples.reduce((a, b) => a + b, 0) < budgetS)) {
+  while (samples.length < Math.max(1, runs) && (samples.length === 0 || samples.reduce((a, b) => a + b, 0) < budgetS)) {
     const t0 = performance.now();
     const own = await fn();
     samples.push(typeof own === "number" ? own : (performance.now() - t0) / 1000);
@@ -141,17 +172,25 @@ interface RecordedRun {
 
 /**
  * Wraps onnxruntime's InferenceSession.create and .run (the engine's sessions are made through the
- * same module): remembers each session's .onnx file, and times runs while `calls` is set. This
- * splits a lens call into forward pass and lens graph without touching the engine's code.
+ * same module): remembers each session's .onnx file, counts and times session creations, and times
+ * runs while `calls` is set. This splits a lens call into forward pass, lens graph and session
+ * building without touching the engine's code.
  */
-const recorder: { calls: RecordedRun[] | undefined; files: Map<ort.InferenceSession, string> } = { calls: undefined, files: new Map() };
+const recorder: { calls: RecordedRun[] | undefined; files: Map<ort.InferenceSession, string>; creates: { file: string; seconds: number }[] } = {
+  calls: undefined,
+  files: new Map(),
+  creates: [],
+};
 {
   type Create = (...args: unknown[]) => Promise<ort.InferenceSession>;
   type Run = (this: ort.InferenceSession, feeds: Record<string, ort.Tensor>, ...rest: unknown[]) => Promise<unknown>;
   const factory = runtime.InferenceSession as unknown as { create: Create; prototype: { run: Run } };
   const create = factory.create.bind(factory);
   factory.create = async (...args: unknown[]) => {
+    const t0 = performance.now();
     const session = await create(...args);
+    const file = typeof args[0] === "string" ? args[0] : "(bytes)";
+    recorder.creates.push({ file: path.basename(file), seconds: (performance.now() - t0) / 1000 });
     if (typeof args[0] === "string") recorder.files.set(session, args[0]);
     return session;
   };
@@ -170,100 +209,190 @@ function residRows(feeds: Record<string, ort.Tensor>): number {
   return r ? r.size / (r.dims[r.dims.length - 1] as number) : 0;
 }
 
+/** A forward-graph run is one fed input_ids, or (a later block of layers) a residual cut. */
+function isForwardRun(c: RecordedRun): boolean {
+  const file = recorder.files.get(c.session) ?? "";
+  return "input_ids" in c.feeds || path.basename(file).startsWith("forward");
+}
+
+async function loadFor(spec: Spec): Promise<{ model: LoadedModel; loadS: number; maxMemoryHonoured?: boolean }> {
+  const progress = createProgress({ quiet: true });
+  const t0 = performance.now();
+  const source = await resolveModelSource(spec.source, { progress });
+  // Written against LoadedModel.load(source, progress, { maxMemory }); an engine without the
+  // option simply ignores it, which the budget check below reports as "not available".
+  const load = LoadedModel.load as unknown as (s: unknown, p: unknown, o: object) => Promise<LoadedModel>;
+  const model = await load(source, progress, spec.maxMemory ? { maxMemory: spec.maxMemory } : {});
+  const loadS = (performance.now() - t0) / 1000;
+  const budget = (model as unknown as { blocks?: { budget?: number } }).blocks?.budget;
+  return { model, loadS, maxMemoryHonoured: spec.maxMemory ? budget === spec.maxMemory : undefined };
+}
+
+function promptIds(model: LoadedModel, n: number): number[] {
+  let ids = model.tokenizer.encode(PROMPT);
+  while (ids.length < n) ids = ids.concat(model.tokenizer.encode(` ${PROMPT}`));
+  return ids.slice(0, n);
+}
+
+function weightsBinBytes(model: LoadedModel): number {
+  return fs.statSync(path.join(model.store.dir, "weights.bin")).size;
+}
+
+/** Blocks of layers the lens's forward pass runs as (1 in memory; more when streamed). */
+async function lensPieces(model: LoadedModel): Promise<number | undefined> {
+  const L = model.config.nLayers;
+  const hooks = Array.from({ length: L }, (_, l) => `blocks.${l}.hook_resid_post`);
+  const fwd = (await model.forward(hooks, "none")) as unknown as { pieceCount?: number };
+  return fwd.pieceCount;
+}
+
 // ---------------------------------------------------------------------------------------------
 // child: warm-up load (converts the weights once)
 
 async function childPrepare(spec: Spec): Promise<object> {
-  const progress = createProgress({ quiet: true });
   const compiled = path.join(cacheRoot(), "compiled");
   const before = new Set(fs.existsSync(compiled) ? fs.readdirSync(compiled) : []);
+  const progress = createProgress({ quiet: true });
   const t0 = performance.now();
-  const source = await resolveModelSource(spec.alias, { progress });
+  const source = await resolveModelSource(spec.source, { progress });
   const model = await LoadedModel.load(source, progress);
   const loadS = (performance.now() - t0) / 1000;
   const fresh = path.basename(model.store.dir);
-  return { loadS, converted: !before.has(fresh), path: source.kind === "gguf" ? source.path : source.dir };
+  const cfg = model.config;
+  return {
+    loadS,
+    converted: !before.has(fresh),
+    path: source.kind === "gguf" ? source.path : source.dir,
+    config: { nLayers: cfg.nLayers, hidden: cfg.hidden, vocab: cfg.vocabSize, architecture: cfg.architecture },
+    params: model.info.parameters,
+    fileSize: model.info.fileSize,
+    tensorTypes: model.info.tensorTypes,
+    weightsBinBytes: weightsBinBytes(model),
+    peakRssBytes: procStatus()["VmHWM"],
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
-// child: logit-lens
+// child: the full lens (also the memory measure: load + full lens)
 
-async function childOurs(spec: Spec): Promise<object> {
-  const progress = createProgress({ quiet: true });
-  const mem: Record<string, number> = {};
-  const t0 = performance.now();
-  const source = await resolveModelSource(spec.alias, { progress });
-  const model = await LoadedModel.load(source, progress);
-  const loadS = (performance.now() - t0) / 1000;
-  mem["afterLoad"] = procStatus()["VmHWM"]!;
-  const cfg = model.config;
-  const V = cfg.vocabSize;
-  const H = cfg.hidden;
-  const L = cfg.nLayers;
-  let ids = model.tokenizer.encode(PROMPT);
-  while (ids.length < Math.max(...spec.prefill, ...spec.lens)) ids = ids.concat(model.tokenizer.encode(` ${PROMPT}`));
-  ids = ids.slice(0, Math.max(...spec.prefill, ...spec.lens, spec.decodePrompt));
-  const { runs, budgetS } = spec;
-
-  // The full lens first (so the peak after it is the `lens` command's own). Every onnxruntime run
-  // is timed by the recorder: each lens call splits into its forward pass (the session fed
-  // input_ids) and the lens graph (every other session run); the rest is JavaScript.
+async function childLens(spec: Spec): Promise<object> {
+  const { model, loadS, maxMemoryHonoured } = await loadFor(spec);
+  if (spec.maxMemory && !maxMemoryHonoured) return { maxMemoryHonoured: false };
+  const hwm: Record<string, number> = { afterLoad: procStatus()["VmHWM"]! };
+  const ids = promptIds(model, Math.max(...spec.lens));
   const lens = new LogitLens(model);
-  const lensRun: Record<string, Timing> = {};
-  const forwardHooks: Record<string, Timing> = {};
-  const lensOnly: Record<string, Timing> = {};
-  let lensFirstS = 0;
+  const out: Record<string, { total: Timing; forward: Timing; lensGraph: Timing; sessions: Timing; runsCount: number }> = {};
+  let first: { seconds: number; forwardS: number; lensS: number; createS: number } | undefined;
   let lensTop1: number[][] = [];
   let lensCalls: RecordedRun[] = [];
+  let peakAfterFirst = 0;
+  let pieces: number | undefined;
   for (const [i, n] of spec.lens.entries()) {
     const x = ids.slice(0, n);
-    if (i === 0) {
-      // Doubles as the warm-up: it builds the hook and lens sessions.
-      const t = performance.now();
-      const first = await lens.run(x, { topK: 10 });
-      lensFirstS = (performance.now() - t) / 1000;
-      lensTop1 = first.readouts.map((r) => r.cells.map((c) => c.topIds[0]!));
-    }
     const fw: number[] = [];
     const lg: number[] = [];
-    lensRun[n] = await timed(
-      async () => {
-        recorder.calls = [];
-        await lens.run(x, { topK: 10 });
-        const calls = recorder.calls;
-        recorder.calls = undefined;
-        fw.push(calls.filter((c) => "input_ids" in c.feeds).reduce((a, c) => a + c.seconds, 0));
-        const lensPart = calls.filter((c) => !("input_ids" in c.feeds));
-        lg.push(lensPart.reduce((a, c) => a + c.seconds, 0));
-        if (i === 0) lensCalls = lensPart;
-      },
-      runs,
-      budgetS,
-      false,
-    );
-    forwardHooks[n] = summary(fw);
-    lensOnly[n] = summary(lg);
-    log(`  ours lens ${n}: ${lensRun[n]!.best.toFixed(3)} s (forward+hooks ${forwardHooks[n]!.best.toFixed(3)} s, lens graph ${lensOnly[n]!.best.toFixed(3)} s)`);
+    const cr: number[] = [];
+    const once = async (): Promise<number> => {
+      recorder.calls = [];
+      const creates0 = recorder.creates.length;
+      const t = performance.now();
+      const r = await lens.run(x, { topK: 10 });
+      const s = (performance.now() - t) / 1000;
+      const calls = recorder.calls;
+      recorder.calls = undefined;
+      fw.push(calls.filter(isForwardRun).reduce((a, c) => a + c.seconds, 0));
+      const lensPart = calls.filter((c) => !isForwardRun(c));
+      lg.push(lensPart.reduce((a, c) => a + c.seconds, 0));
+      cr.push(recorder.creates.slice(creates0).reduce((a, c) => a + c.seconds, 0));
+      if (i === 0) {
+        lensCalls = lensPart;
+        lensTop1 = r.readouts.map((ro) => ro.cells.map((c) => c.topIds[0]!));
+      }
+      return s;
+    };
+    // The first call builds the sessions (in memory; a streamed model builds them on every call).
+    const s0 = await once();
+    if (i === 0) first = { seconds: s0, forwardS: fw[0]!, lensS: lg[0]!, createS: cr[0]! };
+    fw.length = lg.length = cr.length = 0;
+    const total = spec.lensRuns > 0 ? await timed(once, spec.lensRuns, spec.budgetS, false) : summary([s0]);
+    if (spec.lensRuns === 0) {
+      fw.push(first!.forwardS);
+      lg.push(first!.lensS);
+      cr.push(first!.createS);
+    }
+    out[n] = { total, forward: summary(fw), lensGraph: summary(lg), sessions: summary(cr), runsCount: total.samples.length };
+    log(`  lens ${n}: ${total.best.toFixed(3)} s (forward ${out[n]!.forward.best.toFixed(3)} s, lens graph ${out[n]!.lensGraph.best.toFixed(3)} s, sessions built ${out[n]!.sessions.best.toFixed(3)} s)`);
+    if (i === 0) {
+      peakAfterFirst = procStatus()["VmHWM"]!;
+      pieces = await lensPieces(model);
+    }
   }
-  mem["afterLens"] = procStatus()["VmHWM"]!;
+  hwm["afterLens"] = peakAfterFirst;
+  let profile: object | undefined;
+  if (spec.profile) {
+    try {
+      profile = await profileLens(lensCalls, spec.threads);
+    } catch (e) {
+      profile = { error: String((e as Error).message) };
+    }
+  }
+  const status = procStatus();
+  const cfg = model.config;
+  return {
+    ids,
+    config: { nLayers: cfg.nLayers, hidden: cfg.hidden, vocab: cfg.vocabSize, architecture: cfg.architecture },
+    params: model.info.parameters,
+    fileSize: model.info.fileSize,
+    weightsBinBytes: weightsBinBytes(model),
+    unembeddingBytes: (model as unknown as { unembeddingBytes?: () => number }).unembeddingBytes?.(),
+    maxMemoryHonoured,
+    loadS,
+    first,
+    lens: out,
+    pieces,
+    lensExecutedRows: lensCalls.reduce((a, c) => a + residRows(c.feeds), 0),
+    lensChunks: lensCalls.length,
+    lensTop1,
+    hwm,
+    peakRssBytes: status["VmHWM"],
+    rssFileBytes: status["RssFile"],
+    rssAnonBytes: status["RssAnon"],
+    profile,
+  };
+}
 
-  // Forward pass: logits for every position (what PyTorch's model(ids) computes), and the last only.
-  let t = performance.now();
-  const fwdLogits = await model.forward([], true);
-  const sessionLogitsS = (performance.now() - t) / 1000;
-  t = performance.now();
-  const fwdLast = await model.forward([], "last");
-  const sessionLastS = (performance.now() - t) / 1000;
+// ---------------------------------------------------------------------------------------------
+// child: forward pass only (prefill) and decoding with the KV cache
+
+async function childForward(spec: Spec): Promise<object> {
+  const { model, loadS } = await loadFor(spec);
+  const V = model.config.vocabSize;
+  const ids = spec.ids ?? promptIds(model, Math.max(...spec.prefillAll, ...spec.prefillLast, spec.decodePrompt));
+  const { runs, budgetS } = spec;
   const prefill: Record<string, Timing> = {};
   const prefillLast: Record<string, Timing> = {};
-  for (const n of spec.prefill) {
-    const x = ids.slice(0, n);
-    prefill[n] = await timed(async () => void (await fwdLogits.run(x)), spec.prefillRuns, budgetS);
-    prefillLast[n] = await timed(async () => void (await fwdLast.run(x)), spec.prefillRuns, budgetS);
-    log(`  ours prefill ${n}: ${prefill[n]!.best.toFixed(3)} s (last-position logits ${prefillLast[n]!.best.toFixed(3)} s)`);
+  let sessionAllS: number | undefined;
+  if (spec.prefillAll.length) {
+    const t = performance.now();
+    const fwdAll = await model.forward([], true);
+    await fwdAll.run(ids.slice(0, 1));
+    sessionAllS = (performance.now() - t) / 1000;
+    for (const n of spec.prefillAll) {
+      const x = ids.slice(0, n);
+      prefill[n] = await timed(async () => void (await fwdAll.run(x)), spec.prefillRuns, budgetS);
+      log(`  prefill ${n}, all-position logits: ${prefill[n]!.best.toFixed(3)} s`);
+    }
   }
-  mem["afterPrefill"] = procStatus()["VmHWM"]!;
-
+  const hwmAfterAll = procStatus()["VmHWM"];
+  let t = performance.now();
+  const fwdLast = await model.forward([], "last");
+  await fwdLast.run(ids.slice(0, 1));
+  const sessionLastS = (performance.now() - t) / 1000;
+  for (const n of spec.prefillLast) {
+    const x = ids.slice(0, n);
+    prefillLast[n] = await timed(async () => void (await fwdLast.run(x)), spec.prefillRuns, budgetS);
+    log(`  prefill ${n}, last-position logits: ${prefillLast[n]!.best.toFixed(3)} s`);
+  }
   // Greedy decoding with the KV cache: time the decodeNew single-token steps after the prompt.
   const prompt = ids.slice(0, spec.decodePrompt);
   let decodeTokens: number[] = [];
@@ -281,44 +410,21 @@ async function childOurs(spec: Spec): Promise<object> {
     decodeTokens = toks;
     return s;
   };
+  t = performance.now();
   const decodeT = await timed(decode, runs, budgetS);
-  log(`  ours decode: ${(spec.decodeNew / decodeT.best).toFixed(1)} tok/s`);
+  log(`  decode: ${(spec.decodeNew / decodeT.best).toFixed(2)} tok/s`);
+  const fwdPieces = (fwdLast as unknown as { pieceCount?: number }).pieceCount;
   const status = procStatus();
-
-  // Where the lens graph's time goes (after the peak was read).
-  let profile: object | undefined;
-  try {
-    profile = await profileLens(lensCalls, spec.threads);
-  } catch (e) {
-    profile = { error: String((e as Error).message) };
-  }
-
   return {
-    ids,
-    config: { nLayers: L, hidden: H, vocab: V, architecture: cfg.architecture },
-    params: model.info.parameters,
-    fileSize: model.info.fileSize,
-    tensorTypes: model.info.tensorTypes,
-    weightsBinBytes: fs.statSync(path.join(model.store.dir, "weights.bin")).size,
     loadS,
-    sessionLogitsS,
+    sessionAllS,
     sessionLastS,
-    lensFirstS,
     prefill,
     prefillLast,
-    lens: lensRun,
-    forwardHooks,
-    lensOnly,
-    // Rows (layer x position) the lens graph multiplied for the first lens size, and in how many runs.
-    lensExecutedRows: lensCalls.reduce((a, c) => a + residRows(c.feeds), 0),
-    lensChunks: lensCalls.length,
-    lensTop1,
     decode: { ...decodeT, newTokens: spec.decodeNew, tokens: decodeTokens },
+    pieces: fwdPieces,
+    hwmAfterAll,
     peakRssBytes: status["VmHWM"],
-    rssFileBytes: status["RssFile"],
-    rssAnonBytes: status["RssAnon"],
-    hwmBy: mem,
-    profile,
   };
 }
 
@@ -329,7 +435,6 @@ async function childOurs(spec: Spec): Promise<object> {
 async function profileLens(calls: RecordedRun[], threads: number): Promise<object> {
   const file = calls[0] ? recorder.files.get(calls[0].session) : undefined;
   if (!file) return { error: "no recorded lens-graph run" };
-  // A few chunks are enough for the breakdown: one warm-up, then up to 4 profiled.
   const feeds = calls.slice(0, 5).map((c) => c.feeds);
   const warm = feeds.length > 1 ? feeds.shift()! : feeds[0]!;
   const rows = feeds.reduce((a, f) => a + residRows(f), 0);
@@ -390,7 +495,7 @@ async function childLlama(spec: Spec, modelPath: string): Promise<object> {
   const ids = spec.ids! as Token[];
   const { runs, budgetS } = spec;
   const prefill: Record<string, Timing> = {};
-  for (const n of spec.prefill) {
+  for (const n of spec.prefillLast) {
     const x = ids.slice(0, n);
     prefill[n] = await timed(
       async () => {
@@ -423,7 +528,7 @@ async function childLlama(spec: Spec, modelPath: string): Promise<object> {
     return secs;
   };
   const decodeT = await timed(decode, runs, budgetS);
-  log(`  llama.cpp decode: ${(spec.decodeNew / decodeT.best).toFixed(1)} tok/s`);
+  log(`  llama.cpp decode: ${(spec.decodeNew / decodeT.best).toFixed(2)} tok/s`);
   const status = procStatus();
   const release = llama.llamaCppRelease;
   const result = {
@@ -441,10 +546,10 @@ async function childLlama(spec: Spec, modelPath: string): Promise<object> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// parent
+// parent: what to run
 
 interface Options {
-  models: string[];
+  only: string[] | undefined;
   threads: number;
   runs: number;
   budgetS: number;
@@ -452,21 +557,16 @@ interface Options {
   llama: boolean;
   quick: boolean;
   out: string;
+  partial: boolean;
   argv: string[];
 }
 
+const SHORT: Record<string, string> = { smollm2: "smollm2-135m-instruct", gemma3: "gemma3-270m" };
+const DEFAULT_ENTRIES = ["smollm2", "gemma3", "8b", "70b"];
+
 function parseArgs(argv: string[]): Options {
-  const o: Options = {
-    models: MODELS,
-    threads: 2,
-    runs: 3,
-    budgetS: 15,
-    torch: true,
-    llama: true,
-    quick: false,
-    out: path.join(ROOT, "BENCHMARKS.md"),
-    argv,
-  };
+  const o: Options = { only: undefined, threads: 2, runs: 3, budgetS: 15, torch: true, llama: true, quick: false, out: "", partial: false, argv };
+  let out: string | undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const next = (): string => {
@@ -474,14 +574,14 @@ function parseArgs(argv: string[]): Options {
       if (v === undefined) throw new Error(`${a} needs a value`);
       return v;
     };
-    if (a === "--models") o.models = next().split(",").map((s) => s.trim()).filter(Boolean);
+    if (a === "--only" || a === "--models") o.only = next().split(",").map((s) => s.trim()).filter(Boolean);
     else if (a === "--threads") o.threads = Number(next());
     else if (a === "--runs") o.runs = Number(next());
     else if (a === "--budget") o.budgetS = Number(next());
     else if (a === "--no-torch") o.torch = false;
     else if (a === "--no-llama") o.llama = false;
     else if (a === "--quick") o.quick = true;
-    else if (a === "--out") o.out = path.resolve(next());
+    else if (a === "--out") out = path.resolve(next());
     else if (a === "--help" || a === "-h") {
       const src = fs.readFileSync(path.join(ROOT, "bench", "bench.ts"), "utf8");
       process.stdout.write(`${src.split("*/")[0]!}*/\n`);
@@ -491,6 +591,8 @@ function parseArgs(argv: string[]): Options {
   if (!Number.isInteger(o.threads) || o.threads < 1) throw new Error("--threads wants a positive integer");
   if (!Number.isInteger(o.runs) || o.runs < 1) throw new Error("--runs wants a positive integer");
   if (o.quick) o.runs = 1;
+  o.partial = o.quick || o.only !== undefined;
+  o.out = out ?? (o.partial ? path.join(os.tmpdir(), "logit-lens-BENCHMARKS.partial.md") : path.join(ROOT, "BENCHMARKS.md"));
   return o;
 }
 
@@ -518,16 +620,16 @@ function runChild(cmd: string, args: string[], env: Record<string, string>, stdo
       for (const line of s.split("\n")) if (/^\s{2}\S/.test(line)) log(line);
     });
     child.on("error", (e) => resolve({ ok: false, error: e.message, wallS: 0, loadavg: [la0, os.loadavg()[0]!] }));
-    child.on("close", (code) => {
+    child.on("close", (code, signal) => {
       const wallS = (performance.now() - t0) / 1000;
       const loadavg: [number, number] = [la0, os.loadavg()[0]!];
       try {
-        if (code !== 0) throw new Error(`exit code ${code}`);
+        if (code !== 0) throw new Error(signal ? `killed by ${signal}` : `exit code ${code}`);
         const text = stdoutJson ? out.trim().split("\n").pop()! : fs.readFileSync(outFile!, "utf8");
         resolve({ ok: true, value: JSON.parse(text), wallS, loadavg });
       } catch (e) {
         const tail = err.trim().split("\n").slice(-6).join(" | ");
-        resolve({ ok: false, error: `${(e as Error).message}: ${tail}`, wallS, loadavg });
+        resolve({ ok: false, error: `${(e as Error).message}${tail ? `: ${tail}` : ""}`, wallS, loadavg });
       }
     });
   });
@@ -546,24 +648,88 @@ async function nodeChild(mode: string, spec: Spec, extra: string[] = []): Promis
   }
 }
 
-async function findPython(): Promise<{ python?: string; note: string }> {
-  const candidates = [process.env["LOGIT_LENS_PYTHON"]?.trim(), path.join(ROOT, ".venv", "bin", "python"), "/work/cache/refvenv/bin/python"].filter(
-    (c): c is string => Boolean(c),
-  );
+interface PythonInfo {
+  python?: string;
+  /** torch + transformers + gguf: the PyTorch column. */
+  torch: boolean;
+  /** gguf + numpy: can make synthetic GGUFs. */
+  gguf: boolean;
+  accelerate?: string;
+  note: string;
+}
+
+async function findPython(): Promise<PythonInfo> {
+  const candidates = [process.env["LOGIT_LENS_PYTHON"]?.trim(), path.join(ROOT, ".venv", "bin", "python")].filter((c): c is string => Boolean(c) && (c !== path.join(ROOT, ".venv", "bin", "python") || fs.existsSync(c!)));
+  const probe = [
+    "import importlib, importlib.metadata, json",
+    "r = {}",
+    "for m in ('torch', 'transformers', 'gguf', 'numpy', 'accelerate'):",
+    "    try:",
+    "        importlib.import_module(m)",
+    "        r[m] = importlib.metadata.version(m)",
+    "    except Exception:",
+    "        r[m] = None",
+    "print(json.dumps(r))",
+  ].join("\n");
   const tried: string[] = [];
   for (const c of candidates) {
-    const r = await runChild(c, ["-c", "import json, torch, transformers, gguf; print(json.dumps([torch.__version__, transformers.__version__]))"], {}, true);
-    if (r.ok) return { python: c, note: `${c} (torch ${r.value[0]}, transformers ${r.value[1]})` };
-    tried.push(c);
+    const r = await runChild(c, ["-c", probe], {}, true);
+    if (!r.ok) {
+      tried.push(`${c} (does not run)`);
+      continue;
+    }
+    const v = r.value as Record<string, string | null>;
+    const torch = Boolean(v["torch"] && v["transformers"] && v["gguf"]);
+    const gguf = Boolean(v["gguf"] && v["numpy"]);
+    if (torch || gguf) {
+      return {
+        python: c,
+        torch,
+        gguf,
+        accelerate: v["accelerate"] ?? undefined,
+        note: `${c} (torch ${v["torch"] ?? "missing"}, transformers ${v["transformers"] ?? "missing"}, gguf ${v["gguf"] ?? "missing"}, accelerate ${v["accelerate"] ?? "not installed"})`,
+      };
+    }
+    tried.push(`${c} (no torch/transformers/gguf)`);
   }
-  return { note: `no python with torch + transformers + gguf found (tried ${tried.join(", ")}; set LOGIT_LENS_PYTHON)` };
+  return { torch: false, gguf: false, note: `no Python with torch + transformers + gguf (${tried.length ? `tried ${tried.join(", ")}` : "LOGIT_LENS_PYTHON is not set"}; set LOGIT_LENS_PYTHON)` };
+}
+
+// --- synthetic GGUFs
+
+function syntheticDir(): string {
+  return process.env["LOGIT_LENS_BENCH_SYNTHETIC"]?.trim() || process.env["LOGIT_LENS_SYNTHETIC_DIR"]?.trim() || path.join(cacheRoot(), "synthetic");
+}
+
+/** The synthetic file (made with the Python when missing and possible), or why there is none. */
+async function syntheticFile(preset: string, layers: number | undefined, py: PythonInfo): Promise<{ file?: string; note: string }> {
+  const dir = syntheticDir();
+  const name = `synthetic-${preset}${layers ? `-${layers}l` : ""}-q4_k_m.gguf`;
+  const file = path.join(dir, name);
+  if (fs.existsSync(file)) return { file, note: `${file} (found)` };
+  if (!py.python || !py.gguf) {
+    return { note: `${name} is not in ${dir} and no Python with gguf was given to make it (set LOGIT_LENS_BENCH_SYNTHETIC to the folder that has it, or LOGIT_LENS_PYTHON to a Python with gguf + numpy)` };
+  }
+  log(`making ${file} with tools/synthetic/make_synthetic_gguf.py (once)`);
+  fs.mkdirSync(dir, { recursive: true });
+  const args = [path.join(ROOT, "tools", "synthetic", "make_synthetic_gguf.py"), preset, "--out", file, "--quiet", ...(layers ? ["--layers", String(layers)] : [])];
+  const t0 = performance.now();
+  const r = spawnSync(py.python, args, { cwd: ROOT, encoding: "utf8", stdio: ["ignore", "inherit", "pipe"] });
+  if (r.status !== 0 || !fs.existsSync(file)) return { note: `making ${name} failed: ${(r.stderr ?? "").trim().split("\n").slice(-3).join(" | ")}` };
+  return { file, note: `${file} (made in this run, ${((performance.now() - t0) / 1000).toFixed(0)} s)` };
+}
+
+// --- machine
+
+function cpuFlags(): string[] {
+  return /^flags\s*:\s*(.*)$/m.exec(fs.readFileSync("/proc/cpuinfo", "utf8"))?.[1]?.split(/\s+/) ?? [];
 }
 
 function machineFacts(): Record<string, string> {
   const cpuinfo = fs.readFileSync("/proc/cpuinfo", "utf8");
   const model = /^model name\s*:\s*(.*)$/m.exec(cpuinfo)?.[1]?.trim() ?? "unknown";
-  const flags = /^flags\s*:\s*(.*)$/m.exec(cpuinfo)?.[1]?.split(/\s+/) ?? [];
-  const simd = ["avx2", "fma", "avx512f"].filter((f) => flags.includes(f)).join(", ") || "none of avx2/fma/avx512f";
+  const flags = cpuFlags();
+  const simd = ["avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8"].filter((f) => flags.includes(f)).join(", ") || "no avx2/fma/avx512f";
   const req = createRequire(import.meta.url);
   const version = (pkg: string): string => {
     try {
@@ -579,7 +745,7 @@ function machineFacts(): Record<string, string> {
   return {
     nproc: String(os.availableParallelism()),
     cpu: `${model} (${simd})`,
-    memory: `${(os.totalmem() / 2 ** 30).toFixed(1)} GiB`,
+    memory: `${(os.totalmem() / GIB).toFixed(1)} GiB`,
     os: `${os.type()} ${os.release()}`,
     node: process.version,
     "onnxruntime-node": version("onnxruntime-node"),
@@ -587,31 +753,38 @@ function machineFacts(): Record<string, string> {
   };
 }
 
+interface Peak {
+  isa: "avx512" | "avx2";
+  gflops: number;
+}
+
 /**
- * The machine's real fp32 FMA peak, measured with a small C loop (10 independent AVX2 FMA chains
- * per thread) when a C compiler is at hand; undefined otherwise.
+ * The CPU's fp32 FMA peak with one vector width: a small C loop of independent FMA chains per
+ * thread (12 x 512-bit or 10 x 256-bit), `threads` threads, best of 3. Undefined without a C
+ * compiler or the instructions.
  */
-function measureFmaPeak(threads: number): number | undefined {
-  const flags = /^flags\s*:\s*(.*)$/m.exec(fs.readFileSync("/proc/cpuinfo", "utf8"))?.[1]?.split(/\s+/) ?? [];
-  if (!flags.includes("avx2") || !flags.includes("fma")) return undefined;
+function measureFmaPeak(isa: "avx512" | "avx2", threads: number): Peak | undefined {
+  const flags = cpuFlags();
+  if (isa === "avx512" ? !flags.includes("avx512f") : !flags.includes("avx2") || !flags.includes("fma")) return undefined;
   const cc = ["cc", "gcc", "clang"].find((c) => spawnSync(c, ["--version"], { stdio: "ignore" }).status === 0);
   if (!cc) return undefined;
+  const w = isa === "avx512" ? { t: "__m512", set: "_mm512_set1_ps", fma: "_mm512_fmadd_ps", add: "_mm512_add_ps", store: "_mm512_storeu_ps", lanes: 16, chains: 12, flags: ["-mavx512f"] } : { t: "__m256", set: "_mm256_set1_ps", fma: "_mm256_fmadd_ps", add: "_mm256_add_ps", store: "_mm256_storeu_ps", lanes: 8, chains: 10, flags: ["-mavx2", "-mfma"] };
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "logit-lens-fma-"));
   try {
-    const acc = Array.from({ length: 10 }, (_, i) => `a${i}`);
+    const acc = Array.from({ length: w.chains }, (_, i) => `a${i}`);
     const src = `#include <immintrin.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
-#define N 200000000L
+#define N 100000000L
 static void *work(void *arg) {
   volatile float seed = (float)(long)arg * 1e-12f;
-  ${acc.map((a, i) => `__m256 ${a} = _mm256_set1_ps(1.0f + ${i + 1}e-4f + seed);`).join(" ")}
-  __m256 b = _mm256_set1_ps(0.9999f), c = _mm256_set1_ps(1e-5f);
-  for (long i = 0; i < N; i++) { ${acc.map((a) => `${a} = _mm256_fmadd_ps(${a}, b, c);`).join(" ")} }
-  __m256 s = ${acc.slice(1).reduce((e, a) => `_mm256_add_ps(${e}, ${a})`, acc[0]!)};
-  float o[8]; _mm256_storeu_ps(o, s);
+  ${acc.map((a, i) => `${w.t} ${a} = ${w.set}(1.0f + ${i + 1}e-4f + seed);`).join(" ")}
+  ${w.t} b = ${w.set}(0.9999f), c = ${w.set}(1e-5f);
+  for (long i = 0; i < N; i++) { ${acc.map((a) => `${a} = ${w.fma}(${a}, b, c);`).join(" ")} }
+  ${w.t} s = ${acc.slice(1).reduce((e, a) => `${w.add}(${e}, ${a})`, acc[0]!)};
+  float o[${w.lanes}]; ${w.store}(o, s);
   return (void *)(long)(o[0] > 1e30f);
 }
 int main(int argc, char **argv) {
@@ -620,28 +793,167 @@ int main(int argc, char **argv) {
   for (int i = 0; i < t; i++) pthread_create(&th[i], 0, work, (void *)(long)(i + 1));
   for (int i = 0; i < t; i++) pthread_join(th[i], 0);
   clock_gettime(CLOCK_MONOTONIC, &b);
-  printf("%f\\n", t * N * ${acc.length} * 16.0 / ((b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) * 1e-9) / 1e9);
+  printf("%f\\n", t * N * ${acc.length} * ${2 * w.lanes}.0 / ((b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) * 1e-9) / 1e9);
   return 0;
 }
 `;
     fs.writeFileSync(path.join(dir, "fma.c"), src);
     const exe = path.join(dir, "fma");
-    if (spawnSync(cc, ["-O2", "-mavx2", "-mfma", "-pthread", "-o", exe, path.join(dir, "fma.c")], { stdio: "ignore" }).status !== 0) return undefined;
+    if (spawnSync(cc, ["-O2", ...w.flags, "-pthread", "-o", exe, path.join(dir, "fma.c")], { stdio: "ignore" }).status !== 0) return undefined;
     let best = 0;
     for (let i = 0; i < 3; i++) {
       const r = spawnSync(exe, [String(threads)], { encoding: "utf8" });
       const v = Number(r.stdout.trim());
       if (r.status === 0 && Number.isFinite(v)) best = Math.max(best, v);
     }
-    return best > 0 ? best : undefined;
+    return best > 0 ? { isa, gflops: best } : undefined;
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }
 
+/** Sequential read bandwidth from disk, bypassing the page cache (dd iflag=direct), in bytes/s. */
+function diskReadBandwidth(file: string | undefined): { bps?: number; note: string } {
+  if (!file) return { note: "not measured (no big file at hand)" };
+  const size = fs.statSync(file).size;
+  const bs = 16 * 2 ** 20;
+  const count = Math.min(64, Math.floor(size / bs));
+  const r = spawnSync("dd", [`if=${file}`, "of=/dev/null", `bs=${bs}`, `count=${count}`, "iflag=direct"], { encoding: "utf8" });
+  const m = /(\d+) bytes .* copied, ([\d.]+) s/.exec(r.stderr ?? "");
+  if (r.status !== 0 || !m) return { note: `not measured (dd iflag=direct failed: ${(r.stderr ?? "").trim().split("\n").pop()})` };
+  const bps = Number(m[1]) / Number(m[2]);
+  return { bps, note: `${(bps / GB).toFixed(2)} GB/s (dd iflag=direct, ${(Number(m[1]) / GIB).toFixed(0)} GiB of ${path.basename(file)})` };
+}
+
+// --- orchestration
+
+type Kind = "real" | "8b" | "cut";
+
+interface ModelRun {
+  id: string;
+  title: string;
+  kind: Kind;
+  spec: Spec;
+  layersOfCut?: number;
+  skip?: string;
+  sourceNote?: string;
+  prep?: ChildResult;
+  lens?: ChildResult;
+  forward?: ChildResult;
+  maxmem?: ChildResult;
+  stream?: ChildResult;
+  llama?: ChildResult;
+  torchPrep?: ChildResult;
+  torch?: ChildResult;
+  torchNote?: string;
+}
+
+function baseSpec(opts: Options, kind: Kind, source: string): Spec {
+  const q = opts.quick;
+  const common = { source, threads: opts.threads, runs: opts.runs, budgetS: opts.budgetS, chunkBytes: CHUNK_BYTES, decodePrompt: 8 };
+  if (kind === "real") {
+    return {
+      ...common,
+      prefillRuns: q ? 1 : Math.max(opts.runs, 5),
+      prefillAll: q ? [8, 64] : [8, 64, 256],
+      prefillLast: q ? [8, 64] : [8, 64, 256],
+      lens: q ? [64] : [64, 256],
+      lensRuns: opts.runs,
+      decodeNew: q ? 8 : 32,
+      profile: !q,
+    };
+  }
+  if (kind === "8b") {
+    // Each 8B pass takes tens of seconds here: one warm-up and one timed run of each.
+    return { ...common, runs: 1, prefillRuns: 1, prefillAll: [], prefillLast: [64], lens: [64], lensRuns: q ? 0 : 1, decodeNew: q ? 4 : 16, profile: false };
+  }
+  return { ...common, runs: 1, prefillRuns: 1, prefillAll: [], prefillLast: [], lens: [64], lensRuns: q ? 0 : 1, decodeNew: 0, profile: false };
+}
+
+async function torchColumn(r: ModelRun, py: PythonInfo, opts: Options, ids: number[], ggufPath: string): Promise<void> {
+  const cacheDir = path.join(cacheRoot(), "bench-reference", r.id);
+  const env = {
+    OMP_NUM_THREADS: String(opts.threads),
+    MKL_NUM_THREADS: String(opts.threads),
+    HF_HUB_OFFLINE: "1",
+    TRANSFORMERS_VERBOSITY: "error",
+    HF_HUB_DISABLE_PROGRESS_BARS: "1",
+    TQDM_DISABLE: "1",
+    PYTHONWARNINGS: "ignore",
+  };
+  const script = path.join(ROOT, "bench", "reference_bench.py");
+  if (!fs.existsSync(path.join(cacheDir, "bench-meta.json"))) {
+    log(`${r.id}: transformers loads the GGUF (dequantizing; saved as fp32 safetensors for warm loads)`);
+    fs.mkdirSync(path.dirname(cacheDir), { recursive: true });
+    r.torchPrep = await runChild(py.python!, [script, "prepare", ggufPath, cacheDir, String(opts.threads)], env, true);
+    if (!r.torchPrep.ok) log(`  failed: ${r.torchPrep.error}`);
+  }
+  if (!fs.existsSync(path.join(cacheDir, "bench-meta.json"))) {
+    r.torch = r.torchPrep;
+    return;
+  }
+  log(`${r.id}: transformers + PyTorch`);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "logit-lens-bench-"));
+  const specFile = path.join(dir, "spec.json");
+  const s = r.spec;
+  fs.writeFileSync(
+    specFile,
+    JSON.stringify({ ids, prefill: s.prefillAll, lens: s.lens, decodePrompt: s.decodePrompt, decodeNew: s.decodeNew, maxRuns: s.runs, prefillRuns: s.prefillRuns, budgetS: s.budgetS, chunkBytes: s.chunkBytes }),
+  );
+  r.torch = await runChild(py.python!, [script, "measure", cacheDir, specFile, String(opts.threads)], env, true);
+  fs.rmSync(dir, { recursive: true, force: true });
+  if (!r.torch.ok) log(`  failed: ${r.torch.error}`);
+}
+
+async function runModel(r: ModelRun, opts: Options, py: PythonInfo): Promise<void> {
+  const s = r.spec;
+  log(`${r.id}: prepare (fetch and conversion when not cached)`);
+  r.prep = await nodeChild("prepare", s);
+  if (!r.prep.ok) {
+    log(`  prepare failed: ${r.prep.error}`);
+    return;
+  }
+  const ggufPath = r.prep.value.path as string;
+  log(`${r.id}: logit-lens, load + full lens`);
+  r.lens = await nodeChild("lens", s);
+  if (!r.lens.ok) log(`  failed: ${r.lens.error}`);
+  const ids: number[] | undefined = r.lens.ok ? r.lens.value.ids : undefined;
+  if (r.kind === "cut") {
+    log(`${r.id}: logit-lens, load + full lens streamed (max memory ${(MAX_MEMORY / GIB).toFixed(0)} GiB)`);
+    r.stream = await nodeChild("lens", { ...s, maxMemory: MAX_MEMORY });
+    if (!r.stream.ok) log(`  failed: ${r.stream.error}`);
+    return;
+  }
+  const withIds: Spec = { ...s, ids };
+  log(`${r.id}: logit-lens, prefill and decode`);
+  r.forward = await nodeChild("forward", withIds);
+  if (!r.forward.ok) log(`  failed: ${r.forward.error}`);
+  if (r.kind === "8b") {
+    log(`${r.id}: logit-lens with --max-memory ${(MAX_MEMORY / GIB).toFixed(0)}G, load + full lens`);
+    r.maxmem = await nodeChild("lens", { ...s, maxMemory: MAX_MEMORY });
+    if (!r.maxmem.ok) log(`  failed: ${r.maxmem.error}`);
+    else if (r.maxmem.value.maxMemoryHonoured === false) log("  LoadedModel.load has no maxMemory option here: not available");
+  }
+  if (opts.llama && ids) {
+    log(`${r.id}: llama.cpp`);
+    r.llama = await nodeChild("llama", withIds, [ggufPath]);
+    if (!r.llama.ok) log(`  failed: ${r.llama.error}`);
+  }
+  if (!opts.torch) {
+    r.torchNote = "skipped (--no-torch)";
+  } else if (!py.torch) {
+    r.torchNote = `skipped: ${py.note}`;
+  } else if (r.kind === "8b" || r.prep.value.params * 4 > 0.8 * os.totalmem()) {
+    r.torchNote = `PyTorch fp32 cannot load this shape here: ${(r.prep.value.params / 1e9).toFixed(2)} B parameters x 4 bytes = ${((r.prep.value.params * 4) / GB).toFixed(1)} GB of fp32 weights, against ${(os.totalmem() / GIB).toFixed(1)} GiB of RAM (and transformers dequantizes the whole GGUF to fp32 before it can run)`;
+  } else if (ids) {
+    await torchColumn(r, py, opts, ids, ggufPath);
+  }
+}
+
 // --- formatting
 
-const ms = (s: number | undefined): string => (s === undefined ? "n/a" : s < 10 ? `${(s * 1000).toFixed(s < 0.1 ? 1 : 0)} ms` : `${s.toFixed(1)} s`);
+const secs = (s: number | undefined): string => (s === undefined ? "n/a" : s < 10 ? `${(s * 1000).toFixed(s < 0.1 ? 1 : 0)} ms` : `${s.toFixed(1)} s`);
+const gb = (b: number | undefined): string => (b === undefined ? "n/a" : `${(b / GB).toFixed(2)} GB`);
 const mib = (b: number | undefined): string => (b === undefined ? "n/a" : `${(b / 2 ** 20).toFixed(0)} MiB`);
 /** Speed of ours relative to another: > 1 means ours is faster. */
 function ratio(ours: number | undefined, other: number | undefined, higherIsBetter = false): string {
@@ -649,309 +961,481 @@ function ratio(ours: number | undefined, other: number | undefined, higherIsBett
   const r = higherIsBetter ? ours / other : other / ours;
   return r >= 1 ? `**${r.toFixed(2)}x faster**` : `${(1 / r).toFixed(2)}x slower`;
 }
-
-interface ModelReport {
-  alias: string;
-  prep: ChildResult;
-  ours: ChildResult;
-  llama?: ChildResult;
-  torchPrep?: ChildResult;
-  torch?: ChildResult;
-}
-
-function bestOf(t: Timing | undefined): number | undefined {
-  return t?.best;
-}
+const verdict = (ok: boolean | undefined): string => (ok === undefined ? "not measured" : ok ? "**met**" : "**missed**");
+const best = (t: Timing | undefined): number | undefined => t?.best;
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Json = any;
+const val = (c: ChildResult | undefined): Json => (c?.ok ? c.value : undefined);
+const why = (c: ChildResult | undefined, none = "not run"): string => (c ? (c.ok ? "ok" : `failed (${c.error})`) : none);
 
-function report(
-  opts: Options,
-  facts: Record<string, string>,
-  pythonNote: string,
-  reports: ModelReport[],
-  started: Date,
-  totalS: number,
-  spec: Omit<Spec, "alias">,
-  measuredPeak: number | undefined,
-): { md: string; targets: string[] } {
+interface Context {
+  opts: Options;
+  facts: Record<string, string>;
+  py: PythonInfo;
+  peaks: Peak[];
+  disk: { bps?: number; note: string };
+  started: Date;
+  totalS: number;
+  loadavg: { start: number[]; end: number[] };
+}
+
+/**
+ * The peak the targets use: the best of the vector widths measured (the widest first). On CPUs
+ * that split a 512-bit FMA into two 256-bit halves (AMD Zen 4) both widths give the same peak.
+ */
+function widest(ctx: Context): Peak | undefined {
+  return ctx.peaks.reduce<Peak | undefined>((a, p) => (!a || p.gflops > a.gflops * 1.02 ? p : a), undefined);
+}
+
+function lensFlops(cfg: { nLayers: number; hidden: number; vocab: number }, n: number): number {
+  return 2 * cfg.nLayers * n * cfg.hidden * cfg.vocab;
+}
+
+function memLimit(fileSize: number): number {
+  return 1.5 * fileSize + 0.5 * GB;
+}
+
+function report(ctx: Context, runs: ModelRun[]): { md: string; summary: string[] } {
+  const { opts, facts, py } = ctx;
+  const peak = widest(ctx);
   const lines: string[] = [];
-  const targetLines: string[] = [];
   const cmd = `npm run bench${opts.argv.length ? ` -- ${opts.argv.join(" ")}` : ""}`;
-  const torchVersion = reports.find((r) => r.torch?.ok)?.torch?.value;
-  const llamaVersion = reports.find((r) => r.llama?.ok)?.llama?.value;
+  const torchV = runs.map((r) => val(r.torch)).find(Boolean);
+  const llamaV = runs.map((r) => val(r.llama)).find(Boolean);
+  const cpu = facts["cpu"]!;
   lines.push("# Benchmarks", "");
   lines.push(
-    `Written by \`${cmd}\` (bench/bench.ts) on ${started.toISOString().slice(0, 16).replace("T", " ")} UTC; the whole run took ${(totalS / 60).toFixed(1)} min.`,
-    "Every figure below comes from that one run; rerun the command to regenerate this file.",
+    `Written by \`${cmd}\` (bench/bench.ts) on ${ctx.started.toISOString().slice(0, 16).replace("T", " ")} UTC; the whole run took ${(ctx.totalS / 60).toFixed(1)} min, on **${cpu}**, ${facts["nproc"]} CPUs, ${opts.threads} threads for every engine.`,
+    `Load average (1, 5, 15 min) at the start ${ctx.loadavg.start.map((x) => x.toFixed(2)).join(", ")}, at the end ${ctx.loadavg.end.map((x) => x.toFixed(2)).join(", ")} (the machine is shared; each child's own is listed under its model).`,
+    "Every figure below comes from that one run; only ratios measured in one run mean anything. Rerun the command to regenerate this file.",
     "",
   );
+
+  // ---- issue 7's targets
+  const t: string[] = [];
+  const sum: string[] = [];
+  const add = (measure: string, model: string, figure: string, target: string, ok: boolean | undefined): void => {
+    t.push(`| ${measure} | ${model} | ${figure} | ${target} | ${verdict(ok)} |`);
+    sum.push(`${verdict(ok).replace(/\*/g, "")}: ${measure}, ${model}: ${figure.replace(/\*/g, "")} (target ${target})`);
+  };
+  for (const r of runs.filter((x) => x.kind !== "cut")) {
+    const l = val(r.lens);
+    const p = val(r.torch);
+    if (!l) {
+      add("peak RSS, load + full lens of 64 tokens", r.title, r.skip ?? why(r.lens), "<= 1.5x GGUF + 0.5 GB", undefined);
+      continue;
+    }
+    const lim = memLimit(l.fileSize);
+    const torchFig = p ? `; PyTorch fp32 ${gb(p.peakRssAfterLensBytes)}` : r.kind === "8b" ? "; PyTorch fp32 cannot load this shape here (see below)" : "";
+    add("peak RSS, load + full lens of 64 tokens", r.title, `${gb(l.hwm.afterLens)} vs ${gb(lim)} = 1.5 x ${gb(l.fileSize)} + 0.5 GB (${(l.hwm.afterLens / lim).toFixed(2)}x the limit)${torchFig}`, "<= 1.5x GGUF + 0.5 GB", l.hwm.afterLens <= lim);
+  }
+  for (const r of runs.filter((x) => x.kind === "8b")) {
+    const m = val(r.maxmem);
+    const l = val(r.lens);
+    if (!m || m.maxMemoryHonoured === false) {
+      add("peak RSS with `--max-memory 4G`", r.title, m?.maxMemoryHonoured === false ? "not available (LoadedModel.load has no maxMemory option in this build)" : r.skip ?? why(r.maxmem), "<= 4.5 GB", undefined);
+    } else {
+      const n = r.spec.lens[0]!;
+      add(
+        "peak RSS with `--max-memory 4G`",
+        r.title,
+        `${gb(m.hwm.afterLens)} (load + full lens of ${n} tokens in ${m.pieces ?? "?"} blocks of layers, ${secs(m.lens[n].total.best)}${l ? ` vs ${secs(l.lens[n].total.best)} in memory` : ""})`,
+        "<= 4.5 GB",
+        m.hwm.afterLens <= 4.5 * GB,
+      );
+    }
+  }
+  for (const r of runs.filter((x) => x.kind !== "cut")) {
+    const f = val(r.forward);
+    const ll = val(r.llama);
+    if (!f || !ll) {
+      add("prefill, forward only, vs llama.cpp", r.title, r.skip ?? (!f ? why(r.forward) : why(r.llama, opts.llama ? "not run" : "skipped (--no-llama)")), "no slower than 1.25x", undefined);
+      continue;
+    }
+    for (const n of r.spec.prefillLast) {
+      const o = best(f.prefillLast[n])!;
+      const c = best(ll.prefill[n])!;
+      add(`prefill ${n} tokens, forward only (last-position logits), vs llama.cpp`, r.title, `${secs(o)} vs ${secs(c)}: ${o >= c ? `ours ${(o / c).toFixed(2)}x slower` : `**ours ${(c / o).toFixed(2)}x faster**`}`, "no slower than 1.25x", o <= 1.25 * c);
+    }
+  }
+  for (const r of runs.filter((x) => x.kind !== "cut")) {
+    const f = val(r.forward);
+    const ll = val(r.llama);
+    if (!f || !ll) {
+      add("decode with KV cache vs llama.cpp", r.title, r.skip ?? (!f ? why(r.forward) : why(r.llama, opts.llama ? "not run" : "skipped (--no-llama)")), "no slower than 1.5x", undefined);
+      continue;
+    }
+    const o = f.decode.newTokens / f.decode.best;
+    const c = ll.decode.newTokens / ll.decode.best;
+    add("decode with KV cache vs llama.cpp", r.title, `${o.toFixed(2)} vs ${c.toFixed(2)} tok/s: ${c >= o ? `ours ${(c / o).toFixed(2)}x slower` : `**ours ${(o / c).toFixed(2)}x faster**`}`, "no slower than 1.5x", c / o <= 1.5);
+  }
+  for (const r of runs.filter((x) => x.kind !== "cut")) {
+    const l = val(r.lens);
+    const p = val(r.torch);
+    if (!l || !p) {
+      add("full lens vs transformers + PyTorch", r.title, r.torchNote ?? r.skip ?? why(r.torch), ">= 2x faster", undefined);
+      continue;
+    }
+    for (const n of r.spec.lens) {
+      const o = l.lens[n].total.best;
+      const q = p.lens[n].best;
+      add(`full lens, ${n} tokens, vs transformers + PyTorch`, r.title, `${secs(o)} vs ${secs(q)}: **${(q / o).toFixed(2)}x faster**`, ">= 2x faster", q / o >= 2);
+    }
+  }
+  for (const r of runs.filter((x) => x.kind !== "cut")) {
+    const l = val(r.lens);
+    if (!l || !peak) {
+      add("lens products vs the CPU's fp32 peak", r.title, !peak ? "no peak measured (no C compiler?)" : r.skip ?? why(r.lens), ">= 75 %", undefined);
+      continue;
+    }
+    for (const n of r.spec.lens) {
+      const g = lensFlops(l.config, n) / l.lens[n].lensGraph.best / 1e9;
+      add(`lens products (lens graph alone), ${n} tokens`, r.title, `${g.toFixed(1)} GFLOP/s = ${((100 * g) / peak.gflops).toFixed(0)} % of ${peak.gflops.toFixed(0)} (${peak.isa === "avx512" ? "AVX-512" : "AVX2"} FMA peak)`, ">= 75 %", g >= 0.75 * peak.gflops);
+    }
+  }
+  for (const r of runs) {
+    const pr = val(r.prep);
+    if (!pr) continue;
+    const x = pr.weightsBinBytes / pr.fileSize;
+    add("compiled cache vs GGUF size", r.title, `${gb(pr.weightsBinBytes)} vs ${gb(pr.fileSize)} = ${x.toFixed(2)}x`, "<= 1.1x", x <= 1.1);
+  }
+  const ex = extrapolate70b(ctx, runs);
+  if (ex.ok) {
+    t.push(`| 70B Q4_K_M, 64-token full lens, 16 GB RAM, streamed from disk (extrapolated, see below) | 70B (from the 2- and 4-layer cuts) | ${ex.headline} | (figures only) | - |`);
+    sum.push(`70B extrapolated: ${ex.headline.replace(/\*/g, "")}`);
+  }
+  lines.push("## Issue 7's targets", "");
+  lines.push(`CPU: ${cpu}. Memory in GB = 10^9 bytes; \`--max-memory 4G\` is 4 GiB, as the CLI reads it.`, "");
+  lines.push("| measure | model | figure | target | verdict |", "|---|---|---|---|---|", ...t, "");
+  const torchMissing = runs.filter((r) => r.torchNote);
+  if (torchMissing.length) lines.push(...torchMissing.map((r) => `- PyTorch column, ${r.title}: ${r.torchNote}.`), "");
+
+  // ---- machine
   lines.push("## Machine and versions", "");
   lines.push("| | |", "|---|---|");
   for (const [k, v] of Object.entries(facts)) lines.push(`| ${k} | ${v} |`);
-  lines.push(`| torch / transformers | ${torchVersion ? `${torchVersion.torch} / ${torchVersion.transformers}` : "not run"} |`);
-  lines.push(`| llama.cpp (node-llama-cpp binary) | ${llamaVersion ? `${llamaVersion.llamaCpp} (${llamaVersion.buildType})` : "not run"} |`);
-  lines.push(`| reference python | ${pythonNote} |`);
-  lines.push(`| threads (all three engines) | ${opts.threads} |`);
-  lines.push(`| fp32 peak used for the targets | ${PEAK_GFLOPS} GFLOP/s (shared/DESIGN.md: 2 cores, AVX2 FMA) |`);
-  lines.push(
-    `| fp32 FMA peak measured now | ${measuredPeak ? `${measuredPeak.toFixed(0)} GFLOP/s (C loop of 10 independent AVX2 FMA chains per thread, ${opts.threads} threads)` : "not measured (no C compiler or no AVX2/FMA)"} |`,
-  );
+  lines.push(`| torch / transformers | ${torchV ? `${torchV.torch} / ${torchV.transformers}` : "not run"} |`);
+  lines.push(`| llama.cpp (node-llama-cpp binary) | ${llamaV ? `${llamaV.llamaCpp} (${llamaV.buildType})` : "not run"} |`);
+  lines.push(`| reference python (LOGIT_LENS_PYTHON) | ${py.note} |`);
+  lines.push(`| synthetic GGUFs (LOGIT_LENS_BENCH_SYNTHETIC) | ${syntheticDir()} |`);
+  lines.push(`| threads (all engines) | ${opts.threads} |`);
+  for (const p of ctx.peaks) lines.push(`| fp32 FMA peak, ${p.isa === "avx512" ? "512-bit" : "256-bit"} vectors | ${p.gflops.toFixed(0)} GFLOP/s (C loop of independent ${p.isa === "avx512" ? "12 AVX-512" : "10 AVX2"} FMA chains per thread, ${opts.threads} threads)${p === peak ? " **: the peak used for the targets**" : ""} |`);
+  if (!ctx.peaks.length) lines.push("| fp32 FMA peak | not measured (no C compiler, or neither AVX2+FMA nor AVX-512) |");
+  lines.push(`| disk read bandwidth | ${ctx.disk.note} |`);
   lines.push("");
+
+  // ---- method
   lines.push("## How it is measured", "");
   lines.push(
-    `- Same token ids for all three engines (our tokenizer on an English paragraph, the first N of ${Math.max(...spec.prefill, ...spec.lens)} tokens).`,
-    `- Each figure: a warm-up, then up to ${opts.runs} runs (${spec.prefillRuns} for prefill), fewer once ${opts.budgetS} s are spent; **the tables give the best run**, the raw samples are at the end. The machine is shared with other work and contention only ever adds time, so the best run is the fairest single number; the load average before/after each child is listed under each model.`,
-    "- Each engine x model runs in its own child process; peak memory is that process's VmHWM (Python: ru_maxrss).",
-    "- **Load** is a warm load: the weights were already converted to fp32 by an earlier child (ours: `~/.cache/logit-lens/compiled`; PyTorch: transformers dequantized the GGUF once, saved as fp32 safetensors under `~/.cache/logit-lens/bench-reference`) and the files are in the page cache. A cold first load (conversion) is listed when it happened during the run; so is transformers' own GGUF load, which dequantizes on every load. llama.cpp maps the quantized GGUF as it is.",
-    "- **Prefill, all positions**: one forward pass over N tokens producing logits for every position and the KV cache (ours: `model.forward([], true)`; PyTorch: `model(ids)` under `torch.no_grad()`).",
-    '- **Prefill, last position**: the same producing only the last position\'s logits (ours: `model.forward([], "last")`; PyTorch: `logits_to_keep=1`; llama.cpp: `evaluateWithoutGeneratingNewTokens`, which computes the last position only).',
-    "- **Full lens**: `new LogitLens(model).run(ids, {topK: 10})`: forward pass with every layer's `hook_resid_post`, then the final norm (statistics recomputed per residual), unembedding, log-softmax, top-10, entropy and KL to the final layer for every layer x position. PyTorch, as a careful researcher writes it: `output_hidden_states=True` (plus a forward hook on the last layer, because transformers replaces `hidden_states[-1]` by the final-normed state), `model.model.norm` on all residuals, `lm_head` as one matmul per chunk of positions, `log_softmax`, `topk(10)`, entropy, KL; chunks keep one [layers x chunk x vocab] fp32 buffer within 192 MiB.",
-    "- **Forward + hooks** and **lens graph alone** split each full-lens run: ours times every onnxruntime run inside the very `LogitLens.run` calls above (the forward session with per-layer hook outputs vs the lens session's runs over chunks of positions; the remainder is JavaScript); PyTorch times its two halves inside each run the same way.",
-    "- **Lens GFLOP/s** = 2 x layers x positions x hidden x vocab / time: the useful matrix-product work (the lens graph also runs the final layer once more, as the KL reference).",
-    `- **Decode**: greedy, KV cache, ${spec.decodeNew} single-token steps after a ${spec.decodePrompt}-token prompt (the prompt's prefill is not timed); tokens/s = ${spec.decodeNew} / time of those steps.`,
+    "- Same token ids for all engines (our tokenizer on an English paragraph, the first N tokens).",
+    `- Each figure: a warm-up, then up to ${opts.runs} runs (prefill of the small models: ${Math.max(opts.runs, 5)}), fewer once ${opts.budgetS} s are spent; the 8B shape and the 70B cuts get 1 warm-up and 1 timed run. **Tables give the best run**, the raw samples are at the end: contention only ever adds time.`,
+    "- Every measure is its own child process, so each peak RSS is that measure's own (VmHWM; Python: ru_maxrss). **Peak RSS, load + full lens** is VmHWM read right after the first full lens of 64 tokens in a child that only loaded the model and ran the lens (the `lens` command's path: forward session with every layer's `hook_resid_post`, then the lens session).",
+    "- **Load** is a warm load: converted weights already in `<cache>/compiled` (a `prepare` child loads each model first) and in the page cache. PyTorch loads fp32 safetensors that transformers made once from the GGUF (`<cache>/bench-reference`); llama.cpp maps the GGUF.",
+    "- **Prefill, forward only**: one forward pass over N tokens, logits for the last position only (ours: `model.forward([], \"last\")`; llama.cpp: `evaluateWithoutGeneratingNewTokens`; PyTorch: `logits_to_keep=1`). All-position logits (ours `model.forward([], true)`, PyTorch `model(ids)`) are compared with PyTorch only.",
+    "- **Decode**: greedy, KV cache, single-token steps after an 8-token prompt (the prompt's prefill is not timed); tokens/s = steps / their time.",
+    "- **Full lens**: `new LogitLens(model).run(ids, {topK: 10})`: the forward pass with every layer's residual, then for every layer x position the final norm (statistics recomputed), unembedding, log-softmax, top-10, entropy and KL to the final layer. PyTorch, as a careful researcher writes it (bench/reference_bench.py): `output_hidden_states=True` plus a hook on the last layer, the norm, `lm_head` over chunks of positions, `log_softmax`, `topk`, entropy, KL. Each lens run is split by timing every onnxruntime run inside it: forward graph vs lens graph; the rest is JavaScript and, for a streamed model, building sessions.",
+    `- **Lens GFLOP/s** = 2 x layers x positions x hidden x vocab / time of the lens graph (the useful unembedding work), against the fp32 FMA peak measured above with the widest vectors the CPU has.`,
+    `- **--max-memory 4G**: \`LoadedModel.load(source, progress, { maxMemory: 4 GiB })\` (what \`--max-memory 4G\` passes), then the same full lens; the model runs a block of layers at a time, building and dropping each block's session on every pass.`,
+    "- **Cache size**: `weights.bin` in `<cache>/compiled/<key>/` (the repacked weights) against the GGUF file.",
     "",
   );
 
-  for (const r of reports) {
-    const o: Json = r.ours.ok ? r.ours.value : undefined;
-    const p: Json = r.torch?.ok ? r.torch.value : undefined;
-    const l: Json = r.llama?.ok ? r.llama.value : undefined;
-    lines.push(`## ${r.alias}`, "");
-    if (!o) {
-      lines.push(`logit-lens failed: ${r.ours.error ?? r.prep.error}`, "");
-      continue;
-    }
-    const cfg = o.config as { nLayers: number; hidden: number; vocab: number; architecture: string };
-    const fp32Bytes = (o.params as number) * 4;
-    lines.push(
-      `${cfg.architecture}, ${cfg.nLayers} layers, hidden ${cfg.hidden}, vocab ${cfg.vocab.toLocaleString("en-US")}; ${(o.params / 1e6).toFixed(1)} M parameters = ${mib(fp32Bytes)} in fp32 (GGUF file ${mib(o.fileSize)}: ${Object.entries(o.tensorTypes as Record<string, number>)
-        .map(([k, v]) => `${v} ${k}`)
-        .join(", ")}).`,
-      "",
-    );
-    lines.push(
-      "| measure | logit-lens (onnxruntime, fp32) | transformers + PyTorch (fp32) | llama.cpp (quantized GGUF) | ours vs PyTorch | ours vs llama.cpp |",
-      "|---|---:|---:|---:|---:|---:|",
-    );
-    const row = (name: string, ov: number | undefined, pv: number | undefined, lv: number | undefined, fmt = ms, higher = false): void => {
-      lines.push(`| ${name} | ${fmt(ov)} | ${p ? fmt(pv) : "-"} | ${lv === undefined ? "-" : fmt(lv)} | ${ratio(ov, pv, higher)} | ${ratio(ov, lv, higher)} |`);
-    };
-    row("load, warm", o.loadS, p?.loadS, l?.loadS, (s) => (s === undefined ? "n/a" : `${s.toFixed(2)} s`));
-    for (const n of spec.prefill) row(`prefill ${n} tokens, all-position logits`, bestOf(o.prefill[n]), bestOf(p?.prefill[n]), undefined);
-    for (const n of spec.prefill) row(`prefill ${n} tokens, last-position logits`, bestOf(o.prefillLast[n]), bestOf(p?.prefillLast[n]), bestOf(l?.prefill[n]));
-    for (const n of spec.lens) row(`**full lens, ${n} tokens** (${cfg.nLayers} layers x ${n} positions)`, bestOf(o.lens[n]), bestOf(p?.lens[n]), undefined);
-    for (const n of spec.lens) row(`of which forward + hooks, ${n} tokens`, bestOf(o.forwardHooks[n]), bestOf(p?.forwardHidden[n]), undefined);
-    for (const n of spec.lens) row(`of which lens graph alone, ${n} tokens`, bestOf(o.lensOnly[n]), bestOf(p?.lensOnly[n]), undefined);
-    const flops = (n: number): number => 2 * cfg.nLayers * n * cfg.hidden * cfg.vocab;
-    const gf = (n: number, t: number | undefined): number | undefined => (t ? flops(n) / t / 1e9 : undefined);
-    const gfFmt = (v: number | undefined): string =>
-      v === undefined ? "n/a" : `${v.toFixed(1)} (${((100 * v) / PEAK_GFLOPS).toFixed(0)} %${measuredPeak ? ` / ${((100 * v) / measuredPeak).toFixed(0)} %` : ""})`;
-    for (const n of spec.lens) {
-      row(`lens GFLOP/s over the full lens, ${n} tok (% of ${PEAK_GFLOPS}${measuredPeak ? ` / of measured ${measuredPeak.toFixed(0)}` : ""})`, gf(n, bestOf(o.lens[n])), gf(n, bestOf(p?.lens[n])), undefined, gfFmt, true);
-      row(`lens GFLOP/s over the lens graph alone, ${n} tok (% of ${PEAK_GFLOPS}${measuredPeak ? ` / of measured ${measuredPeak.toFixed(0)}` : ""})`, gf(n, bestOf(o.lensOnly[n])), gf(n, bestOf(p?.lensOnly[n])), undefined, gfFmt, true);
-    }
-    const tps = (d: { best: number; newTokens: number } | undefined): number | undefined => (d ? d.newTokens / d.best : undefined);
-    row("decode, tokens/s (greedy, KV cache)", tps(o.decode), tps(p?.decode), tps(l?.decode), (v) => (v === undefined ? "n/a" : v.toFixed(1)), true);
-    const peakFmt = (b: number | undefined): string => (b === undefined ? "n/a" : `${mib(b)} (${(b / fp32Bytes).toFixed(2)}x)`);
-    lines.push(`| peak memory, load + full lens (x fp32 weights) | ${peakFmt(o.hwmBy.afterLens)} | ${p ? peakFmt(p.peakRssAfterLensBytes) : "-"} | - | | |`);
-    lines.push(`| peak memory, whole child process (x fp32 weights) | ${peakFmt(o.peakRssBytes)} | ${p ? peakFmt(p.peakRssBytes) : "-"} | ${l ? peakFmt(l.peakRssBytes) : "-"} | | |`);
-    lines.push("");
+  // ---- per model
+  for (const r of runs) lines.push(...modelSection(ctx, r));
+  lines.push(...ex.md);
 
-    // Targets
-    const t: string[] = [];
-    const verdict = (ok: boolean | undefined): string => (ok === undefined ? "not measured" : ok ? "**met**" : "**missed**");
-    if (p) {
-      const fw = spec.prefill.map((n) => ({ n, r: p.prefill[n].best / o.prefill[n].best }));
-      t.push(
-        `- Forward pass no slower than transformers + PyTorch: ${verdict(fw.every((x) => x.r >= 1))} (PyTorch time / ours, all-position logits: ${fw.map((x) => `${x.n} tok ${x.r.toFixed(2)}x`).join(", ")}; decode speed ours / PyTorch ${(tps(o.decode)! / tps(p.decode)!).toFixed(2)}x).`,
-      );
-      const ls = spec.lens.map((n) => ({ n, r: p.lens[n].best / o.lens[n].best }));
-      t.push(`- Full lens at least 2x faster than transformers + PyTorch: ${verdict(ls.every((x) => x.r >= 2))} (${ls.map((x) => `${x.n} tok ${x.r.toFixed(2)}x`).join(", ")}).`);
-    } else {
-      t.push("- Forward pass and full lens against transformers + PyTorch: not measured (no PyTorch column).");
-    }
-    const lg = spec.lens.map((n) => ({ n, g: gf(n, bestOf(o.lensOnly[n]))! }));
-    t.push(
-      `- Lens matrix products at >= 75 % of ${PEAK_GFLOPS} GFLOP/s (lens graph alone): ${verdict(lg.every((x) => x.g >= 0.75 * PEAK_GFLOPS))} (${lg
-        .map((x) => `${x.n} tok ${x.g.toFixed(1)} GFLOP/s = ${((100 * x.g) / PEAK_GFLOPS).toFixed(0)} %`)
-        .join(", ")}; over the full lens incl. the forward pass: ${spec.lens.map((n) => `${((100 * gf(n, bestOf(o.lens[n]))!) / PEAK_GFLOPS).toFixed(0)} %`).join(", ")}).${
-        measuredPeak ? ` Against the peak measured on this machine (${measuredPeak.toFixed(0)} GFLOP/s) the lens graph reaches ${lg.map((x) => `${((100 * x.g) / measuredPeak).toFixed(0)} %`).join(", ")}.` : ""
-      }`,
-    );
-    const peakRatio = o.hwmBy.afterLens / fp32Bytes;
-    const wholeRatio = o.peakRssBytes / fp32Bytes;
-    t.push(
-      `- Peak memory < 1.5x the fp32 weights (${mib(fp32Bytes)}): ${verdict(peakRatio < 1.5)} for load + full lens (${mib(o.hwmBy.afterLens)} = ${peakRatio.toFixed(2)}x); the whole bench child, which adds two more forward sessions, peaks at ${mib(o.peakRssBytes)} = ${wholeRatio.toFixed(2)}x.`,
-    );
-    lines.push("Targets:", "", ...t, "");
-    targetLines.push(`${r.alias}:`, ...t);
-
-    // Notes and breakdowns
-    const extra: string[] = [];
-    extra.push(
-      `- Cold first load (fp32 conversion into the cache) ${r.prep.value?.converted ? `happened in this run: ${r.prep.value.loadS.toFixed(1)} s` : `did not happen in this run (already converted; the prepare child's load took ${r.prep.value?.loadS?.toFixed(2) ?? "?"} s)`}. Building onnxruntime sessions is not part of "load": forward with all-position logits ${o.sessionLogitsS.toFixed(2)} s, with last-position logits ${o.sessionLastS.toFixed(2)} s; the first full lens call (hook and lens sessions built) took ${o.lensFirstS.toFixed(2)} s.`,
-    );
-    if (p) extra.push(`- transformers loading the GGUF itself (dequantizing, as it does on every load; timed once, when the fp32 cache was made): ${p.ggufLoadS.toFixed(1)} s, via ${p.ggufLoader}. PyTorch attention: ${p.attnImplementation}.`);
-    extra.push(
-      `- Peak memory of ours by phase (VmHWM): after load ${mib(o.hwmBy.afterLoad)}; after the lens (the \`lens\` command's path: forward session with hooks + lens session) ${mib(o.hwmBy.afterLens)}; after the prefill timings (two more forward sessions) ${mib(o.hwmBy.afterPrefill)}; at the end ${mib(o.peakRssBytes)}, of which resident then ${mib(o.rssFileBytes)} file-backed and ${mib(o.rssAnonBytes)} anonymous (weights.bin is ${mib(o.weightsBinBytes)}).${p ? ` PyTorch right after loading: ${mib(p.peakRssAfterLoadBytes)}.` : ""}`,
-    );
-    if (p?.lensTop1) {
-      let same = 0;
-      let total = 0;
-      let sameFinal = 0;
-      const last = o.lensTop1.length - 1;
-      (o.lensTop1 as number[][]).forEach((rowIds, li) =>
-        rowIds.forEach((id, pi) => {
-          total++;
-          if (p.lensTop1[li]?.[pi] === id) {
-            same++;
-            if (li === last) sameFinal++;
-          }
-        }),
-      );
-      extra.push(`- Sanity: our lens top-1 token equals PyTorch's in ${same} / ${total} cells (${((100 * same) / total).toFixed(1)} %) at ${spec.lens[0]} tokens; final layer ${sameFinal} / ${o.lensTop1[last].length}.`);
-    }
-    const agree = (a: number[] | undefined, b: number[] | undefined): string => {
-      if (!a || !b) return "n/a";
-      let i = 0;
-      while (i < a.length && a[i] === b[i]) i++;
-      return i === a.length ? `all ${a.length} identical` : `first ${i} of ${a.length} identical`;
-    };
-    extra.push(`- Sanity, greedy tokens: ours vs PyTorch ${agree(o.decode.tokens, p?.decode.tokens)}; ours vs llama.cpp (quantized weights) ${agree(o.decode.tokens, l?.decode.tokens)}.`);
-    if (o.profile?.byOpS) {
-      const byOpS = o.profile.byOpS as Record<string, number>;
-      const byOp = Object.entries(byOpS).sort((a, b) => b[1] - a[1]);
-      const sum = byOp.reduce((s, [, v]) => s + v, 0);
-      const gemm = (byOpS["Gemm"] ?? 0) + (byOpS["MatMul"] ?? 0);
-      const executed = 2 * o.profile.rows * cfg.hidden * cfg.vocab;
-      extra.push(
-        `- Where the lens graph's time goes (onnxruntime profiler on ${o.profile.chunks} of the ${o.profile.of} chunks of the ${spec.lens[0]}-token lens, ${(o.profile.rows / o.profile.chunks).toFixed(0)} layer x position rows per chunk; kernel time ${ms(sum)}): ${byOp
-          .slice(0, 8)
-          .map(([k, v]) => `${k} ${((100 * v) / sum).toFixed(0)} %`)
-          .join(", ")}.${gemm ? ` The unembedding Gemm alone runs at ${(executed / gemm / 1e9).toFixed(1)} GFLOP/s (${((100 * executed) / gemm / 1e9 / PEAK_GFLOPS).toFixed(0)} % of ${PEAK_GFLOPS}${measuredPeak ? `, ${((100 * executed) / gemm / 1e9 / measuredPeak).toFixed(0)} % of the measured ${measuredPeak.toFixed(0)}` : ""}).` : ""} Over the whole ${spec.lens[0]}-token lens the graph multiplied ${o.lensExecutedRows} layer x position rows in ${o.lensChunks} runs, for ${cfg.nLayers * spec.lens[0]!} useful ones.`,
-      );
-    } else if (o.profile?.error) {
-      extra.push(`- Lens profile failed: ${o.profile.error}`);
-    }
-    if (!p) extra.push(`- PyTorch column: ${r.torch ? `failed (${r.torch.error ?? r.torchPrep?.error})` : "skipped"}.`);
-    if (l) {
-      extra.push("- llama.cpp runs the quantized GGUF blocks directly (no fp32 weights) and computes logits for the last position only; it has no lens, so only load, last-position prefill and decode have a llama.cpp figure.");
-    } else {
-      extra.push(`- llama.cpp column: ${r.llama ? `failed (${r.llama.error})` : "skipped"}.`);
-    }
-    const la = (
-      [
-        ["ours", r.ours],
-        ["llama.cpp", r.llama],
-        ["PyTorch", r.torch],
-      ] as Array<[string, ChildResult | undefined]>
-    )
-      .filter((e): e is [string, ChildResult] => Boolean(e[1]))
-      .map(([name, c]) => `${name} ${c.loadavg[0].toFixed(1)} -> ${c.loadavg[1].toFixed(1)} (${c.wallS.toFixed(0)} s)`);
-    extra.push(`- Load average (1 min) before -> after each child, and the child's wall time: ${la.join("; ")}.`);
-    lines.push("Notes:", "", ...extra, "");
-  }
-
+  // ---- raw
   lines.push("## Raw samples", "", "<details><summary>every timing sample, in seconds</summary>", "", "```json");
-  const keep = (v: Json, keys: string[]): Json =>
-    v === undefined
-      ? undefined
-      : Object.fromEntries(
-          keys
-            .filter((k) => v[k] !== undefined)
-            .map((k) => [k, JSON.parse(JSON.stringify(v[k], (key, x) => (key === "best" || key === "median" || key === "tokens" ? undefined : x)))]),
-        );
-  const raw = reports.map((r) => ({
-    model: r.alias,
-    ours: keep(r.ours.value, ["loadS", "prefill", "prefillLast", "lens", "forwardHooks", "lensOnly", "decode", "profile"]),
-    torch: keep(r.torch?.value, ["loadS", "prefill", "prefillLast", "lens", "forwardHidden", "lensOnly", "decode"]),
-    llama: keep(r.llama?.value, ["loadS", "prefill", "decode"]),
+  const strip = (v: Json): Json => (v === undefined ? undefined : JSON.parse(JSON.stringify(v, (key, x) => (["best", "median", "tokens", "ids", "lensTop1", "tensorTypes"].includes(key) ? undefined : x))));
+  const raw = runs.map((r) => ({
+    model: r.id,
+    prep: strip(val(r.prep)),
+    lens: strip(val(r.lens)),
+    forward: strip(val(r.forward)),
+    maxmem: strip(val(r.maxmem)),
+    stream: strip(val(r.stream)),
+    llama: strip(val(r.llama)),
+    torch: strip(val(r.torch)),
   }));
   lines.push(JSON.stringify(raw, (_k, v) => (typeof v === "number" && !Number.isInteger(v) ? Number(v.toPrecision(4)) : v)), "```", "", "</details>", "");
-  return { md: lines.join("\n"), targets: targetLines };
+  return { md: lines.join("\n"), summary: sum };
+}
+
+function modelSection(ctx: Context, r: ModelRun): string[] {
+  if (r.kind === "cut") return [];
+  const peak = widest(ctx);
+  const lines: string[] = [`## ${r.title}`, ""];
+  if (r.sourceNote) lines.push(`Source: ${r.sourceNote}.`, "");
+  if (r.skip) return [...lines, `Skipped: ${r.skip}.`, ""];
+  const pr = val(r.prep);
+  const l = val(r.lens);
+  const f = val(r.forward);
+  const p = val(r.torch);
+  const ll = val(r.llama);
+  const m = val(r.maxmem);
+  if (!pr) return [...lines, `logit-lens could not load it: ${why(r.prep)}.`, ""];
+  const cfg = pr.config as { nLayers: number; hidden: number; vocab: number; architecture: string };
+  lines.push(
+    `${cfg.architecture}, ${cfg.nLayers} layers, hidden ${cfg.hidden}, vocab ${cfg.vocab.toLocaleString("en-US")}; ${(pr.params / 1e9).toFixed(3)} B parameters (${gb(pr.params * 4)} in fp32). GGUF ${gb(pr.fileSize)} (${Object.entries(pr.tensorTypes as Record<string, number>)
+      .map(([k, v]) => `${v} ${k}`)
+      .join(", ")}); our compiled cache ${gb(pr.weightsBinBytes)} = ${(pr.weightsBinBytes / pr.fileSize).toFixed(2)}x the GGUF.`,
+    "",
+  );
+  lines.push("| measure | logit-lens (onnxruntime) | transformers + PyTorch (fp32) | llama.cpp (GGUF) | ours vs PyTorch | ours vs llama.cpp |", "|---|---:|---:|---:|---:|---:|");
+  const row = (name: string, ov: number | undefined, pv: number | undefined, lv: number | undefined, fmt = secs, higher = false): void => {
+    lines.push(`| ${name} | ${fmt(ov)} | ${p ? fmt(pv) : "-"} | ${lv === undefined ? "-" : fmt(lv)} | ${ratio(ov, pv, higher)} | ${ratio(ov, lv, higher)} |`);
+  };
+  row("load, warm", l?.loadS, p?.loadS, ll?.loadS, (s) => (s === undefined ? "n/a" : `${s.toFixed(2)} s`));
+  if (f) {
+    for (const n of r.spec.prefillAll) row(`prefill ${n} tokens, all-position logits`, best(f.prefill[n]), best(p?.prefill[n]), undefined);
+    for (const n of r.spec.prefillLast) row(`prefill ${n} tokens, last-position logits (forward only)`, best(f.prefillLast[n]), best(p?.prefillLast[n]), best(ll?.prefill[n]));
+  }
+  if (l) {
+    for (const n of r.spec.lens) row(`**full lens, ${n} tokens** (${cfg.nLayers} layers x ${n} positions)`, l.lens[n].total.best, p?.lens[n]?.best, undefined);
+    for (const n of r.spec.lens) row(`of which forward + hooks, ${n} tokens`, l.lens[n].forward.best, p?.forwardHidden[n]?.best, undefined);
+    for (const n of r.spec.lens) row(`of which lens graph, ${n} tokens`, l.lens[n].lensGraph.best, p?.lensOnly[n]?.best, undefined);
+    const gfFmt = (v: number | undefined): string => (v === undefined ? "n/a" : `${v.toFixed(1)}${peak ? ` (${((100 * v) / peak.gflops).toFixed(0)} %)` : ""}`);
+    for (const n of r.spec.lens) {
+      row(`lens GFLOP/s, lens graph, ${n} tokens${peak ? ` (% of the ${peak.gflops.toFixed(0)} GFLOP/s peak)` : ""}`, lensFlops(cfg, n) / l.lens[n].lensGraph.best / 1e9, p ? lensFlops(cfg, n) / p.lensOnly[n].best / 1e9 : undefined, undefined, gfFmt, true);
+    }
+  }
+  if (f) row("decode, tokens/s (greedy, KV cache)", f.decode.newTokens / f.decode.best, p ? p.decode.newTokens / p.decode.best : undefined, ll ? ll.decode.newTokens / ll.decode.best : undefined, (v) => (v === undefined ? "n/a" : v.toFixed(2)), true);
+  const memFmt = (b: number | undefined): string => (b === undefined ? "n/a" : `${gb(b)} (${(b / pr.fileSize).toFixed(2)}x GGUF)`);
+  if (l) lines.push(`| peak RSS, load + full lens of ${r.spec.lens[0]} tokens | ${memFmt(l.hwm.afterLens)} | ${p ? memFmt(p.peakRssAfterLensBytes) : r.kind === "8b" ? "cannot load" : "-"} | - | | |`);
+  if (m && m.maxMemoryHonoured !== false) {
+    const n = r.spec.lens[0]!;
+    lines.push(`| peak RSS, load + full lens of ${n} tokens, \`--max-memory 4G\` (${m.pieces ?? "?"} blocks) | ${memFmt(m.hwm.afterLens)} | - | - | | |`);
+    lines.push(`| full lens of ${n} tokens, \`--max-memory 4G\` | ${secs(m.lens[n].total.best)} (first call ${secs(m.first?.seconds)}) | - | - | | |`);
+  }
+  if (f) lines.push(`| peak RSS, prefill + decode child | ${memFmt(f.peakRssBytes)} | ${p ? memFmt(p.peakRssBytes) + " (whole child)" : "-"} | ${ll ? memFmt(ll.peakRssBytes) : "-"} | | |`);
+  lines.push("");
+
+  const notes: string[] = [];
+  notes.push(`- Prepare child (first load of this run): ${pr.loadS.toFixed(1)} s, ${pr.converted ? "**converted into the cache in this run** (cold first load)" : "already converted (warm)"}; its peak RSS ${gb(pr.peakRssBytes)}.`);
+  if (l?.first) {
+    const n = r.spec.lens[0]!;
+    notes.push(
+      `- First full lens call (${n} tokens; builds the forward and lens sessions): ${secs(l.first.seconds)}, of which building sessions ${secs(l.first.createS)}, forward runs ${secs(l.first.forwardS)}, lens-graph runs ${secs(l.first.lensS)} (the tables give the later, warm calls). The lens's forward pass ran as ${l.pieces ?? "?"} block(s) of layers at the default budget (75 % of free memory).${l.pieces > 1 ? " **The model did not fit the default budget and streamed**: its lens times include rebuilding sessions." : ""}`,
+    );
+    notes.push(`- Resident at the end of the lens child: ${gb(l.rssFileBytes)} file-backed, ${gb(l.rssAnonBytes)} anonymous (weights.bin ${gb(l.weightsBinBytes)}); after load alone VmHWM ${gb(l.hwm.afterLoad)}.`);
+  }
+  if (f) notes.push(`- Building sessions for the forward-only passes: all-position logits ${f.sessionAllS === undefined ? "-" : secs(f.sessionAllS)}, last-position ${secs(f.sessionLastS)} (not in any timing).`);
+  if (m && m.maxMemoryHonoured !== false && l) {
+    const n = r.spec.lens[0]!;
+    let same = 0;
+    let total = 0;
+    (l.lensTop1 as number[][]).forEach((rowIds, li) =>
+      rowIds.forEach((id, pi) => {
+        total++;
+        if (m.lensTop1?.[li]?.[pi] === id) same++;
+      }),
+    );
+    notes.push(
+      `- \`--max-memory 4G\`: ${m.pieces ?? "?"} blocks of layers; the lens took ${secs(m.lens[n].total.best)} (forward ${secs(m.lens[n].forward.best)}, lens graph ${secs(m.lens[n].lensGraph.best)}, building sessions ${secs(m.lens[n].sessions.best)}); top-1 equal to the in-memory run in ${same} / ${total} cells.`,
+    );
+  }
+  if (p?.lensTop1 && l) {
+    let same = 0;
+    let total = 0;
+    (l.lensTop1 as number[][]).forEach((rowIds, li) =>
+      rowIds.forEach((id, pi) => {
+        total++;
+        if (p.lensTop1[li]?.[pi] === id) same++;
+      }),
+    );
+    notes.push(`- Sanity: our lens top-1 equals PyTorch's in ${same} / ${total} cells (${((100 * same) / total).toFixed(1)} %) at ${r.spec.lens[0]} tokens.`);
+  }
+  if (p) notes.push(`- transformers loading the GGUF itself (dequantizing, timed once when its fp32 copy was made): ${p.ggufLoadS.toFixed(1)} s via ${p.ggufLoader}. PyTorch attention: ${p.attnImplementation}.`);
+  const agree = (a: number[] | undefined, b: number[] | undefined): string => {
+    if (!a || !b) return "n/a";
+    let i = 0;
+    while (i < a.length && a[i] === b[i]) i++;
+    return i === a.length ? `all ${a.length} identical` : `first ${i} of ${a.length} identical`;
+  };
+  if (f) notes.push(`- Sanity, greedy tokens: ours vs PyTorch ${agree(f.decode.tokens, p?.decode.tokens)}; ours vs llama.cpp ${agree(f.decode.tokens, ll?.decode.tokens)}.`);
+  if (l?.profile?.byOpS) {
+    const byOpS = l.profile.byOpS as Record<string, number>;
+    const byOp = Object.entries(byOpS).sort((a, b) => b[1] - a[1]);
+    const total = byOp.reduce((s, [, v]) => s + v, 0);
+    const mm = (byOpS["Gemm"] ?? 0) + (byOpS["MatMul"] ?? 0) + (byOpS["MatMulNBits"] ?? 0);
+    const executed = 2 * l.profile.rows * cfg.hidden * cfg.vocab;
+    notes.push(
+      `- Where the lens graph's time goes (onnxruntime profiler, ${l.profile.chunks} of ${l.profile.of} chunks of the ${r.spec.lens[0]}-token lens, kernel time ${secs(total)}): ${byOp
+        .slice(0, 8)
+        .map(([k, v]) => `${k} ${((100 * v) / total).toFixed(0)} %`)
+        .join(", ")}.${mm && peak ? ` The unembedding products alone: ${(executed / mm / 1e9).toFixed(1)} GFLOP/s (${((100 * executed) / mm / 1e9 / peak.gflops).toFixed(0)} % of the peak).` : ""} The lens graph multiplied ${l.lensExecutedRows} layer x position rows in ${l.lensChunks} runs, for ${cfg.nLayers * r.spec.lens[0]!} useful ones.`,
+    );
+  }
+  if (r.torchNote) notes.push(`- PyTorch column: ${r.torchNote}.`);
+  else if (!p) notes.push(`- PyTorch column: ${why(r.torch)}.`);
+  if (!ll) notes.push(`- llama.cpp column: ${why(r.llama, ctx.opts.llama ? "not run" : "skipped (--no-llama)")}.`);
+  else notes.push("- llama.cpp runs the GGUF blocks as they are and has no lens: only load, prefill (last position) and decode have a llama.cpp figure.");
+  for (const [name, c] of [
+    ["failed: ours, lens", r.lens],
+    ["failed: ours, prefill/decode", r.forward],
+    ["failed: ours, --max-memory", r.maxmem],
+  ] as Array<[string, ChildResult | undefined]>)
+    if (c && !c.ok) notes.push(`- ${name}: ${c.error}`);
+  const la = (
+    [
+      ["prepare", r.prep],
+      ["lens", r.lens],
+      ["prefill+decode", r.forward],
+      ["--max-memory", r.maxmem],
+      ["llama.cpp", r.llama],
+      ["PyTorch prepare", r.torchPrep],
+      ["PyTorch", r.torch],
+    ] as Array<[string, ChildResult | undefined]>
+  )
+    .filter((e): e is [string, ChildResult] => Boolean(e[1]))
+    .map(([name, c]) => `${name} ${c.loadavg[0].toFixed(1)} -> ${c.loadavg[1].toFixed(1)} (${c.wallS.toFixed(0)} s)`);
+  notes.push(`- Load average (1 min) before -> after each child, and its wall time: ${la.join("; ")}.`);
+  lines.push("Notes:", "", ...notes, "");
+  return lines;
+}
+
+/** The 70B figures from the 2- and 4-layer cuts: per-layer cost = (4-layer - 2-layer) / 2. */
+function extrapolate70b(ctx: Context, runs: ModelRun[]): { ok: boolean; headline: string; md: string[] } {
+  const c2 = runs.find((r) => r.kind === "cut" && r.layersOfCut === 2);
+  const c4 = runs.find((r) => r.kind === "cut" && r.layersOfCut === 4);
+  const md: string[] = ["## 70B, extrapolated from two cuts of the 70B shape", ""];
+  if (!c2 && !c4) return { ok: false, headline: "", md: [] };
+  const missing = [c2, c4].filter((r) => !r || r.skip || !val(r.lens) || !val(r.stream) || !val(r.prep));
+  if (missing.length) {
+    md.push(
+      "Not computed: " +
+        [c2, c4]
+          .map((r, i) => (r ? `${r.title}: ${r.skip ?? (!val(r.prep) ? why(r.prep) : !val(r.lens) ? why(r.lens) : !val(r.stream) ? why(r.stream) : "ok")}` : `${i ? 4 : 2}-layer cut not selected`))
+          .join("; ") +
+        ".",
+      "",
+    );
+    return { ok: false, headline: "", md };
+  }
+  const n = c2!.spec.lens[0]!;
+  const a = { prep: val(c2!.prep), lens: val(c2!.lens), stream: val(c2!.stream) };
+  const b = { prep: val(c4!.prep), lens: val(c4!.lens), stream: val(c4!.stream) };
+  const L = FULL_70B_LAYERS;
+  const per = (x: number, y: number): number => (y - x) / 2;
+  const tbl = (name: string, x: number, y: number, fmt: (v: number) => string): string => `| ${name} | ${fmt(x)} | ${fmt(y)} | ${fmt(per(x, y))} | ${fmt(x - 2 * per(x, y))} | ${fmt(x + (L - 2) * per(x, y))} |`;
+  const G = [a.prep.fileSize, b.prep.fileSize];
+  const W = [a.prep.weightsBinBytes, b.prep.weightsBinBytes];
+  const Tm = [a.lens.lens[n].total.best, b.lens.lens[n].total.best];
+  const Fm = [a.lens.lens[n].forward.best, b.lens.lens[n].forward.best];
+  const Lg = [a.lens.lens[n].lensGraph.best, b.lens.lens[n].lensGraph.best];
+  const Mm = [a.lens.hwm.afterLens, b.lens.hwm.afterLens];
+  const Ts = [a.stream.lens[n].total.best, b.stream.lens[n].total.best];
+  const Cs = [a.stream.lens[n].sessions.best, b.stream.lens[n].sessions.best];
+  const Ms = [a.stream.hwm.afterLens, b.stream.hwm.afterLens];
+  const U: number | undefined = a.stream.unembeddingBytes ?? a.lens.unembeddingBytes;
+  md.push(
+    `The synthetic Llama-3-70B shape (hidden 8192, MLP 28672, 64/8 heads, vocab 128256, the Q4_K_M types of the full model's layers) cut to 2 and to 4 layers; every difference of the two, halved, is the cost of one layer, and what is left of the 2-layer cut after taking 2 layers off is the fixed cost (embedding, unembedding and the lens over the final layer, which the lens graph runs as its KL reference). A full 70B has ${L} layers: **70B = fixed + ${L} x per layer = 2-layer cut + ${L - 2} x per layer**. "Streamed" runs the same lens with \`maxMemory\` ${(MAX_MEMORY / GIB).toFixed(0)} GiB, so every block of layers is built, run and dropped on every pass (${a.stream.pieces ?? "?"} and ${b.stream.pieces ?? "?"} blocks), as a 70B in 16 GB must; "in memory" keeps the sessions. ${n}-token full lens, figures of this run.`,
+    "",
+    "| | 2-layer cut | 4-layer cut | per layer | fixed | 70B (80 layers) |",
+    "|---|---:|---:|---:|---:|---:|",
+    tbl("GGUF size", G[0], G[1], gb),
+    tbl("compiled cache (weights.bin)", W[0], W[1], gb),
+    tbl("full lens, in memory", Tm[0], Tm[1], secs),
+    tbl("of which forward", Fm[0], Fm[1], secs),
+    tbl("of which lens graph", Lg[0], Lg[1], secs),
+    tbl("full lens, streamed (page cache warm)", Ts[0], Ts[1], secs),
+    tbl("of which building sessions", Cs[0], Cs[1], secs),
+    tbl("peak RSS, load + lens, in memory", Mm[0], Mm[1], gb),
+    `| peak RSS, load + lens, streamed | ${gb(Ms[0])} | ${gb(Ms[1])} | | | |`,
+    "",
+  );
+  const w70 = W[0] + (L - 2) * per(W[0], W[1]);
+  const g70 = G[0] + (L - 2) * per(G[0], G[1]);
+  const ts70 = Ts[0] + (L - 2) * per(Ts[0], Ts[1]);
+  const tm70 = Tm[0] + (L - 2) * per(Tm[0], Tm[1]);
+  const bw = ctx.disk.bps;
+  const layerBytes = per(W[0], W[1]);
+  const readBytes = w70 - (U ?? 0);
+  const readS = bw ? readBytes / bw : undefined;
+  md.push("Time, 70B, 64-token full lens, 16 GB of RAM:", "");
+  md.push(
+    `- Compute and session building, as measured streamed with the weights in the page cache: ${secs(Ts[0])} + ${L - 2} x ${secs(per(Ts[0], Ts[1]))} = **${secs(ts70)}** (in memory it would be ${secs(Tm[0])} + ${L - 2} x ${secs(per(Tm[0], Tm[1]))} = ${secs(tm70)}: streaming adds ${secs(ts70 - tm70)}, building sessions for every block on every pass).`,
+  );
+  md.push(
+    `- Reading from disk: the 70B's compiled weights are ${gb(w70)} (${(w70 / g70).toFixed(2)}x its ${gb(g70)} GGUF), far more than 16 GB, so every pass reads the layers from disk again${U ? ` (all but the unembedding, ${gb(U)}, whose session stays open)` : ""}: ${gb(readBytes)} / ${bw ? `${(bw / GB).toFixed(2)} GB/s` : "(disk bandwidth not measured)"} = ${readS ? `**${secs(readS)}**` : "n/a"}.`,
+  );
+  const total = readS !== undefined ? ts70 + readS : undefined;
+  md.push(
+    `- Total: ${readS !== undefined ? `${secs(ts70)} + ${secs(readS)} = **${secs(total)}** if reading and computing do not overlap (a block is read while its session is built, before it runs), at least max(${secs(ts70)}, ${secs(readS)}) = ${secs(Math.max(ts70, readS))} if they overlapped fully` : "n/a without the disk bandwidth"}. Converting the 70B GGUF into the cache the first time is not included.`,
+    "",
+  );
+  // Memory: the engine's rule (engine/model.ts LayerBlocks): a block's session counts 2x the weight
+  // bytes it maps; the lens session keeps the unembedding (2x too) outside the blocks' share.
+  const mPer = per(Mm[0], Mm[1]);
+  const budget = RAM_70B;
+  md.push("Memory, 70B, with `--max-memory 16G`:", "");
+  if (U !== undefined) {
+    const k = Math.max(1, Math.floor((budget - 2 * U) / (2 * layerBytes)));
+    const resid = (L - 2) * n * 8192 * 4;
+    const est = Ms[0] + (Math.min(k, L) - 1) * mPer + resid;
+    md.push(
+      `- The engine's rule (LayerBlocks in src/engine/model.ts): a block of layers counts 2x the weight bytes it maps, the lens session holds the unembedding (${gb(U)}, counted 2x) outside the blocks' share; so with 16 GiB the forward pass runs in blocks of floor((16 GiB - 2 x ${gb(U)}) / (2 x ${gb(layerBytes)})) = **${k} layers**, ${Math.ceil(L / k)} blocks per pass.`,
+      `- Measured: the streamed 2-layer cut peaks at ${gb(Ms[0])} with one layer's block resident at a time; each more resident layer costs ${gb(mPer)} (in-memory cuts: (${gb(Mm[1])} - ${gb(Mm[0])}) / 2); the ${L - 2} more layers' residuals kept for the lens are ${L - 2} x ${n} x 8192 x 4 B = ${gb(resid)}.`,
+      `- Peak RSS = ${gb(Ms[0])} + (${k} - 1) x ${gb(mPer)} + ${gb(resid)} = **${gb(est)}** (${est <= budget ? "within" : "**over**"} the 16 GiB = ${gb(budget)} budget; a 16 GB machine also needs room for the OS, so a user would pass less, e.g. \`--max-memory 12G\`, for smaller blocks at the same speed: streaming costs per byte, not per block).`,
+      "",
+    );
+    return { ok: true, headline: `${secs(total ?? ts70)} (${secs(ts70)} compute + ${readS ? secs(readS) : "n/a"} disk), peak RSS ~${gb(est)}, cache ${gb(w70)} = ${(w70 / g70).toFixed(2)}x the ${gb(g70)} GGUF`, md };
+  }
+  md.push("- Not estimated: this engine build does not report the unembedding's bytes (LoadedModel.unembeddingBytes).", "");
+  return { ok: true, headline: `${secs(total ?? ts70)}, cache ${gb(w70)}`, md };
 }
 
 async function parent(opts: Options): Promise<void> {
   const started = new Date();
   const t0 = performance.now();
+  const loadStart = os.loadavg();
   const facts = machineFacts();
-  const measuredPeak = measureFmaPeak(opts.threads);
-  const spec: Omit<Spec, "alias"> = {
-    threads: opts.threads,
-    runs: opts.runs,
-    budgetS: opts.budgetS,
-    prefillRuns: opts.quick ? 1 : Math.max(opts.runs, 5),
-    prefill: opts.quick ? [8, 64] : [8, 64, 256],
-    lens: opts.quick ? [64] : [64, 256],
-    decodePrompt: 8,
-    decodeNew: opts.quick ? 8 : 32,
-    chunkBytes: CHUNK_BYTES,
-  };
-  const py = opts.torch ? await findPython() : { note: "skipped (--no-torch)" };
-  log(`logit-lens bench: ${facts["cpu"]}, ${facts["nproc"]} CPUs, ${opts.threads} threads; models ${opts.models.join(", ")}`);
-  if (opts.torch) log(`reference python: ${py.note}`);
-  const reports: ModelReport[] = [];
-  for (const alias of opts.models) {
-    const s: Spec = { ...spec, alias };
-    log(`${alias}: preparing (fetch and fp32 conversion when not cached)`);
-    const prep = await nodeChild("prepare", s);
-    if (!prep.ok) {
-      log(`  prepare failed: ${prep.error}`);
-      reports.push({ alias, prep, ours: prep });
-      continue;
-    }
-    log(`${alias}: logit-lens`);
-    const ours = await nodeChild("ours", s);
-    const rep: ModelReport = { alias, prep, ours };
-    reports.push(rep);
-    if (!ours.ok) {
-      log(`  failed: ${ours.error}`);
-      continue;
-    }
-    const withIds: Spec = { ...s, ids: ours.value.ids as number[] };
-    if (opts.llama) {
-      log(`${alias}: llama.cpp`);
-      rep.llama = await nodeChild("llama", withIds, [prep.value.path as string]);
-      if (!rep.llama.ok) log(`  failed: ${rep.llama.error}`);
-    }
-    if (py.python) {
-      const cacheDir = path.join(cacheRoot(), "bench-reference", alias);
-      const env = {
-        OMP_NUM_THREADS: String(opts.threads),
-        MKL_NUM_THREADS: String(opts.threads),
-        HF_HUB_OFFLINE: "1",
-        TRANSFORMERS_VERBOSITY: "error",
-        HF_HUB_DISABLE_PROGRESS_BARS: "1",
-        TQDM_DISABLE: "1",
-        PYTHONWARNINGS: "ignore",
-      };
-      const script = path.join(ROOT, "bench", "reference_bench.py");
-      if (!fs.existsSync(path.join(cacheDir, "bench-meta.json"))) {
-        log(`${alias}: transformers loads the GGUF (dequantizing; saved as fp32 safetensors for warm loads)`);
-        fs.mkdirSync(path.dirname(cacheDir), { recursive: true });
-        rep.torchPrep = await runChild(py.python, [script, "prepare", prep.value.path as string, cacheDir], env, true);
-        if (!rep.torchPrep.ok) log(`  failed: ${rep.torchPrep.error}`);
+  log(`logit-lens bench: ${facts["cpu"]}, ${facts["nproc"]} CPUs, ${opts.threads} threads; load average ${loadStart.map((x) => x.toFixed(2)).join(" ")}`);
+  const peaks = (["avx512", "avx2"] as const).map((isa) => measureFmaPeak(isa, opts.threads)).filter((p): p is Peak => Boolean(p));
+  for (const p of peaks) log(`fp32 FMA peak, ${p.isa}: ${p.gflops.toFixed(0)} GFLOP/s`);
+  const py = await findPython();
+  log(`reference python: ${py.note}`);
+
+  const wanted = (opts.only ?? DEFAULT_ENTRIES).map((x) => x.toLowerCase());
+  const runs: ModelRun[] = [];
+  for (const w of wanted) {
+    if (w === "8b") {
+      const f = await syntheticFile("llama3-8b", undefined, py);
+      runs.push({ id: "synthetic-llama3-8b", title: "Llama 3 8B shape (synthetic Q4_K_M)", kind: "8b", spec: baseSpec(opts, "8b", f.file ?? ""), skip: f.file ? undefined : f.note, sourceNote: f.note });
+    } else if (w === "70b") {
+      for (const layers of [2, 4]) {
+        const f = await syntheticFile("llama3-70b-cut", layers, py);
+        runs.push({
+          id: `synthetic-llama3-70b-cut-${layers}l`,
+          title: `Llama 3 70B shape cut to ${layers} layers (synthetic Q4_K_M)`,
+          kind: "cut",
+          layersOfCut: layers,
+          spec: baseSpec(opts, "cut", f.file ?? ""),
+          skip: f.file ? undefined : f.note,
+          sourceNote: f.note,
+        });
       }
-      if (fs.existsSync(path.join(cacheDir, "bench-meta.json"))) {
-        log(`${alias}: transformers + PyTorch`);
-        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "logit-lens-bench-"));
-        const specFile = path.join(dir, "spec.json");
-        fs.writeFileSync(specFile, JSON.stringify({ ...withIds, maxRuns: opts.runs }));
-        rep.torch = await runChild(py.python, [script, "measure", cacheDir, specFile, String(opts.threads)], env, true);
-        fs.rmSync(dir, { recursive: true, force: true });
-        if (!rep.torch.ok) log(`  failed: ${rep.torch.error}`);
-      } else {
-        rep.torch = rep.torchPrep;
-      }
+    } else {
+      const source = SHORT[w] ?? w;
+      runs.push({ id: path.basename(source).replace(/\.gguf$/i, ""), title: path.basename(source), kind: "real", spec: baseSpec(opts, "real", source) });
     }
   }
+  const big = runs.find((r) => !r.skip && r.kind !== "real")?.spec.source;
+  const disk = diskReadBandwidth(big);
+  log(`disk read: ${disk.note}`);
+  for (const r of runs) {
+    if (r.skip) {
+      log(`${r.id}: skipped: ${r.skip}`);
+      continue;
+    }
+    await runModel(r, opts, py);
+  }
   const totalS = (performance.now() - t0) / 1000;
-  const { md, targets } = report(opts, facts, py.note, reports, started, totalS, spec, measuredPeak);
+  const ctx: Context = { opts, facts, py, peaks, disk, started, totalS, loadavg: { start: loadStart, end: os.loadavg() } };
+  const { md, summary } = report(ctx, runs);
   fs.writeFileSync(opts.out, md);
-  process.stdout.write(md.split("## Raw samples")[0]!);
-  process.stdout.write(`\nTargets:\n${targets.join("\n")}\n\nwritten to ${path.relative(process.cwd(), opts.out) || opts.out} in ${(totalS / 60).toFixed(1)} min\n`);
+  process.stdout.write(`\n${summary.join("\n")}\n\nwritten to ${path.relative(process.cwd(), opts.out) || opts.out} in ${(totalS / 60).toFixed(1)} min${opts.partial ? " (a partial run: BENCHMARKS.md is only written by a full run, or with --out)" : ""}\n`);
 }
 
 async function main(): Promise<void> {
@@ -961,7 +1445,8 @@ async function main(): Promise<void> {
     const spec = JSON.parse(fs.readFileSync(specFile!, "utf8")) as Spec;
     let result: object;
     if (mode === "prepare") result = await childPrepare(spec);
-    else if (mode === "ours") result = await childOurs(spec);
+    else if (mode === "lens") result = await childLens(spec);
+    else if (mode === "forward") result = await childForward(spec);
     else if (mode === "llama") result = await childLlama(spec, rest[0]!);
     else throw new Error(`unknown child mode ${mode}`);
     fs.writeFileSync(outFile!, JSON.stringify(result));

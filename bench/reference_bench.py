@@ -3,7 +3,7 @@
 Run by bench/bench.ts with the venv's python; prints one JSON object on stdout (everything else
 goes to stderr). Two modes:
 
-  reference_bench.py prepare GGUF CACHE_DIR
+  reference_bench.py prepare GGUF CACHE_DIR [THREADS]
       Loads the GGUF with transformers (dequantized to fp32) and saves it as a Hugging Face folder
       (fp32 safetensors) in CACHE_DIR, so that timed runs measure a warm load, as the logit-lens
       side does (its converted fp32 weights are cached too). Reports the GGUF load time.
@@ -38,36 +38,43 @@ def log(*args):
 
 
 def load_gguf(path: str):
-    """transformers' own GGUF loader; without `accelerate` (which from_pretrained(gguf_file=...)
-    insists on) the same steps by hand: config from the GGUF, dequantize with load_gguf_checkpoint."""
+    """transformers' own GGUF dequantization, the same steps with or without `accelerate`: config
+    from the GGUF, a plain fp32 model, and `load_gguf_checkpoint`'s dequantized tensors (as
+    tools/reference does).
+
+    Not `from_pretrained(gguf_file=...)`: without `accelerate` it refuses to load a GGUF, and with
+    `accelerate` installed it marks the model as quantized, after which `save_pretrained` refuses to
+    write it (the PyTorch column used to disappear silently)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
     d, f = os.path.dirname(os.path.abspath(path)), os.path.basename(path)
+    config = AutoConfig.from_pretrained(d, gguf_file=f)
+    for attr in ("quantization_config",):
+        if hasattr(config, attr):
+            delattr(config, attr)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    tensors = load_gguf_checkpoint(path, return_tensors=True, model_to_load=model)["tensors"]
+    tensors = {k: v.to(torch.float32) for k, v in tensors.items()}
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    missing = [m for m in missing if not (m == "lm_head.weight" and config.tie_word_embeddings)]
+    if missing or unexpected:
+        raise RuntimeError(f"GGUF load: missing {missing}, unexpected {unexpected}")
+    model.tie_weights()
     try:
-        import accelerate  # noqa: F401
+        import accelerate
 
-        model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32)
-        how = "AutoModelForCausalLM.from_pretrained(gguf_file=...)"
+        acc = f"accelerate {accelerate.__version__} installed, not used"
     except ImportError:
-        from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-
-        config = AutoConfig.from_pretrained(d, gguf_file=f)
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        tensors = load_gguf_checkpoint(path, return_tensors=True, model_to_load=model, torch_dtype=torch.float32)["tensors"]
-        missing, unexpected = model.load_state_dict(tensors, strict=False)
-        missing = [m for m in missing if not (m == "lm_head.weight" and config.tie_word_embeddings)]
-        if missing or unexpected:
-            raise RuntimeError(f"GGUF load: missing {missing}, unexpected {unexpected}")
-        model.tie_weights()
-        how = "transformers load_gguf_checkpoint (from_pretrained(gguf_file=...) needs accelerate, not installed)"
-    return model.eval(), how
+        acc = "accelerate not installed"
+    return model.eval(), f"transformers load_gguf_checkpoint into a plain fp32 model ({acc})"
 
 
-def prepare(gguf_path: str, cache_dir: str) -> dict:
+def prepare(gguf_path: str, cache_dir: str, threads: int = 2) -> dict:
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     t0 = time.perf_counter()
     model, how = load_gguf(gguf_path)
     gguf_load_s = time.perf_counter() - t0
@@ -237,7 +244,7 @@ def measure(cache_dir: str, spec: dict, threads: int) -> dict:
 def main() -> None:
     mode = sys.argv[1]
     if mode == "prepare":
-        result = prepare(sys.argv[2], sys.argv[3])
+        result = prepare(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 2)
     elif mode == "measure":
         with open(sys.argv[3]) as fh:
             spec = json.load(fh)

@@ -27,12 +27,15 @@ import { compactReport } from "../outputs/compact.js";
 import { toHtml } from "../outputs/html.js";
 import { toSvg } from "../outputs/svg.js";
 import { toPng } from "../outputs/png.js";
+import { explainCommand } from "../explain/cli.js";
 
 const HELP = `logit-lens: see what every layer of a language model would predict.
 
 Usage:
   logit-lens lens     --model <model> --prompt <text> [options]
   logit-lens generate --model <model> --prompt <text> [--chat] [--max-new-tokens N] [options]
+  logit-lens explain  --prompt <text> --layer L [--position P] [--concepts " sea, horse"]
+                      [--vector "U[ sea] + U[ horse]"] [--family emoji] [--json]
   logit-lens inspect  --model <model> [--json]
   logit-lens models   fetch <alias> | list
   logit-lens cache    list | prune [--older-than DAYS] [--dry-run] [--json]
@@ -98,6 +101,12 @@ const OPTIONS = {
   "top-p": { type: "string" },
   seed: { type: "string" },
   help: { type: "boolean", short: "h" },
+  // explain (src/explain/)
+  layer: { type: "string" },
+  position: { type: "string" },
+  concepts: { type: "string" },
+  vector: { type: "string" },
+  family: { type: "string" },
   force: { type: "boolean" },
   "older-than": { type: "string" },
   "dry-run": { type: "boolean" },
@@ -210,10 +219,12 @@ async function run(argv: string[]): Promise<number> {
       return cacheCommand(rest, options);
     case "lens":
       return lensCommand(options, progress, false);
+    case "explain":
+      return explainCommand(options, { loadModel: (spec) => loadModel(spec, progress), emit });
     case "generate":
       return lensCommand(options, progress, true);
     default:
-      throw new UserError(`unknown command '${cmd}' (commands: lens, generate, inspect, models, cache; see --help)`);
+      throw new UserError(`unknown command '${cmd}' (commands: lens, generate, explain, inspect, models, cache, serve; see --help)`);
   }
 }
 

@@ -1,0 +1,72 @@
+/**
+ * The `explain` command (issue 10): its options, checks and output. Kept out of cli/main.ts, which
+ * only dispatches here with the helpers it owns (model loading, writing the output).
+ */
+import { UserError } from "../errors.js";
+import type { LoadedModel } from "../engine/model.js";
+import { parseFamily } from "../lens/targets.js";
+import { explainCell, explainText } from "./explain.js";
+
+export interface CommandDeps {
+  loadModel(spec: string | undefined): Promise<LoadedModel>;
+  emit(text: string, out: string | undefined): Promise<void>;
+}
+
+/** The options these commands read (a subset of the CLI's parsed options). */
+export interface ExplainCliOptions {
+  model?: string;
+  prompt?: string;
+  chat?: boolean;
+  layer?: string;
+  position?: string;
+  concepts?: string;
+  vector?: string;
+  family?: string;
+  "top-k"?: string;
+  json?: boolean;
+  format?: string;
+  out?: string;
+}
+
+export function integer(value: string | undefined, name: string, fallback?: number): number {
+  if (value === undefined) {
+    if (fallback === undefined) throw new UserError(`--${name} is required`);
+    return fallback;
+  }
+  const n = Number(value);
+  if (value.trim() === "" || !Number.isInteger(n)) throw new UserError(`--${name} must be an integer, got '${value}'`);
+  return n;
+}
+
+/** The prompt's token ids, as `lens` makes them (chat template when asked). */
+export function promptIds(model: LoadedModel, prompt: string | undefined, chat: boolean | undefined, what: string): number[] {
+  if (prompt === undefined) throw new UserError(`${what} needs --prompt <text>`);
+  if (prompt.trim().length === 0) throw new UserError("the prompt is empty");
+  const tok = model.tokenizer;
+  const ids = chat ? tok.encodeChat([{ role: "user", content: prompt }], { addGenerationPrompt: true }) : tok.encode(prompt);
+  if (ids.length === 0) throw new UserError("the prompt tokenizes to nothing");
+  if (ids.length > model.config.maxPositions) throw new UserError(`the prompt is ${ids.length} tokens, longer than the model's context of ${model.config.maxPositions}`);
+  return ids;
+}
+
+function wantsJson(o: { json?: boolean; format?: string }): boolean {
+  const f = o.json ? "json" : o.format ?? "terminal";
+  if (f !== "json" && f !== "terminal") throw new UserError(`this command writes terminal text or json, not '${f}'`);
+  return f === "json";
+}
+
+export async function explainCommand(o: ExplainCliOptions, deps: CommandDeps): Promise<number> {
+  const layer = integer(o.layer, "layer");
+  const position = integer(o.position, "position", -1);
+  const topK = integer(o["top-k"], "top-k", 10);
+  if (topK < 1 || topK > 1000) throw new UserError(`--top-k must be from 1 to 1000, got ${topK}`);
+  const json = wantsJson(o);
+  if (o.prompt === undefined) throw new UserError("explain needs --prompt <text>");
+  const model = await deps.loadModel(o.model);
+  const ids = promptIds(model, o.prompt, o.chat, "explain");
+  const concepts = o.concepts !== undefined ? o.concepts.split(",").filter((c) => c.length > 0) : [];
+  const family = o.family !== undefined ? parseFamily(model.tokenizer, o.family) : undefined;
+  const r = await explainCell(model, ids, { layer, position, topK, concepts, vector: o.vector, family });
+  await deps.emit(json ? JSON.stringify(r) : explainText(r), o.out);
+  return 0;
+}

@@ -27,7 +27,7 @@ import { compactReport } from "../outputs/compact.js";
 import { toHtml } from "../outputs/html.js";
 import { toSvg } from "../outputs/svg.js";
 import { toPng } from "../outputs/png.js";
-import { explainCommand } from "../explain/cli.js";
+import { attributeCommand, explainCommand } from "../explain/cli.js";
 
 const HELP = `logit-lens: see what every layer of a language model would predict.
 
@@ -36,6 +36,7 @@ Usage:
   logit-lens generate --model <model> --prompt <text> [--chat] [--max-new-tokens N] [options]
   logit-lens explain  --prompt <text> --layer L [--position P] [--concepts " sea, horse"]
                       [--vector "U[ sea] + U[ horse]"] [--family emoji] [--json]
+  logit-lens attribute --prompt <text> --target <text> [--versus <text>] [--position P] [--json]
   logit-lens inspect  --model <model> [--json]
   logit-lens models   fetch <alias> | list
   logit-lens cache    list | prune [--older-than DAYS] [--dry-run] [--json]
@@ -221,10 +222,12 @@ async function run(argv: string[]): Promise<number> {
       return lensCommand(options, progress, false);
     case "explain":
       return explainCommand(options, { loadModel: (spec) => loadModel(spec, progress), emit });
+    case "attribute":
+      return attributeCommand(options, { loadModel: (spec) => loadModel(spec, progress), emit });
     case "generate":
       return lensCommand(options, progress, true);
     default:
-      throw new UserError(`unknown command '${cmd}' (commands: lens, generate, explain, inspect, models, cache, serve; see --help)`);
+      throw new UserError(`unknown command '${cmd}' (commands: lens, generate, explain, attribute, inspect, models, cache, serve; see --help)`);
   }
 }
 

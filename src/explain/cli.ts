@@ -5,7 +5,8 @@
 import { UserError } from "../errors.js";
 import type { LoadedModel } from "../engine/model.js";
 import { parseFamily } from "../lens/targets.js";
-import { explainCell, explainText } from "./explain.js";
+import { explainCell, explainText, resolveToken } from "./explain.js";
+import { attribute, attributionText } from "./attribution.js";
 
 export interface CommandDeps {
   loadModel(spec: string | undefined): Promise<LoadedModel>;
@@ -68,5 +69,43 @@ export async function explainCommand(o: ExplainCliOptions, deps: CommandDeps): P
   const family = o.family !== undefined ? parseFamily(model.tokenizer, o.family) : undefined;
   const r = await explainCell(model, ids, { layer, position, topK, concepts, vector: o.vector, family });
   await deps.emit(json ? JSON.stringify(r) : explainText(r), o.out);
+  return 0;
+}
+
+export interface AttributeCliOptions extends ExplainCliOptions {
+  target?: string;
+  versus?: string;
+}
+
+/**
+ * The target (and versus) as token ids at one position. Multi-token texts are teacher-forced up to
+ * the first token where they differ (🐠 vs 🐴 share ` ðŁ`,`Ĳ` and part at the animal byte): their
+ * common prefix is appended to the prompt, and the attribution is read where they part.
+ */
+export function splitAtDifference(model: LoadedModel, target: string, versus: string | undefined): { prefix: number[]; target: number; versus?: number } {
+  const tok = model.tokenizer;
+  const asIds = (s: string) => (/^#\d+$/.test(s.trim()) || tok.tokenId(s) !== undefined ? [resolveToken(model, s)] : tok.encode(s, { addSpecialTokens: false }));
+  const t = asIds(target);
+  if (t.length === 0) throw new UserError(`--target ${JSON.stringify(target)} tokenizes to nothing`);
+  if (versus === undefined) return { prefix: [], target: t[0]! };
+  const v = asIds(versus);
+  if (v.length === 0) throw new UserError(`--versus ${JSON.stringify(versus)} tokenizes to nothing`);
+  let k = 0;
+  while (k < t.length && k < v.length && t[k] === v[k]) k++;
+  if (k === t.length || k === v.length) throw new UserError(`--target ${JSON.stringify(target)} and --versus ${JSON.stringify(versus)} do not part at any token (one is a prefix of the other)`);
+  return { prefix: t.slice(0, k), target: t[k]!, versus: v[k]! };
+}
+
+export async function attributeCommand(o: AttributeCliOptions, deps: CommandDeps): Promise<number> {
+  if (o.target === undefined) throw new UserError("attribute needs --target <text> (and optionally --versus <text>)");
+  const json = wantsJson(o);
+  if (o.prompt === undefined) throw new UserError("attribute needs --prompt <text>");
+  const model = await deps.loadModel(o.model);
+  const ids = promptIds(model, o.prompt, o.chat, "attribute");
+  const split = splitAtDifference(model, o.target, o.versus);
+  if (split.prefix.length > 0 && o.position !== undefined) throw new UserError("--position cannot be combined with a --target/--versus pair that shares leading tokens (the attribution is read where they part)");
+  const position = split.prefix.length > 0 ? ids.length + split.prefix.length - 1 : integer(o.position, "position", -1);
+  const a = await attribute(model, [...ids, ...split.prefix], position, split.target, split.versus);
+  await deps.emit(json ? JSON.stringify(a) : attributionText(a), o.out);
   return 0;
 }

@@ -1,0 +1,118 @@
+/**
+ * Direct logit attribution (issue 10, item 3), layer level. The final residual is a sum of parts:
+ * the embedding (the residual entering block 0) plus every block's attention and MLP outputs. With
+ * the final norm's scale frozen at the final residual (the standard convention, as TransformerLens's
+ * `apply_ln_to_stack` with the cached final scale), the logit of token t, u_t . norm(x), splits
+ * exactly into one term per part:
+ *   RMSNorm:   part_k . (w (.) u_t) * s,            s = 1 / rms(x_final)
+ *   LayerNorm: (part_k - mean(part_k)) . (w (.) u_t) * s  + b . u_t   (each part centred; the bias its own term)
+ * For a logit difference (t vs t2) use u_t - u_t2. Logits are before any soft-cap (Gemma 2), which
+ * is not linear. The parts sum to the model's logit up to float rounding; the result carries the gap.
+ */
+import { blockHook } from "../architectures/forward.js";
+import { unembeddingOf } from "../architectures/index.js";
+import type { LoadedModel } from "../engine/model.js";
+import { UserError } from "../errors.js";
+import { renderToken } from "../tokens/render.js";
+import { finalNormOf, unembeddingProducts } from "./unembedding.js";
+
+export interface AttributionPart {
+  /** "embed", "attn", "mlp" or "final_norm_bias". */
+  kind: "embed" | "attn" | "mlp" | "final_norm_bias";
+  /** Block index; -1 for embed and the bias. */
+  layer: number;
+  value: number;
+}
+
+export interface Attribution {
+  position: number;
+  target: { id: number; text: string };
+  versus?: { id: number; text: string };
+  /** What the parts add up to: the target's logit, or the difference of the two. */
+  logit: number;
+  /** The model's own value (the normed final residual through the unembedding). */
+  model_logit: number;
+  parts: AttributionPart[];
+  convention: string;
+}
+
+export const ATTRIBUTION_CONVENTION =
+  "direct logit attribution: the final residual split into embedding + each block's attention and MLP outputs; final norm scale frozen at the final residual; LayerNorm parts centred, its bias a part of its own; logits before any soft-cap";
+
+export async function attribute(model: LoadedModel, ids: number[], position: number, target: number, versus?: number): Promise<Attribution> {
+  const cfg = model.config;
+  const L = cfg.nLayers;
+  const P = position < 0 ? ids.length + position : position;
+  if (!Number.isInteger(P) || P < 0 || P >= ids.length) throw new UserError(`--position ${position} is out of range for ${ids.length} tokens (0..${ids.length - 1}, or -1..-${ids.length})`);
+  const hooks = [blockHook(0, "hook_resid_pre"), blockHook(L - 1, "hook_resid_post")];
+  for (let l = 0; l < L; l++) hooks.push(blockHook(l, "hook_attn_out"), blockHook(l, "hook_mlp_out"));
+  const run = await (await model.forward(hooks)).run(ids.slice(0, P + 1));
+  const H = cfg.hidden;
+  const at = (h: string) => run.hooks.get(h)!.subarray(P * H, (P + 1) * H);
+  const final = at(blockHook(L - 1, "hook_resid_post"));
+  const { normed, scale } = finalNormOf(model, final);
+
+  const u = unembeddingOf(cfg);
+  const { rows, dots } = await unembeddingProducts(model, normed, versus === undefined ? [target] : [target, versus]);
+  const d = Float64Array.from(rows.subarray(0, H));
+  if (versus !== undefined) for (let i = 0; i < H; i++) d[i]! -= rows[H + i]!;
+  const w = model.store.tensorF32(u.normWeight).data;
+  const gemma = u.norm === "rms_gemma";
+  const e = Float64Array.from(d, (v, i) => v * (gemma ? 1 + w[i]! : w[i]!) * scale);
+  const layerNorm = u.norm === "layernorm";
+  const contribution = (part: Float32Array): number => {
+    let mean = 0;
+    if (layerNorm) {
+      for (const v of part) mean += v;
+      mean /= H;
+    }
+    let s = 0;
+    for (let i = 0; i < H; i++) s += (part[i]! - mean) * e[i]!;
+    return s;
+  };
+  const parts: AttributionPart[] = [{ kind: "embed", layer: -1, value: contribution(at(blockHook(0, "hook_resid_pre"))) }];
+  for (let l = 0; l < L; l++) {
+    parts.push({ kind: "attn", layer: l, value: contribution(at(blockHook(l, "hook_attn_out"))) });
+    parts.push({ kind: "mlp", layer: l, value: contribution(at(blockHook(l, "hook_mlp_out"))) });
+  }
+  if (layerNorm) {
+    const b = model.store.tensorF32(u.normBias!).data;
+    let s = 0;
+    for (let i = 0; i < H; i++) s += b[i]! * d[i]!;
+    parts.push({ kind: "final_norm_bias", layer: -1, value: s });
+  }
+  const text = (id: number) => renderToken(model.tokenizer.tokenBytes(id)).text;
+  const out: Attribution = {
+    position: P,
+    target: { id: target, text: text(target) },
+    logit: parts.reduce((a, p) => a + p.value, 0),
+    model_logit: versus === undefined ? dots[target]! : dots[target]! - dots[versus]!,
+    parts,
+    convention: ATTRIBUTION_CONVENTION,
+  };
+  if (versus !== undefined) out.versus = { id: versus, text: text(versus) };
+  return out;
+}
+
+/** Terminal view: one line per block with attention and MLP bars (█ positive, ░ negative). */
+export function attributionText(a: Attribution, width = 30): string {
+  const what = a.versus ? `logit(${JSON.stringify(a.target.text)}) - logit(${JSON.stringify(a.versus.text)})` : `logit(${JSON.stringify(a.target.text)})`;
+  const max = Math.max(1e-9, ...a.parts.map((p) => Math.abs(p.value)));
+  const bar = (v: number) => {
+    const n = Math.round((Math.abs(v) / max) * width);
+    return (v >= 0 ? "█" : "░").repeat(n).padEnd(width);
+  };
+  const num = (v: number) => (v >= 0 ? "+" : "") + v.toFixed(3);
+  const lines = [`${what} at position ${a.position} = ${a.logit.toFixed(4)} (model: ${a.model_logit.toFixed(4)})`, `(${a.convention}; █ pushes toward, ░ away)`];
+  const embed = a.parts.find((p) => p.kind === "embed")!;
+  lines.push(`${"embed".padEnd(6)} ${num(embed.value).padStart(9)} ${bar(embed.value)}`);
+  const layers = Math.max(...a.parts.map((p) => p.layer)) + 1;
+  for (let l = 0; l < layers; l++) {
+    const at = a.parts.find((p) => p.kind === "attn" && p.layer === l)!;
+    const ml = a.parts.find((p) => p.kind === "mlp" && p.layer === l)!;
+    lines.push(`L${String(l).padEnd(5)} attn ${num(at.value).padStart(9)} ${bar(at.value)}  mlp ${num(ml.value).padStart(9)} ${bar(ml.value)}`);
+  }
+  const bias = a.parts.find((p) => p.kind === "final_norm_bias");
+  if (bias) lines.push(`final norm bias ${num(bias.value)}`);
+  return lines.join("\n");
+}

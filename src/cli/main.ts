@@ -108,6 +108,8 @@ const OPTIONS = {
   concepts: { type: "string" },
   vector: { type: "string" },
   family: { type: "string" },
+  target: { type: "string" },
+  versus: { type: "string" },
   force: { type: "boolean" },
   "older-than": { type: "string" },
   "dry-run": { type: "boolean" },

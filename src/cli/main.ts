@@ -40,6 +40,7 @@ Usage:
   logit-lens inspect  --model <model> [--json]
   logit-lens models   fetch <alias> | list
   logit-lens cache    list | prune [--older-than DAYS] [--dry-run] [--json]
+  logit-lens serve    [--model <model>] [--port 7860] [--host 127.0.0.1] [--open]
 
 <model> is an alias (smollm2-135m-instruct, gemma3-270m), a .gguf file, a Hugging Face model
 folder, or a Hugging Face hub id (org/name). Default: ${DEFAULT_MODEL}.
@@ -72,6 +73,10 @@ Generation options:
   --temperature <t>        0 = greedy (default)
   --top-p <p>              nucleus sampling mass (default 1)
   --seed <n>               sampling seed (default 0); the same seed gives the same text
+
+Serve: the explorer, a local web app (http://127.0.0.1:7860/): prompts, chat, targets, generation
+and comparisons, rows streamed as they are computed. Bound to 127.0.0.1 unless --host says
+otherwise; then every request needs the token it prints. API: docs/serve-api.md.
 
 Cache: 'cache list' shows the converted models (compiled/) and downloads with their sizes; 'cache
 prune' removes what can never be reused: conversions of files that changed or are gone, ones not
@@ -113,6 +118,9 @@ const OPTIONS = {
   force: { type: "boolean" },
   "older-than": { type: "string" },
   "dry-run": { type: "boolean" },
+  port: { type: "string" },
+  host: { type: "string" },
+  open: { type: "boolean" },
 } satisfies ParseArgsConfig["options"];
 
 type Options = {
@@ -228,9 +236,31 @@ async function run(argv: string[]): Promise<number> {
       return attributeCommand(options, { loadModel: (spec) => loadModel(spec, progress), emit });
     case "generate":
       return lensCommand(options, progress, true);
+    case "serve":
+      return serveCommand(options, progress);
     default:
       throw new UserError(`unknown command '${cmd}' (commands: lens, generate, explain, attribute, inspect, models, cache, serve; see --help)`);
   }
+}
+
+async function serveCommand(options: Options, progress: Progress): Promise<number> {
+  const port = number(options.port, "port", 7860, (n) => Number.isInteger(n) && n >= 0 && n <= 65535, "a port number from 0 to 65535");
+  const { startServer } = await import("../server/server.js");
+  const { url } = await startServer({ host: options.host ?? "127.0.0.1", port, model: options.model ?? DEFAULT_MODEL, load: (spec) => loadModel(spec, progress) });
+  process.stdout.write(`logit-lens explorer: ${url}\n`);
+  if (options.open) openInBrowser(url);
+  // Runs until interrupted.
+  await new Promise<void>((resolve) => process.once("SIGINT", () => resolve()));
+  return 0;
+}
+
+function openInBrowser(url: string): void {
+  const cmd = process.platform === "darwin" ? "open" : process.platform === "win32" ? "explorer" : "xdg-open";
+  void import("node:child_process").then(({ spawn }) => {
+    const child = spawn(cmd, [url], { stdio: "ignore", detached: true });
+    child.on("error", () => process.stderr.write(`logit-lens: could not open a browser (${cmd}); open ${url}\n`));
+    child.unref();
+  });
 }
 
 async function modelsCommand(args: string[], options: Options, progress: Progress): Promise<number> {

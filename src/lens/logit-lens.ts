@@ -31,6 +31,16 @@ export interface LensOptions {
   lastLogits?: boolean;
   /** Reports positions done when the lens takes more than one chunk (long prompts, big vocabularies). */
   progress?: Progress;
+  /**
+   * Streaming (the web app): read the readouts in groups of this many rows, each group with the
+   * output row beside it (the KL reference), and hand each group to `onRows` as soon as it is done.
+   * Every cell is computed exactly as without groups.
+   */
+  rowGroup?: number;
+  /** Called per group: indices into `readouts`, their cells (row, then position), and the output row. */
+  onRows?: (readoutIndices: number[], cells: LensCell[][], final: LensCell[]) => void;
+  /** Stops between chunks with an AbortError. */
+  signal?: AbortSignal;
 }
 
 export interface LensCell {
@@ -120,47 +130,65 @@ export class LogitLens {
     const forward = await this.model.forward(hooks, options.lastLogits ? "last" : "none");
     const fwd = await forward.run(ids, cache);
     await checkActivationsFinite(this.model, fwd.hooks, ids, cache); // NaN/Inf are an error, never a result
-    // When the last readout already is the final residual (the default), it doubles as the reference.
-    const rows = readouts[readouts.length - 1] === outputHook ? readouts : [...readouts, outputHook];
     const session = await this.lensSession(variant, tracking);
-
     const H = cfg.hidden;
-    const R = rows.length;
-    // Budget per position: the logits and probabilities ([R, V] floats each), and for rank counting
-    // the [R, V, M] comparison (1 byte) and its int32 cast (4 bytes).
-    const bytesPerPosition = R * cfg.vocabSize * (8 + (tracking ? 5 * trackedFeed.length : 0));
-    const chunk = Math.max(1, Math.floor(CHUNK_BUDGET_BYTES / bytesPerPosition));
-    const cellsByRow: LensCell[][] = rows.map(() => []);
-    const showProgress = options.progress && positions.length > chunk;
-    if (showProgress) options.progress!.start(`lens over ${R} readouts x ${positions.length} positions`, positions.length);
-    for (let start = 0; start < positions.length; start += chunk) {
-      const pos = positions.slice(start, start + chunk);
-      const P = pos.length;
-      const resid = new Float32Array(P * R * H);
-      rows.forEach((hook, r) => {
-        const src = fwd.hooks.get(hook)!;
-        pos.forEach((p, i) => resid.set(src.subarray(p * H, (p + 1) * H), (i * R + r) * H));
-      });
-      const feeds: Record<string, ort.Tensor> = {
-        resid: new runtime.Tensor("float32", resid, [P, R, H]),
-        k: new runtime.Tensor("int64", BigInt64Array.from([BigInt(topK)]), [1]),
-      };
-      if (tracking) {
-        feeds["tracked_ids"] = new runtime.Tensor("int64", BigInt64Array.from(trackedFeed, (t) => BigInt(t)), [trackedFeed.length]);
-        feeds["family_mask"] = new runtime.Tensor("float32", familyFeed, [Math.max(1, families.length), cfg.vocabSize]);
+    // Groups of readouts, each read with the output row last (the reference for KL). Without
+    // rowGroup: one group, all readouts.
+    const size = options.rowGroup && options.rowGroup > 0 ? options.rowGroup : readouts.length;
+    const groups: number[][] = [];
+    for (let i = 0; i < readouts.length; i += size) groups.push(Array.from({ length: Math.min(size, readouts.length - i) }, (_, j) => i + j));
+    if (groups.length === 0) groups.push([]);
+    const readoutCells: LensCell[][] = readouts.map(() => []);
+    let final: LensCell[] = [];
+    const fullChunk = Math.floor(CHUNK_BUDGET_BYTES / ((readouts.length + 1) * cfg.vocabSize * (8 + (tracking ? 5 * trackedFeed.length : 0))));
+    const showProgress = options.progress && (groups.length > 1 || positions.length > Math.max(1, fullChunk));
+    if (showProgress) options.progress!.start(`lens over ${readouts.length} readouts x ${positions.length} positions`, groups.length * positions.length);
+    let done = 0;
+    for (const group of groups) {
+      options.signal?.throwIfAborted();
+      const groupHooks = group.map((i) => readouts[i]!);
+      // When the last readout already is the final residual (the default), it doubles as the reference.
+      const rows = groupHooks[groupHooks.length - 1] === outputHook ? groupHooks : [...groupHooks, outputHook];
+      const R = rows.length;
+      // Budget per position: the logits and probabilities ([R, V] floats each), and for rank counting
+      // the [R, V, M] comparison (1 byte) and its int32 cast (4 bytes).
+      const bytesPerPosition = R * cfg.vocabSize * (8 + (tracking ? 5 * trackedFeed.length : 0));
+      const chunk = Math.max(1, Math.floor(CHUNK_BUDGET_BYTES / bytesPerPosition));
+      const cellsByRow: LensCell[][] = rows.map(() => []);
+      for (let start = 0; start < positions.length; start += chunk) {
+        options.signal?.throwIfAborted();
+        const pos = positions.slice(start, start + chunk);
+        const P = pos.length;
+        const resid = new Float32Array(P * R * H);
+        rows.forEach((hook, r) => {
+          const src = fwd.hooks.get(hook)!;
+          pos.forEach((p, i) => resid.set(src.subarray(p * H, (p + 1) * H), (i * R + r) * H));
+        });
+        const feeds: Record<string, ort.Tensor> = {
+          resid: new runtime.Tensor("float32", resid, [P, R, H]),
+          k: new runtime.Tensor("int64", BigInt64Array.from([BigInt(topK)]), [1]),
+        };
+        if (tracking) {
+          feeds["tracked_ids"] = new runtime.Tensor("int64", BigInt64Array.from(trackedFeed, (t) => BigInt(t)), [trackedFeed.length]);
+          feeds["family_mask"] = new runtime.Tensor("float32", familyFeed, [Math.max(1, families.length), cfg.vocabSize]);
+        }
+        const out = await runSession(session, feeds, "lens graph");
+        checkLensOutputsFinite({ "log-sum-exp": out["logsumexp"]?.data as Float32Array, "top logit": out["top_logits"]?.data as Float32Array, entropy: out["entropy"]?.data as Float32Array, "KL to the output": out["kl_to_final"]?.data as Float32Array }, rows, pos);
+        const cells = decodeCells(out, R, P, topK, { m: trackedFeed.length, mKeep: tracked.length, f: Math.max(1, families.length), fKeep: families.length });
+        cells.forEach((rowCells, r) => cellsByRow[r]!.push(...rowCells));
+        done += P;
+        if (showProgress) options.progress!.update(done);
       }
-      const out = await runSession(session, feeds, "lens graph");
-      checkLensOutputsFinite({ "log-sum-exp": out["logsumexp"]?.data as Float32Array, "top logit": out["top_logits"]?.data as Float32Array, entropy: out["entropy"]?.data as Float32Array, "KL to the output": out["kl_to_final"]?.data as Float32Array }, rows, pos);
-      const cells = decodeCells(out, R, P, topK, { m: trackedFeed.length, mKeep: tracked.length, f: Math.max(1, families.length), fKeep: families.length });
-      cells.forEach((rowCells, r) => cellsByRow[r]!.push(...rowCells));
-      if (showProgress) options.progress!.update(start + P);
+      group.forEach((i, r) => (readoutCells[i] = cellsByRow[r]!));
+      if (final.length === 0) final = cellsByRow[R - 1]!;
+      options.onRows?.(group, group.map((i) => readoutCells[i]!), final);
     }
     if (showProgress) options.progress!.done();
     return {
       variant,
       positions,
-      readouts: readouts.map((hook, r) => ({ hook, layer: layerOf(hook), cells: cellsByRow[r]! })),
-      final: cellsByRow[R - 1]!,
+      readouts: readouts.map((hook, r) => ({ hook, layer: layerOf(hook), cells: readoutCells[r]! })),
+      final,
       cache: fwd.cache,
       lastLogits: fwd.logits,
     };

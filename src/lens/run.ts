@@ -28,6 +28,21 @@ export interface LensJob {
   targets: TextTarget[];
   families: TokenFamily[];
   generate?: GenerateOptions;
+  /** Streaming and cancelling (the web app); the result is the same with or without them. */
+  live?: LiveOptions;
+}
+
+export interface LiveOptions {
+  /** Prompt readouts in groups of this many rows (LensOptions.rowGroup). */
+  rowGroup?: number;
+  /** A group of prompt readouts is done: indices into `readouts`, cells per row then position, the output row. */
+  onRows?: (readoutIndices: number[], cells: LensCell[][], final: LensCell[]) => void;
+  /** A generated token was chosen (index into the context). */
+  onToken?: (index: number, id: number) => void;
+  /** The lens at a generated position is done: one cell per readout, and the output's. */
+  onColumn?: (position: number, cells: LensCell[], final: LensCell) => void;
+  /** Checked between lens chunks and generation steps; the job ends with an AbortError. */
+  signal?: AbortSignal;
 }
 
 export interface LensRun {
@@ -55,7 +70,8 @@ export async function runLensJob(model: LoadedModel, job: LensJob, progress: Pro
   const base = { topK: job.topK, variant: job.variant, readouts: job.readouts, tracked, families };
 
   const t0 = Date.now();
-  const first = await lens.run(job.promptIds, { ...base, positions: job.positions, lastLogits: Boolean(job.generate), progress });
+  const live = job.live ?? {};
+  const first = await lens.run(job.promptIds, { ...base, positions: job.positions, lastLogits: Boolean(job.generate), progress, rowGroup: live.rowGroup, onRows: live.onRows, signal: live.signal });
   const lensMs = Date.now() - t0;
   const ids = [...job.promptIds];
   const result: LensResult = { ...first, readouts: first.readouts.map((r) => ({ ...r, cells: [...r.cells] })), final: [...first.final], positions: [...first.positions] };
@@ -69,8 +85,10 @@ export async function runLensJob(model: LoadedModel, job: LensJob, progress: Pro
     let cache: KvCache = first.cache;
     progress.start("generating", g.maxNewTokens);
     for (let n = 0; n < g.maxNewTokens; n++) {
+      live.signal?.throwIfAborted();
       const next = sampler.next(logits);
       ids.push(next);
+      live.onToken?.(ids.length - 1, next);
       progress.update(n + 1);
       if (g.stopIds.includes(next)) {
         stopReason = "stop-token";
@@ -83,8 +101,9 @@ export async function runLensJob(model: LoadedModel, job: LensJob, progress: Pro
         break;
       }
       // The lens at the new token: what each layer predicts after it (the next generated token).
-      const step = await lens.run([next], { ...base, lastLogits: true }, cache);
+      const step = await lens.run([next], { ...base, lastLogits: true, signal: live.signal }, cache);
       appendStep(result, step, ids.length - 1);
+      live.onColumn?.(ids.length - 1, step.readouts.map((r) => r.cells[0]!), step.final[0]!);
       logits = step.lastLogits!;
       cache = step.cache;
     }

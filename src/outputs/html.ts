@@ -2,16 +2,16 @@
  * `--format html`: one self-contained HTML file (inline CSS and JS, the report embedded as JSON, no
  * network, opens from disk) with the heatmap, the details panel and the chart.
  *
- * The page's code is the shared front-end in src/web/ (lens-view.js + lens-view.css), plain browser
- * files that the web app can serve as they are; this module reads them at run time, relative to
- * its compiled location (dist/src/outputs/html.js -> ../../../src/web/), and inlines them.
+ * The page's code is the viewer in src/web/ (typed modules, bundled by esbuild into dist/web/
+ * lens-view.js and lens-view.css), the same code the `serve` app runs; this module reads the
+ * bundle at run time and inlines it.
  */
 import fs from "node:fs";
 import { fileURLToPath } from "node:url";
 import type { LensReport } from "./report.js";
 
-/** Where src/web/ lies relative to this module: compiled (dist/src/outputs/) or run from src/outputs/. */
-const WEB_DIRS = [new URL("../../../src/web/", import.meta.url), new URL("../web/", import.meta.url)];
+/** Where the bundled viewer lies (dist/web/, built by `npm run build` with esbuild): from dist/src/outputs/ or src/outputs/. */
+const WEB_DIRS = [new URL("../../web/", import.meta.url), new URL("../../dist/web/", import.meta.url)];
 
 export interface LensViewAssets {
   /** lens-view.js: defines globalThis.LensView.renderLensReport(root, report). */
@@ -22,7 +22,7 @@ export interface LensViewAssets {
 
 let assets: LensViewAssets | undefined;
 
-/** The front-end's files, read once. Also for the web app, which serves the same view. */
+/** The viewer's files, read once: the same viewer code as the `serve` app (src/web/view.ts). */
 export function lensViewAssets(): LensViewAssets {
   if (assets) return assets;
   for (const dir of WEB_DIRS) {
@@ -33,7 +33,7 @@ export function lensViewAssets(): LensViewAssets {
       return assets;
     }
   }
-  throw new Error(`the HTML viewer's files (lens-view.js, lens-view.css) are missing: looked in ${WEB_DIRS.map((d) => fileURLToPath(d)).join(", ")}`);
+  throw new Error(`the HTML viewer is not built (lens-view.js, lens-view.css): looked in ${WEB_DIRS.map((d) => fileURLToPath(d)).join(", ")}; run npm run build`);
 }
 
 /**

@@ -13,6 +13,7 @@
  * the top-k list, so the figure is also inspectable in a browser.
  */
 import type { LensReport, ReportCell } from "./report.js";
+import { probColor, rowLabel, textColorFor } from "./presentation.js";
 
 /** Options shared with the PNG renderer. */
 export interface FigureOptions {
@@ -31,47 +32,8 @@ export const FIGURE_FONT_FAMILY = "'DejaVu Sans', Verdana, 'Bitstream Vera Sans'
 // ---------------------------------------------------------------------------------------------
 // Colour
 
-/** ColorBrewer 9-class "Blues" (sequential, perceptually ordered), from white to deep blue. */
-const BLUES: [number, number, number][] = [
-  [0xf7, 0xfb, 0xff],
-  [0xde, 0xeb, 0xf7],
-  [0xc6, 0xdb, 0xef],
-  [0x9e, 0xca, 0xe1],
-  [0x6b, 0xae, 0xd6],
-  [0x42, 0x92, 0xc6],
-  [0x21, 0x71, 0xb5],
-  [0x08, 0x51, 0x9c],
-  [0x08, 0x30, 0x6b],
-];
-
-function rgbAt(p: number): [number, number, number] {
-  const t = Math.min(1, Math.max(0, Number.isFinite(p) ? p : 0)) * (BLUES.length - 1);
-  const i = Math.min(BLUES.length - 2, Math.floor(t));
-  const f = t - i;
-  const a = BLUES[i]!;
-  const b = BLUES[i + 1]!;
-  return [0, 1, 2].map((k) => Math.round(a[k]! + (b[k]! - a[k]!) * f)) as [number, number, number];
-}
-
-const hex2 = (n: number) => n.toString(16).padStart(2, "0");
-
-/** Background colour for a probability in [0, 1], as #rrggbb. */
-export function probColor(p: number): string {
-  const [r, g, b] = rgbAt(p);
-  return `#${hex2(r)}${hex2(g)}${hex2(b)}`;
-}
-
-/** Black or white, whichever contrasts more with the background (WCAG relative luminance). */
-export function textColorFor(p: number): string {
-  const lin = (c: number) => {
-    const s = c / 255;
-    return s <= 0.04045 ? s / 12.92 : ((s + 0.055) / 1.055) ** 2.4;
-  };
-  const [r, g, b] = rgbAt(p);
-  const L = 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b);
-  // Contrast with black (L + .05) / .05 against white 1.05 / (L + .05): equal at L ~ 0.179.
-  return L > 0.179 ? "#111111" : "#ffffff";
-}
+// One palette for every view: src/outputs/presentation.ts (ColorBrewer "Blues", white -> deep blue).
+export { probColor, textColorFor };
 
 // ---------------------------------------------------------------------------------------------
 // Text
@@ -170,7 +132,7 @@ export function toSvg(report: LensReport, options: FigureOptions = {}): string {
   const rows: Row[] = [{ key: "output", label: "output", layer: "output", cells: report.final.positions }];
   for (let i = report.layers.length - 1; i >= 0; i--) {
     const l = report.layers[i]!;
-    const label = l.layer < 0 ? "embed" : multiPoint ? `${l.layer} ${l.point.replace(/_out$/, "").replace(/^resid_/, "")}` : String(l.layer);
+    const label = rowLabel(l);
     rows.push({ key: l.hook, label, layer: l.layer, cells: l.positions });
   }
 

@@ -6,6 +6,7 @@
  * probability is printed as a number, so nothing is lost.
  */
 import type { LensReport, ReportCell } from "./report.js";
+import { rampRgb, rowLabel, textColorOn, xterm256 } from "./presentation.js";
 
 const CELL = 13;
 const LABEL = 12;
@@ -37,16 +38,10 @@ export function fit(s: string, width: number): string {
   return out + "…" + " ".repeat(Math.max(0, width - 1 - displayWidth(out)));
 }
 
-/** Probability -> 256-colour palette background (cool to warm), with readable foreground. */
+/** Probability -> the shared heatmap palette (presentation.ts) in 256 colours, with readable text. */
 function colour(prob: number): { bg: number; fg: number } {
-  const ramp = [17, 18, 19, 24, 30, 36, 72, 108, 144, 178, 172, 166, 160, 196];
-  const i = Math.min(ramp.length - 1, Math.floor(prob * ramp.length));
-  return { bg: ramp[i]!, fg: i >= 6 && i <= 9 ? 16 : 231 };
-}
-
-function rowLabel(hook: string, layer: number, point: string): string {
-  if (layer < 0) return "embed";
-  return point === "resid_post" ? `L${layer}` : `L${layer} ${point.replace("resid_", "")}`;
+  const rgb = rampRgb(prob);
+  return { bg: xterm256(rgb), fg: textColorOn(rgb) === "#ffffff" ? 231 : 16 };
 }
 
 export function terminalView(report: LensReport, options: { width: number; color: boolean }): string {
@@ -71,7 +66,7 @@ export function terminalView(report: LensReport, options: { width: number; color
     lines.push(fit("", LABEL) + cols.map(({ p }) => " " + fit(`${p}${report.tokens[p]!.generated ? "*" : ""}`, CELL)).join(""));
     lines.push(fit("input", LABEL) + cols.map(({ p }) => " " + fit(report.tokens[p]!.text, CELL)).join(""));
     for (const layer of report.layers) {
-      lines.push(fit(rowLabel(layer.hook, layer.layer, layer.point), LABEL) + cols.map(({ i }) => " " + paint(fit(cellText(layer.positions[i]!), CELL), layer.positions[i]!.top[0]!.prob)).join(""));
+      lines.push(fit(rowLabel(layer), LABEL) + cols.map(({ i }) => " " + paint(fit(cellText(layer.positions[i]!), CELL), layer.positions[i]!.top[0]!.prob)).join(""));
     }
     lines.push(fit("output", LABEL) + cols.map(({ i }) => " " + paint(fit(cellText(report.final.positions[i]!), CELL), report.final.positions[i]!.top[0]!.prob)).join(""));
   }

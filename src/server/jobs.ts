@@ -1,0 +1,294 @@
+/**
+ * Lens jobs for `logit-lens serve`: one model in memory, one job running at a time, a bounded queue
+ * behind it. A job streams events as it goes (the report's skeleton, groups of rows, generated
+ * tokens and their columns, progress) and ends with the full report, the same document the CLI's
+ * `--json` prints for the same request. Jobs are cancelled by their client (disconnect or cancel).
+ */
+import { readoutHooks, parsePositions } from "../cli/options.js";
+import type { LoadedModel } from "../engine/model.js";
+import { UserError } from "../errors.js";
+import type { LensCell } from "../lens/logit-lens.js";
+import { runLensJob, type GenerateOptions } from "../lens/run.js";
+import { parseFamily, parseTextTarget } from "../lens/targets.js";
+import { buildReport, REPORT_SCHEMA, reportToken, round, type LensReport, type ReportCell, type ReportToken } from "../outputs/report.js";
+import { createProgress } from "../progress.js";
+import { reassemble } from "../tokens/render.js";
+
+/** A request as the API takes it (validated by the route's JSON schema before it gets here). */
+export interface JobRequest {
+  model?: string;
+  prompt: string;
+  /** Wrap the prompt in the model's chat template as one user turn (the CLI's --chat). */
+  chat?: boolean;
+  /** Several chat turns instead of one prompt (the report's prompt is then the last user turn). */
+  messages?: { role: string; content: string }[];
+  points?: string[];
+  variant?: "logit" | "raw";
+  topK?: number;
+  positions?: string;
+  track?: string[];
+  trackFamily?: string[];
+  generate?: { maxNewTokens?: number; temperature?: number; topP?: number; seed?: number };
+}
+
+export type JobEvent =
+  | { type: "queued"; job: string; ahead: number }
+  | { type: "status"; job: string; stage: string }
+  | { type: "start"; job: string; report: LensReport }
+  | { type: "rows"; job: string; rows: number[]; cells: ReportCell[][]; final: ReportCell[] }
+  | { type: "token"; job: string; index: number; token: LensReport["tokens"][number] }
+  | { type: "column"; job: string; position: number; cells: ReportCell[]; final: ReportCell }
+  | { type: "progress"; job: string; done: number; total: number; unit: string }
+  | { type: "report"; job: string; report: LensReport; ms: number }
+  | { type: "error"; job: string; error: string }
+  | { type: "cancelled"; job: string };
+
+export type ModelLoader = (spec: string) => Promise<LoadedModel>;
+
+export class QueueFullError extends Error {}
+
+interface Job {
+  id: string;
+  request: JobRequest;
+  emit: (e: JobEvent) => void;
+  abort: AbortController;
+  done: Promise<void>;
+  resolve: () => void;
+}
+
+/** Rows streamed per group: about six groups over the readouts, at least two rows each. */
+function rowGroupFor(readouts: number): number {
+  return Math.max(2, Math.ceil(readouts / 6));
+}
+
+export class JobQueue {
+  private queue: Job[] = [];
+  private running: Job | undefined;
+  private model: { spec: string; model: Promise<LoadedModel> } | undefined;
+  private counter = 0;
+  /** Finished reports by job id, for export (the last few only). */
+  readonly reports = new Map<string, LensReport>();
+
+  constructor(
+    private readonly load: ModelLoader,
+    readonly defaultModel: string,
+    private readonly options: { maxQueued: number; keepReports: number } = { maxQueued: 16, keepReports: 16 },
+  ) {}
+
+  get currentModel(): string | undefined {
+    return this.model?.spec;
+  }
+
+  /** Jobs waiting plus the one running. */
+  get size(): number {
+    return this.queue.length + (this.running ? 1 : 0);
+  }
+
+  get full(): boolean {
+    return this.queue.length >= this.options.maxQueued;
+  }
+
+  fullMessage(): string {
+    return `the server is busy: ${this.queue.length} jobs are waiting; try again later`;
+  }
+
+  /** Queues a job; its events go to `emit`. Throws QueueFullError when the queue is full. */
+  submit(request: JobRequest, emit: (e: JobEvent) => void): { id: string; cancel: () => void; done: Promise<void> } {
+    if (this.full) throw new QueueFullError(this.fullMessage());
+    const id = `j${++this.counter}`;
+    let resolve!: () => void;
+    const done = new Promise<void>((r) => (resolve = r));
+    const job: Job = { id, request, emit, abort: new AbortController(), done, resolve };
+    this.queue.push(job);
+    emit({ type: "queued", job: id, ahead: this.queue.length - 1 + (this.running ? 1 : 0) });
+    void this.pump();
+    return { id, cancel: () => this.cancel(id), done };
+  }
+
+  /** Cancels a queued or running job; false when there is no such job. */
+  cancel(id: string): boolean {
+    const i = this.queue.findIndex((j) => j.id === id);
+    if (i >= 0) {
+      const [job] = this.queue.splice(i, 1);
+      job!.abort.abort();
+      safeEmit(job!, { type: "cancelled", job: id });
+      job!.resolve();
+      return true;
+    }
+    if (this.running?.id === id) {
+      this.running.abort.abort();
+      return true;
+    }
+    return false;
+  }
+
+  private async pump(): Promise<void> {
+    if (this.running) return;
+    const job = this.queue.shift();
+    if (!job) return;
+    this.running = job;
+    try {
+      await this.run(job);
+    } catch (e) {
+      if (job.abort.signal.aborted) safeEmit(job, { type: "cancelled", job: job.id });
+      else safeEmit(job, { type: "error", job: job.id, error: oneLine(e) });
+    } finally {
+      this.running = undefined;
+      job.resolve();
+      void this.pump();
+    }
+  }
+
+  /** The model for a spec: the one in memory, or a new one (the old one is let go first). */
+  private getModel(spec: string): Promise<LoadedModel> {
+    if (this.model?.spec !== spec) {
+      this.model = { spec, model: this.load(spec) };
+      // A model that failed to load is not kept: the next request tries again.
+      const entry = this.model;
+      entry.model.catch(() => {
+        if (this.model === entry) this.model = undefined;
+      });
+    }
+    return this.model.model;
+  }
+
+  private async run(job: Job): Promise<void> {
+    const t0 = Date.now();
+    const r = job.request;
+    const signal = job.abort.signal;
+    const emit = (e: JobEvent) => safeEmit(job, e);
+    const spec = r.model?.trim() || this.defaultModel;
+    if (this.model?.spec !== spec) emit({ type: "status", job: job.id, stage: `loading ${spec}` });
+    const model = await this.getModel(spec);
+    signal.throwIfAborted();
+    emit({ type: "status", job: job.id, stage: "running" });
+
+    const tok = model.tokenizer;
+    const topK = r.topK ?? 10;
+    const { hooks, points } = readoutHooks(r.points?.join(","), model.config);
+    const messages = r.messages?.length ? r.messages : undefined;
+    const chat = Boolean(r.chat || messages);
+    const prompt = messages ? messages.filter((m) => m.role === "user").at(-1)?.content ?? "" : r.prompt;
+    const ids = messages
+      ? tok.encodeChat(messages, { addGenerationPrompt: true })
+      : r.chat
+        ? tok.encodeChat([{ role: "user", content: r.prompt }], { addGenerationPrompt: true })
+        : tok.encode(r.prompt);
+    if (ids.length === 0) throw new UserError("the prompt tokenizes to nothing");
+    if (ids.length > MAX_PROMPT_TOKENS) throw new UserError(`the prompt is ${ids.length} tokens; this server reads at most ${MAX_PROMPT_TOKENS}`);
+    const targets = (r.track ?? []).map((t) => parseTextTarget(tok, t));
+    const families = (r.trackFamily ?? []).map((f) => parseFamily(tok, f));
+    const positions = parsePositions(r.positions, ids.length);
+    const variant = r.variant ?? "logit";
+    const gen: GenerateOptions | undefined = r.generate
+      ? {
+          maxNewTokens: r.generate.maxNewTokens ?? 40,
+          sampling: { temperature: r.generate.temperature ?? 0, topP: r.generate.topP ?? 1, seed: r.generate.seed ?? 0 },
+          stopIds: tok.eosIds,
+        }
+      : undefined;
+
+    // The skeleton: everything but the cells, which arrive in groups of rows.
+    const tokenCache = new Map<number, ReportToken>();
+    const token = (id: number): ReportToken => {
+      let t = tokenCache.get(id);
+      if (!t) tokenCache.set(id, (t = reportToken(model, id)));
+      return t;
+    };
+    const contextToken = (id: number, i: number) => ({ ...token(id), token: tok.tokenString(id), generated: i >= ids.length, special: tok.isSpecial(id) });
+    const all = reassemble(ids.map((id) => tok.tokenBytes(id)));
+    const readPositions = positions ?? ids.map((_, i) => i);
+    const cfg = model.config;
+    const skeleton: LensReport = {
+      schema: REPORT_SCHEMA,
+      model: { name: model.info.name, architecture: cfg.architecture, n_layers: cfg.nLayers, hidden_size: cfg.hidden, vocab_size: cfg.vocabSize, source: model.info.source },
+      lens: { variant, description: variant === "logit" ? "logit lens: the final norm (statistics recomputed from each residual), then the unembedding" : "raw unembedding of each residual, without the final norm", top_k: topK, points },
+      prompt,
+      chat,
+      tokens: ids.map(contextToken),
+      prompt_length: ids.length,
+      text: all.text,
+      spans: all.spans.map((s) => ({ text: s.text, tokens: s.tokens, complete: s.complete })),
+      positions: readPositions,
+      targets: targets.map((t) => ({ label: t.label, ids: t.ids, tokens: t.ids.map(token), sequence_probs: [] })),
+      families: families.map((f) => ({ label: f.label, description: f.description, size: f.size })),
+      layers: hooks.map((hook) => ({ hook, layer: /^blocks\.(\d+)\./.test(hook) ? Number(/^blocks\.(\d+)\./.exec(hook)![1]) : -1, point: hook === "hook_embed" ? "embed" : hook.replace(/^blocks\.\d+\.hook_/, ""), positions: [], top1_text: "" })),
+      final: { positions: [], top1_text: "" },
+      token_strings: {},
+    };
+    emit({ type: "start", job: job.id, report: skeleton });
+
+    const cell = (c: LensCell, position: number, withKl: boolean): ReportCell => {
+      const out: ReportCell = {
+        position,
+        top: c.topIds.map((id, k) => ({ ...token(id), prob: round(Math.exp(c.topLogprobs[k]!)), logit: round(c.topLogits[k]!) })),
+        entropy: round(c.entropy),
+        kl_to_final: withKl ? round(c.klToFinal) : 0,
+      };
+      if (targets.length) out.targets = c.trackedLogprobs.map((lp, i) => ({ prob: round(Math.exp(lp)), rank: c.trackedRanks[i]!, logit: round(c.trackedLogits[i]!) }));
+      if (families.length) out.families = c.familyProbs.map((p) => round(p));
+      return out;
+    };
+    let rowsDone = 0;
+    const total = hooks.length + (gen ? gen.maxNewTokens : 0);
+    let sentFinal = false;
+    const run = await runLensJob(
+      model,
+      {
+        promptIds: ids,
+        readouts: hooks,
+        topK,
+        variant,
+        positions,
+        targets,
+        families,
+        generate: gen,
+        live: {
+          signal,
+          rowGroup: rowGroupFor(hooks.length),
+          onRows: (rows, cells, final) => {
+            emit({
+              type: "rows",
+              job: job.id,
+              rows,
+              cells: cells.map((rowCells) => rowCells.map((c, i) => cell(c, readPositions[i]!, true))),
+              final: sentFinal ? [] : final.map((c, i) => cell(c, readPositions[i]!, false)),
+            });
+            sentFinal = true;
+            rowsDone += rows.length;
+            emit({ type: "progress", job: job.id, done: rowsDone, total, unit: "rows" });
+          },
+          onToken: (index, id) => emit({ type: "token", job: job.id, index, token: { ...contextToken(id, index) } }),
+          onColumn: (position, cells, final) => {
+            emit({ type: "column", job: job.id, position, cells: cells.map((c) => cell(c, position, true)), final: cell(final, position, false) });
+            emit({ type: "progress", job: job.id, done: hooks.length + position - ids.length + 1, total, unit: "rows" });
+          },
+        },
+      },
+      createProgress({ quiet: true }),
+    );
+    signal.throwIfAborted();
+    const generation = gen && { maxNewTokens: gen.maxNewTokens, temperature: gen.sampling.temperature, topP: gen.sampling.topP, seed: gen.sampling.seed };
+    const report = buildReport(model, { prompt, chat, run, targets, families, topK, points, generation });
+    this.reports.set(job.id, report);
+    while (this.reports.size > this.options.keepReports) this.reports.delete(this.reports.keys().next().value!);
+    emit({ type: "report", job: job.id, report, ms: Date.now() - t0 });
+  }
+}
+
+/** Prompts longer than this are refused (the lens over 2048 positions is already minutes on a CPU). */
+export const MAX_PROMPT_TOKENS = 2048;
+
+function safeEmit(job: Job, e: JobEvent): void {
+  try {
+    job.emit(e);
+  } catch {
+    // A client that went away: the job is cancelled through its signal, not here.
+  }
+}
+
+function oneLine(e: unknown): string {
+  const msg = e instanceof Error ? e.message : String(e);
+  const line = msg.split("\n")[0]!.trim();
+  return line.length > 300 ? `${line.slice(0, 299)}…` : line;
+}

@@ -166,10 +166,10 @@ export function formatProbShort(p: number): string {
   return pct === 0 && p > 0 ? "<1%" : `${pct}%`;
 }
 
-/** Entropy or KL in nats, two decimals. */
+/** Entropy or KL in nats, three decimals. */
 export function formatNats(x: number): string {
   if (typeof x !== "number" || !Number.isFinite(x)) return "—";
-  return x.toFixed(2);
+  return x.toFixed(3);
 }
 
 /** A rank as people count it: rank 0 is "#1". */

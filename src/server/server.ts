@@ -88,7 +88,7 @@ function appAssets(): { js: string; css: string } {
   const dirs = [new URL("../../web/", import.meta.url), new URL("../../dist/web/", import.meta.url)];
   for (const dir of dirs) {
     const js = new URL("app.js", dir);
-    const css = new URL("lens-view.css", dir);
+    const css = new URL("app.css", dir);
     if (fs.existsSync(js) && fs.existsSync(css)) return { js: fs.readFileSync(js, "utf8"), css: fs.readFileSync(css, "utf8") };
   }
   throw new Error(`the web app is not built (looked in ${dirs.map((d) => fileURLToPath(d)).join(", ")}): run npm run build`);

@@ -341,6 +341,8 @@ class Explorer {
               this.timings.report = performance.now() - t0;
               this.status.textContent = `done in ${(e.ms / 1000).toFixed(2)} s (first rows after ${((this.timings.firstRows ?? this.timings.report) / 1000).toFixed(2)} s)`;
               this.show(final);
+              // The link's view state applies to the view it opened, not to later runs.
+              this.viewState = undefined;
             }
             break;
           case "error":

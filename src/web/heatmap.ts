@@ -87,8 +87,15 @@ export class Heatmap {
     if (r < 0) return null;
     this.scrollIntoView(r, col);
     this.draw();
-    const box = this.scroller.getBoundingClientRect();
-    return new DOMRect(box.left + LABEL_W + col * this.cellW - this.scroller.scrollLeft, box.top + HEAD_H + r * CELL_H - this.scroller.scrollTop, this.cellW, CELL_H);
+    const at = () => {
+      const box = this.scroller.getBoundingClientRect();
+      return new DOMRect(box.left + LABEL_W + col * this.cellW - this.scroller.scrollLeft, box.top + HEAD_H + r * CELL_H - this.scroller.scrollTop, this.cellW, CELL_H);
+    };
+    // The page itself may need scrolling too.
+    const rect = at();
+    if (rect.bottom > window.innerHeight) window.scrollBy(0, rect.bottom - window.innerHeight + 8);
+    else if (rect.top < HEAD_H) window.scrollBy(0, rect.top - HEAD_H - 8);
+    return at();
   }
 
   scrollIntoView(r: number, col: number): void {

@@ -6,7 +6,7 @@
  *
  * Stable hooks (tests rely on them):
  *   #lens-heatmap (canvas; view.cellRect(row, col) gives a cell's client rectangle)
- *   #cell-details[data-row][data-position][data-mode]   .top-entry[data-token-id][data-prob]
+ *   #cell-details[data-row][data-hook][data-position][data-mode]   .top-entry[data-token-id][data-prob]
  *                                                        .target-entry[data-prob][data-rank] .family-entry[data-prob]
  *   #lens-chart svg path.series-target[data-label] / .series-rank / .series-family / .series-top1
  *   #lens-text .ll-span[data-tokens]   ([data-commit] on generated tokens: their commitment layer)
@@ -77,6 +77,8 @@ export class LensView {
     ]);
     root.append(...(options.noHeader ? [] : [this.headerBox]), textCard, h("div", { class: "ll-body" }, [h("div", { class: "ll-main" }, [heatCard, this.chartBox]), this.details]));
     this.refresh();
+    // Start with the pinned cell in view (by default the output at the last position).
+    this.heatmap.scrollIntoView(this.rows().indexOf(this.state.pinned.row), this.state.pinned.col);
   }
 
   /** Redraws everything from `report` (after rows or columns arrived, or a new report). */
@@ -106,6 +108,11 @@ export class LensView {
     this.renderDetails();
     this.renderChart();
     this.options.onChange?.(this.state);
+  }
+
+  /** Rows in display order (as drawn, top to bottom). */
+  rows(): RowKey[] {
+    return displayRows(this.report, this.state.point, this.state.outputOnTop);
   }
 
   /** The client rectangle of a cell (scrolled into view): for tests and the app. */
@@ -236,7 +243,8 @@ export class LensView {
     const box = this.details;
     box.textContent = "";
     const layer = layerOf(r, row);
-    box.setAttribute("data-row", row === "final" ? "final" : (layer?.hook ?? ""));
+    box.setAttribute("data-row", String(row));
+    box.setAttribute("data-hook", row === "final" ? "final" : (layer?.hook ?? ""));
     box.setAttribute("data-position", String(r.positions[col] ?? ""));
     box.setAttribute("data-mode", mode);
     const p = r.positions[col];
@@ -253,7 +261,7 @@ export class LensView {
       box.append(h("p", { class: "ll-hint", text: "not computed yet" }));
       return;
     }
-    append(box, h("div", { class: "ll-stats" }, [h("span", null, ["entropy ", h("b", { class: "ll-entropy", text: formatNats(cell.entropy) }), " nats"]), row === "final" ? null : h("span", null, ["KL to output ", h("b", { class: "ll-kl", text: formatNats(cell.kl_to_final) }), " nats"])]));
+    append(box, h("div", { class: "ll-stats" }, [h("span", null, ["entropy ", h("b", { class: "ll-entropy", text: formatNats(cell.entropy) }), " nats"]), h("span", null, ["KL to output ", h("b", { class: "ll-kl", text: row === "final" ? "—" : formatNats(cell.kl_to_final) }), row === "final" ? "" : " nats"])]));
     const other = this.options.compare ? cellAt(this.options.compare, row, col) : undefined;
     box.append(h("h3", { text: `top ${cell.top.length}` }), topTable(cell, next?.id));
     if (other) box.append(h("h3", { text: "B (compared)" }), topTable(other, undefined));

@@ -205,31 +205,39 @@ describe("HTML report in chromium", { skip: SKIP_BROWSER }, () => {
     assert.equal(await page.title(), `logit lens · smollm2-135m-instruct · ${PROMPT}`);
   });
 
-  test("heatmap: one row per readout plus the output, one column per position, cells = top-1 text", async () => {
+  /** Moves the mouse onto a heatmap cell (a canvas: the view says where the cell is). */
+  async function cellPoint(row: number | "final", col: number): Promise<{ x: number; y: number }> {
+    const p = await page.evaluate(([r, c]) => {
+      const rect = (window as unknown as { lensView: { cellRect(r: number | "final", c: number): DOMRect | null } }).lensView.cellRect(r, c);
+      return rect && { x: rect.x + rect.width / 2, y: rect.y + rect.height / 2 };
+    }, [row, col] as const);
+    assert.ok(p, `cell ${row}, ${col} is on the heatmap`);
+    return p;
+  }
+  async function hoverCell(row: number | "final", col: number): Promise<void> {
+    const p = await cellPoint(row, col);
+    await page.mouse.move(p.x, p.y);
+  }
+  const displayRows = () => page.evaluate(() => (window as unknown as { lensView: { rows(): (number | "final")[] } }).lensView.rows());
+  const pinned = () => page.evaluate(() => (window as unknown as { lensView: { state: { pinned: { row: number | "final"; col: number } } } }).lensView.state.pinned);
+
+  test("heatmap: a canvas with one row per readout plus the output, one column per position", async () => {
     const nCols = report.positions.length;
     assert.ok(report.tokens.length > report.prompt_length, "the report has generated tokens");
-    assert.equal(await page.locator("#lens-heatmap th.col-head").count(), nCols);
-    assert.equal(await page.locator("#lens-heatmap td.cell").count(), (report.layers.length + 1) * nCols);
-    const heads = await page.$$eval("#lens-heatmap th.col-head .ll-tok", (els) => els.map((e) => e.textContent));
-    assert.deepEqual(heads, report.positions.map((p) => report.tokens[p]!.text));
-    const genHeads = await page.$$eval("#lens-heatmap th.col-head.generated", (els) => els.map((e) => Number(e.getAttribute("data-position"))));
-    assert.deepEqual(genHeads, report.positions.filter((p) => report.tokens[p]!.generated));
-    const finalRow = await page.$$eval('#lens-heatmap td.cell[data-layer="final"]', (els) => els.map((e) => e.textContent));
-    assert.deepEqual(finalRow, report.final.positions.map((c) => c.top[0]!.text));
-    const last = report.layers.at(-1)!;
-    const lastRow = await page.$$eval(`#lens-heatmap td.cell[data-hook="${last.hook}"]`, (els) => els.map((e) => e.textContent));
-    assert.deepEqual(lastRow, last.positions.map((c) => c.top[0]!.text));
+    assert.equal(await page.locator("#lens-heatmap canvas").count(), 2);
+    const size = await page.$eval("#lens-heatmap-scroll .ll-spacer", (el) => ({ w: (el as HTMLElement).offsetWidth, h: (el as HTMLElement).offsetHeight }));
+    assert.equal(size.h, 50 + (report.layers.length + 1) * 20, "one 20 px row per readout plus the output, under a 50 px head");
+    assert.equal(size.w, 86 + nCols * 66, "one 66 px column per position");
     // Output on top by default, layer 0 at the bottom; the button flips it.
-    const order = () => page.$$eval("#lens-heatmap tbody tr", (els) => els.map((e) => e.getAttribute("data-layer")));
-    const shown = await order();
+    const shown = await displayRows();
     assert.equal(shown[0], "final");
-    assert.equal(shown.at(-1), "0");
+    assert.equal(shown.at(-1), 0);
     await page.click("#ll-order");
-    const flipped = await order();
-    assert.equal(flipped[0], "0");
+    const flipped = await displayRows();
+    assert.equal(flipped[0], 0);
     assert.equal(flipped.at(-1), "final");
     await page.click("#ll-order");
-    assert.deepEqual(await order(), shown);
+    assert.deepEqual(await displayRows(), shown);
   });
 
   test("hovering a cell shows its readout, top-k, entropy, KL, targets and families", async () => {
@@ -243,44 +251,48 @@ describe("HTML report in chromium", { skip: SKIP_BROWSER }, () => {
     for (const [li, col] of picks) {
       const layer = report.layers[li]!;
       const cell = layer.positions[col]!;
-      await page.hover(`td.cell[data-hook="${layer.hook}"][data-position="${cell.position}"]`);
+      await hoverCell(li, col);
       const p = await panel();
       assert.equal(p.mode, "hover");
       assertPanelShows(p, cell, layer.hook, false);
     }
     // The output row.
     const cell = report.final.positions[2]!;
-    await page.hover(`td.cell[data-layer="final"][data-position="${cell.position}"]`);
+    await hoverCell("final", 2);
     assertPanelShows(await panel(), cell, "final", true);
   });
 
-  test("clicking pins a cell and selects its position for the chart", async () => {
-    const layer = report.layers[24]!;
+  test("clicking pins a cell and selects its position for the chart; arrow keys move the pin", async () => {
     const col = 6;
-    const cell = layer.positions[col]!;
-    await page.click(`td.cell[data-hook="${layer.hook}"][data-position="${cell.position}"]`);
-    await page.hover("h1"); // leave the heatmap: the pinned cell stays in the panel
+    const cell = report.layers[24]!.positions[col]!;
+    const pt = await cellPoint(24, col);
+    await page.mouse.click(pt.x, pt.y);
+    await page.mouse.move(5, 5); // leave the heatmap: the pinned cell stays in the panel
     const p = await panel();
     assert.equal(p.mode, "pinned");
-    assertPanelShows(p, cell, layer.hook, false);
-    assert.equal(await page.inputValue("#ll-position"), String(col));
+    assertPanelShows(p, cell, report.layers[24]!.hook, false);
+    assert.deepEqual(await pinned(), { row: 24, col });
     assert.match((await page.textContent("#lens-chart h2"))!, new RegExp(`position ${cell.position} `));
-    // Arrow keys move the pinned cell (output on top: ArrowUp goes one layer later).
+    // Output on top: ArrowUp goes one layer later, ArrowLeft one position back.
     await page.keyboard.press("ArrowUp");
     assertPanelShows(await panel(), report.layers[25]!.positions[col]!, report.layers[25]!.hook, false);
-    // A column header selects a position too.
-    await page.click(`th.col-head[data-position="${report.positions[2]}"]`);
-    assert.equal(await page.inputValue("#ll-position"), "2");
+    await page.keyboard.press("ArrowLeft");
+    assertPanelShows(await panel(), report.layers[25]!.positions[col - 1]!, report.layers[25]!.hook, false);
+    // A column head selects a position too.
+    const head = await cellPoint("final", 2);
+    await page.mouse.click(head.x, head.y - 30);
+    assert.equal((await pinned()).col, 2);
   });
 
   test("chart: one line per tracked target and family, one point per readout plus the output", async () => {
     // Back to the default position (the last one).
-    await page.selectOption("#ll-position", String(report.positions.length - 1));
+    await page.evaluate((c) => (window as unknown as { lensView: { pin(r: string, c: number): void } }).lensView.pin("final", c), report.positions.length - 1);
     const lines = await page.$$eval("#lens-chart svg path.series-target", (els) => els.map((e) => ({ label: e.getAttribute("data-label"), d: e.getAttribute("d")! })));
     assert.equal(lines.length, report.targets.length);
     assert.deepEqual(lines.map((l) => l.label).sort(), report.targets.map((t) => t.label).sort());
     for (const l of lines) assert.equal(l.d.match(/[ML]/g)!.length, report.layers.length + 1, `points of ${l.label}`);
     assert.equal(await page.locator("#lens-chart svg path.series-family").count(), report.families.length);
+    assert.equal(await page.locator("#lens-chart svg path.series-rank").count(), report.targets.length, "a rank line per target");
     const legend = await page.$$eval("#lens-chart .legend-target .ll-tokbox", (els) => els.map((e) => e.textContent));
     assert.deepEqual(legend, report.targets.map((t) => t.label));
     // Linear scale redraws the same lines.
@@ -325,24 +337,18 @@ describe("HTML report in chromium", { skip: SKIP_BROWSER }, () => {
     await page.waitForSelector("#cell-details .top-entry");
     const ms = Date.now() - t0;
     assert.ok(ms < 15000, `rendered in ${ms} ms`);
-    assert.equal(await page.locator("#lens-heatmap td.cell").count(), (big.layers.length + 1) * n);
     const geo = await page.evaluate(() => {
       const sc = document.getElementById("lens-heatmap-scroll")!;
       sc.scrollLeft = sc.scrollWidth / 2;
       sc.scrollTop = 100;
-      const label = document.querySelector("#lens-heatmap tbody tr:nth-child(8) th.row-label")!.getBoundingClientRect();
-      const head = document.querySelector("#lens-heatmap th.col-head")!.getBoundingClientRect();
-      const box = sc.getBoundingClientRect();
-      return { scrollWidth: sc.scrollWidth, clientWidth: sc.clientWidth, scrollLeft: sc.scrollLeft, labelLeft: label.left, headTop: head.top, boxLeft: box.left, boxTop: box.top };
+      return { scrollWidth: sc.scrollWidth, clientWidth: sc.clientWidth, scrollLeft: sc.scrollLeft };
     });
     assert.ok(geo.scrollWidth > 3 * geo.clientWidth, "the heatmap scrolls sideways");
     assert.ok(geo.scrollLeft > 1000);
-    assert.ok(Math.abs(geo.labelLeft - geo.boxLeft) <= 2, `row labels stick to the left edge (${geo.labelLeft} vs ${geo.boxLeft})`);
-    assert.ok(Math.abs(geo.headTop - geo.boxTop) <= 2, `column headers stick to the top (${geo.headTop} vs ${geo.boxTop})`);
     // A cell far to the right still opens in the panel.
     const layer = big.layers[12]!;
     const cell = layer.positions[150]!;
-    await page.hover(`td.cell[data-hook="${layer.hook}"][data-position="150"]`);
+    await hoverCell(12, 150);
     assertPanelShows(await panel(), cell, layer.hook, false);
     assert.deepEqual(pageErrors, []);
     assert.deepEqual(requests.filter((u) => !u.startsWith("file:")), []);

@@ -1,0 +1,120 @@
+/**
+ * A forward pass with hook points, run as one or more pieces of consecutive layers (see
+ * layer-blocks.ts), with the KV cache carried between calls and optional activation patches.
+ */
+import type ort from "onnxruntime-node";
+import type { LogitsOutput } from "../architectures/forward.js";
+import { runSession, ort as runtime } from "../graph/session.js";
+import { UserError } from "../errors.js";
+import type { LoadedModel } from "./model.js";
+import { layerRange, type Piece } from "./layer-blocks.js";
+import { causalMask, rotaryTables } from "./positions.js";
+
+/** Per-layer key/value cache, [nKv, past, headDim] each. */
+export interface KvCache {
+  length: number;
+  keys: ort.Tensor[];
+  values: ort.Tensor[];
+}
+
+export interface ForwardResult {
+  hooks: Map<string, Float32Array>;
+  logits?: Float32Array;
+  cache: KvCache;
+}
+
+/** The cache cut back to its first `length` positions (for teacher forcing from an earlier point). */
+export function truncateCache(cache: KvCache, length: number): KvCache {
+  if (length > cache.length) throw new Error(`cannot truncate a cache of ${cache.length} to ${length}`);
+  const cut = (t: ort.Tensor): ort.Tensor => {
+    const [heads, past, d] = t.dims as [number, number, number];
+    const src = t.data as Float32Array;
+    const out = new Float32Array(heads * length * d);
+    for (let h = 0; h < heads; h++) out.set(src.subarray(h * past * d, h * past * d + length * d), h * length * d);
+    return new runtime.Tensor("float32", out, [heads, length, d]);
+  };
+  return { length, keys: cache.keys.map(cut), values: cache.values.map(cut) };
+}
+
+export interface ResidualPatch {
+  layer: number;
+  position: number;
+  vector: Float32Array;
+}
+
+export class ForwardSession {
+  constructor(
+    readonly model: LoadedModel,
+    private readonly pieces: Piece[],
+    readonly hooks: string[],
+    readonly logits: LogitsOutput,
+  ) {}
+
+  /** How many blocks of layers the pass runs as (1 when the model fits its memory budget). */
+  get pieceCount(): number {
+    return this.pieces.length;
+  }
+
+  /**
+   * Runs `ids` after the cached context (if any). Hooks are [T, hidden] per name. `patches`
+   * replace the residual entering layer `layer` (nLayers: the final residual) at `position` (index
+   * among these new tokens) with `vector`: activation patching. Each patched layer must be one of
+   * the session's `cutsAt`.
+   */
+  async run(ids: number[], cache?: KvCache, patches: ResidualPatch[] = []): Promise<ForwardResult> {
+    const cfg = this.model.config;
+    const past = cache?.length ?? 0;
+    const T = ids.length;
+    if (T === 0) throw new UserError("nothing to run: the token sequence is empty");
+    if (past + T > cfg.maxPositions) {
+      throw new UserError(`sequence of ${past + T} tokens is longer than the model's context (${cfg.maxPositions})`);
+    }
+    const feeds: Record<string, ort.Tensor> = {};
+    feeds["input_ids"] = new runtime.Tensor("int64", BigInt64Array.from(ids, (i) => BigInt(i)), [T]);
+    feeds["position_ids"] = new runtime.Tensor("int64", BigInt64Array.from({ length: T }, (_, i) => BigInt(past + i)), [T]);
+    const d = cfg.headDim;
+    const global = rotaryTables(this.model.invFreqGlobal, past, T);
+    const local = rotaryTables(this.model.invFreqLocal, past, T);
+    feeds["rope_cos"] = new runtime.Tensor("float32", global.cos, [T, d]);
+    feeds["rope_sin"] = new runtime.Tensor("float32", global.sin, [T, d]);
+    feeds["rope_cos_local"] = new runtime.Tensor("float32", local.cos, [T, d]);
+    feeds["rope_sin_local"] = new runtime.Tensor("float32", local.sin, [T, d]);
+    feeds["mask_full"] = new runtime.Tensor("float32", causalMask(past, T), [T, past + T]);
+    feeds["mask_sliding"] = new runtime.Tensor("float32", causalMask(past, T, cfg.slidingWindow), [T, past + T]);
+    for (let l = 0; l < cfg.nLayers; l++) {
+      feeds[`past_key.${l}`] = cache?.keys[l] ?? new runtime.Tensor("float32", new Float32Array(0), [cfg.nKvHeads, 0, d]);
+      feeds[`past_value.${l}`] = cache?.values[l] ?? new runtime.Tensor("float32", new Float32Array(0), [cfg.nKvHeads, 0, d]);
+    }
+    const out: Record<string, ort.Tensor> = {};
+    let resid: ort.Tensor | undefined;
+    for (const p of patches) {
+      if (!this.pieces.some((piece) => piece.first === p.layer)) throw new UserError(`cannot patch layer ${p.layer}: the forward session was not cut there (cutsAt)`);
+      if (!(p.position >= 0 && p.position < T) || p.vector.length !== cfg.hidden) throw new UserError(`patch at layer ${p.layer}: position ${p.position} or vector length ${p.vector.length} does not fit ${T} tokens x ${cfg.hidden}`);
+    }
+    for (const piece of this.pieces) {
+      const mine = patches.filter((p) => p.layer === piece.first);
+      if (mine.length) {
+        const data = Float32Array.from(resid!.data as Float32Array);
+        for (const p of mine) data.set(p.vector, p.position * cfg.hidden);
+        resid = new runtime.Tensor("float32", data, [T, cfg.hidden]);
+      }
+      const session = await this.model.blocks.open(piece, this.pieces.length > 1 ? layerRange(piece, cfg.nLayers) : undefined);
+      const pieceFeeds: Record<string, ort.Tensor> = {};
+      for (const name of session.inputNames) pieceFeeds[name] = name === piece.cutInput ? resid! : feeds[name]!;
+      const result = await runSession(session, pieceFeeds, this.pieces.length > 1 ? `forward graph (${layerRange(piece, cfg.nLayers)})` : "forward graph");
+      Object.assign(out, result);
+      resid = result["resid_out"];
+      this.model.blocks.release(piece);
+    }
+    const hooks = new Map<string, Float32Array>();
+    for (const h of this.hooks) hooks.set(h, out[h]!.data as Float32Array);
+    const keys: ort.Tensor[] = [];
+    const values: ort.Tensor[] = [];
+    for (let l = 0; l < cfg.nLayers; l++) {
+      keys.push(out[`present_key.${l}`]!);
+      values.push(out[`present_value.${l}`]!);
+    }
+    return { hooks, logits: this.logits !== "none" ? (out["logits"]!.data as Float32Array) : undefined, cache: { length: past + T, keys, values } };
+  }
+}
+

@@ -27,7 +27,7 @@ import { compactReport } from "../outputs/compact.js";
 import { toHtml } from "../outputs/html.js";
 import { toSvg } from "../outputs/svg.js";
 import { toPng } from "../outputs/png.js";
-import { attributeCommand, explainCommand } from "../explain/cli.js";
+import { attributeCommand, explainCommand, patchCommand } from "../explain/cli.js";
 
 const HELP = `logit-lens: see what every layer of a language model would predict.
 
@@ -37,6 +37,8 @@ Usage:
   logit-lens explain  --prompt <text> --layer L [--position P] [--concepts " sea, horse"]
                       [--vector "U[ sea] + U[ horse]"] [--family emoji] [--json]
   logit-lens attribute --prompt <text> --target <text> [--versus <text>] [--position P] [--json]
+  logit-lens patch    --from <prompt A> --prompt <prompt B> --target <text> [--versus <text>]
+                      [--layers 0-30] [--positions 3,5-7] [--map B:A,...] [--json]
   logit-lens inspect  --model <model> [--json]
   logit-lens models   fetch <alias> | list
   logit-lens cache    list | prune [--older-than DAYS] [--dry-run] [--json]
@@ -115,6 +117,9 @@ const OPTIONS = {
   family: { type: "string" },
   target: { type: "string" },
   versus: { type: "string" },
+  from: { type: "string" },
+  map: { type: "string" },
+  layers: { type: "string" },
   force: { type: "boolean" },
   "older-than": { type: "string" },
   "dry-run": { type: "boolean" },
@@ -234,12 +239,14 @@ async function run(argv: string[]): Promise<number> {
       return explainCommand(options, { loadModel: (spec) => loadModel(spec, progress), emit });
     case "attribute":
       return attributeCommand(options, { loadModel: (spec) => loadModel(spec, progress), emit });
+    case "patch":
+      return patchCommand(options, { loadModel: (spec) => loadModel(spec, progress), emit });
     case "generate":
       return lensCommand(options, progress, true);
     case "serve":
       return serveCommand(options, progress);
     default:
-      throw new UserError(`unknown command '${cmd}' (commands: lens, generate, explain, attribute, inspect, models, cache, serve; see --help)`);
+      throw new UserError(`unknown command '${cmd}' (commands: lens, generate, explain, attribute, patch, inspect, models, cache, serve; see --help)`);
   }
 }
 

@@ -7,6 +7,8 @@ import type { LoadedModel } from "../engine/model.js";
 import { parseFamily } from "../lens/targets.js";
 import { explainCell, explainText, resolveToken } from "./explain.js";
 import { attribute, attributionText } from "./attribution.js";
+import { patchSweep, patchText } from "./patching.js";
+import { renderToken } from "../tokens/render.js";
 
 export interface CommandDeps {
   loadModel(spec: string | undefined): Promise<LoadedModel>;
@@ -107,5 +109,54 @@ export async function attributeCommand(o: AttributeCliOptions, deps: CommandDeps
   const position = split.prefix.length > 0 ? ids.length + split.prefix.length - 1 : integer(o.position, "position", -1);
   const a = await attribute(model, [...ids, ...split.prefix], position, split.target, split.versus);
   await deps.emit(json ? JSON.stringify(a) : attributionText(a), o.out);
+  return 0;
+}
+
+export interface PatchCliOptions extends AttributeCliOptions {
+  from?: string;
+  map?: string;
+  layers?: string;
+  positions?: string;
+}
+
+function intList(spec: string, name: string): number[] {
+  const out: number[] = [];
+  for (const part of spec.split(",").map((s) => s.trim()).filter(Boolean)) {
+    const m = /^(\d+)(?:-(\d+))?$/.exec(part);
+    if (!m) throw new UserError(`--${name}: '${part}' is not an index or a range a-b`);
+    for (let i = Number(m[1]); i <= Number(m[2] ?? m[1]); i++) out.push(i);
+  }
+  if (out.length === 0) throw new UserError(`--${name} is empty`);
+  return out;
+}
+
+/** `--map 5:4,6:5`: B position -> A position. */
+function positionMap(spec: string): Map<number, number> {
+  const map = new Map<number, number>();
+  for (const part of spec.split(",").map((s) => s.trim()).filter(Boolean)) {
+    const m = /^(\d+):(\d+)$/.exec(part);
+    if (!m) throw new UserError(`--map: '${part}' is not B:A (a position of prompt B, then the position of prompt A it reads from)`);
+    map.set(Number(m[1]), Number(m[2]));
+  }
+  return map;
+}
+
+export async function patchCommand(o: PatchCliOptions, deps: CommandDeps): Promise<number> {
+  if (o.from === undefined) throw new UserError("patch needs --from <prompt A> (the source of the residuals) and --prompt <prompt B>");
+  if (o.target === undefined) throw new UserError("patch needs --target <text> (and optionally --versus <text>)");
+  const json = wantsJson(o);
+  const model = await deps.loadModel(o.model);
+  const idsB = promptIds(model, o.prompt, o.chat, "patch");
+  const idsA = promptIds(model, o.from, o.chat, "patch");
+  const split = splitAtDifference(model, o.target, o.versus);
+  const map = o.map !== undefined ? positionMap(o.map) : undefined;
+  const s = await patchSweep(model, [...idsA, ...split.prefix], [...idsB, ...split.prefix], { target: split.target, versus: split.versus }, {
+    layers: o.layers !== undefined ? intList(o.layers, "layers") : undefined,
+    positions: o.positions !== undefined ? intList(o.positions, "positions") : undefined,
+    positionMap: map,
+  });
+  const tokenText = (p: number) => renderToken(model.tokenizer.tokenBytes([...idsB, ...split.prefix][p]!)).text;
+  const what = split.versus !== undefined ? `logit(${JSON.stringify(o.target)}) - logit(${JSON.stringify(o.versus)})` : `log P(${JSON.stringify(o.target)})`;
+  await deps.emit(json ? JSON.stringify(s) : patchText(s, tokenText, what), o.out);
   return 0;
 }

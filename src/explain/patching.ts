@@ -1,0 +1,110 @@
+/**
+ * Activation patching (issue 10, item 4): the residual entering layer l at position p, taken from
+ * prompt A (the source) and written into the run on prompt B, and what that does to B's output:
+ * the target's log-probability, or the logit difference target - versus, at B's last position.
+ * A sweep over layers x positions gives the standard patching heatmap. The engine does the
+ * patching (ForwardSession.run's `patches`, cut at every layer boundary; layer nLayers = the final
+ * residual before the final norm).
+ * Prompts must have the same length, or a position map (B position -> A position) must be given.
+ */
+import { blockHook } from "../architectures/forward.js";
+import type { LoadedModel, ResidualPatch } from "../engine/model.js";
+import { UserError } from "../errors.js";
+
+export interface PatchMetric {
+  target: number;
+  versus?: number;
+}
+
+export interface PatchSweep {
+  layers: number[];
+  /** Positions in B that were patched. */
+  positions: number[];
+  /** The A position each patched B position reads from. */
+  source_positions: number[];
+  metric: string;
+  clean: number; // A's own value
+  corrupted: number; // B's own value
+  /** [layer][position]: B's value with that one residual patched in from A. */
+  patched: number[][];
+}
+
+function metricOf(logits: Float32Array, V: number, m: PatchMetric): number {
+  const row = logits.subarray(logits.length - V);
+  if (m.versus !== undefined) return row[m.target]! - row[m.versus]!;
+  let max = -Infinity;
+  for (const v of row) max = Math.max(max, v);
+  let sum = 0;
+  for (const v of row) sum += Math.exp(v - max);
+  return row[m.target]! - max - Math.log(sum);
+}
+
+export async function patchSweep(
+  model: LoadedModel,
+  idsA: number[],
+  idsB: number[],
+  metric: PatchMetric,
+  options: { layers?: number[]; positions?: number[]; positionMap?: Map<number, number> } = {},
+): Promise<PatchSweep> {
+  const cfg = model.config;
+  const L = cfg.nLayers;
+  const V = cfg.vocabSize;
+  if (idsA.length !== idsB.length && !options.positionMap) {
+    throw new UserError(`the prompts have different lengths (${idsA.length} and ${idsB.length} tokens): give a position map (--map B:A,...) or prompts of equal length`);
+  }
+  const layers = options.layers ?? Array.from({ length: L + 1 }, (_, l) => l);
+  for (const l of layers) if (!Number.isInteger(l) || l < 0 || l > L) throw new UserError(`layer ${l} is out of range (0..${L}; ${L} is the final residual)`);
+  const positions = options.positions ?? (options.positionMap ? [...options.positionMap.keys()] : idsB.map((_, i) => i));
+  const source = positions.map((p) => (options.positionMap ? options.positionMap.get(p) : p));
+  positions.forEach((p, i) => {
+    const a = source[i];
+    if (!(Number.isInteger(p) && p >= 0 && p < idsB.length)) throw new UserError(`position ${p} is outside prompt B (0..${idsB.length - 1})`);
+    if (a === undefined || !(Number.isInteger(a) && a >= 0 && a < idsA.length)) throw new UserError(`position ${p} of prompt B has no position in prompt A (0..${idsA.length - 1}) to read from`);
+  });
+  const hookOf = (l: number) => (l < L ? blockHook(l, "hook_resid_pre") : blockHook(L - 1, "hook_resid_post"));
+  const H = cfg.hidden;
+  // One session cut at every layer asked for: any of them can be patched without a new graph.
+  const session = await model.forward([...new Set(layers.map(hookOf))], "last", { cutsAt: layers });
+  const a = await session.run(idsA);
+  const b = await session.run(idsB);
+  const patched: number[][] = [];
+  for (const l of layers) {
+    const row: number[] = [];
+    const resid = a.hooks.get(hookOf(l))!;
+    for (let i = 0; i < positions.length; i++) {
+      const src = source[i]!;
+      const patch: ResidualPatch = { layer: l, position: positions[i]!, vector: resid.slice(src * H, (src + 1) * H) };
+      const r = await session.run(idsB, undefined, [patch]);
+      row.push(metricOf(r.logits!, V, metric));
+    }
+    patched.push(row);
+  }
+  return {
+    layers,
+    positions,
+    source_positions: source as number[],
+    metric: metric.versus !== undefined ? "logit difference" : "log-probability",
+    clean: metricOf(a.logits!, V, metric),
+    corrupted: metricOf(b.logits!, V, metric),
+    patched,
+  };
+}
+
+/** Terminal heatmap: one row per layer, one column per position, the recovered fraction (patched - B) / (A - B). */
+export function patchText(s: PatchSweep, tokenText: (position: number) => string, what: string): string {
+  const span = s.clean - s.corrupted;
+  const shades = " ░▒▓█";
+  const lines = [
+    `${what} (${s.metric}): prompt A ${s.clean.toFixed(3)}, prompt B ${s.corrupted.toFixed(3)}; cell = (patched - B) / (A - B), 1 = A's value restored`,
+    `layer  ${s.positions.map((p) => tokenText(p).slice(0, 6).padEnd(7)).join("")}`,
+  ];
+  s.layers.forEach((l, li) => {
+    const cells = s.patched[li]!.map((v) => {
+      const f = Math.abs(span) > 1e-9 ? (v - s.corrupted) / span : 0;
+      const shade = shades[Math.max(0, Math.min(4, Math.round(Math.abs(f) * 4)))]!;
+      return `${shade}${(f >= 0 ? "+" : "-") + Math.abs(f).toFixed(2)}`.padEnd(7);
+    });
+    lines.push(`${String(l).padEnd(7)}${cells.join("")}`);
+  });
+  return lines.join("\n");
+}

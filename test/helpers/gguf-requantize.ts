@@ -1,0 +1,149 @@
+/**
+ * Rewrites a GGUF with its matrices quantized to another ggml type, for tests: the metadata bytes
+ * are copied as they are, the tensor table is rewritten, and the chosen tensors are quantized from
+ * their fp32 values by round-to-nearest (the layouts of ggml-quants.c; the rounding rule does not
+ * matter to the tests, which compare two readings of the same written file).
+ */
+import fs from "node:fs";
+
+const GGML_TYPE = { F32: 0, F16: 1, Q4_0: 2, Q4_1: 3, Q5_0: 6, Q5_1: 7, Q8_0: 8 } as const;
+export type SimpleQuant = "Q4_0" | "Q4_1" | "Q5_0" | "Q5_1" | "Q8_0";
+const BLOCK_BYTES: Record<SimpleQuant, number> = { Q4_0: 18, Q4_1: 20, Q5_0: 22, Q5_1: 24, Q8_0: 34 };
+
+class Reader {
+  pos = 0;
+  constructor(readonly b: Buffer) {}
+  u32(): number { const v = this.b.readUInt32LE(this.pos); this.pos += 4; return v; }
+  u64(): number { const v = Number(this.b.readBigUInt64LE(this.pos)); this.pos += 8; return v; }
+  str(): string { const n = this.u64(); const s = this.b.toString("utf8", this.pos, this.pos + n); this.pos += n; return s; }
+  skipValue(type: number): void {
+    const sizes: Record<number, number> = { 0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8 };
+    if (type === 8) this.str();
+    else if (type === 9) {
+      const inner = this.u32();
+      const n = this.u64();
+      for (let i = 0; i < n; i++) this.skipValue(inner);
+    } else this.pos += sizes[type]!;
+  }
+}
+
+function f16(x: number): number {
+  // float32 -> IEEE half, round to nearest even (normal range is all the scales need).
+  const f = new Float32Array([x]);
+  const u = new Uint32Array(f.buffer)[0]!;
+  const sign = (u >>> 16) & 0x8000;
+  const exp = ((u >>> 23) & 0xff) - 127 + 15;
+  let mant = u & 0x7fffff;
+  if (exp <= 0) return sign; // scales of zero rows
+  if (exp >= 31) return sign | 0x7c00;
+  let h = sign | (exp << 10) | (mant >> 13);
+  mant &= 0x1fff;
+  if (mant > 0x1000 || (mant === 0x1000 && h & 1)) h++;
+  return h;
+}
+function half(h: number): number {
+  const exp = (h >> 10) & 0x1f, mant = h & 0x3ff, s = h & 0x8000 ? -1 : 1;
+  return exp === 0 ? s * mant * 2 ** -24 : s * (1 + mant / 1024) * 2 ** (exp - 15);
+}
+
+/** Quantizes `x` (a whole number of 32-element blocks) into ggml blocks of `type`. */
+export function quantizeBlocks(type: SimpleQuant, x: Float32Array): Buffer {
+  const nb = x.length / 32;
+  const out = Buffer.alloc(nb * BLOCK_BYTES[type]);
+  for (let i = 0; i < nb; i++) {
+    const v = x.subarray(i * 32, i * 32 + 32);
+    const p = i * BLOCK_BYTES[type];
+    let amax = 0, max = 0, lo = Infinity, hi = -Infinity;
+    for (const t of v) { if (Math.abs(t) > amax) { amax = Math.abs(t); max = t; } lo = Math.min(lo, t); hi = Math.max(hi, t); }
+    const q = new Int32Array(32);
+    if (type === "Q8_0") {
+      const d = half(f16(amax / 127));
+      out.writeUInt16LE(f16(amax / 127), p);
+      for (let j = 0; j < 32; j++) out.writeInt8(d ? Math.max(-127, Math.min(127, Math.round(v[j]! / d))) : 0, p + 2 + j);
+      continue;
+    }
+    const bits = type === "Q4_0" || type === "Q4_1" ? 4 : 5;
+    const top = (1 << bits) - 1;
+    const symmetric = type === "Q4_0" || type === "Q5_0";
+    const dRaw = symmetric ? max / -(1 << (bits - 1)) : (hi - lo) / top;
+    const d = half(f16(dRaw));
+    const m = symmetric ? 0 : half(f16(lo));
+    for (let j = 0; j < 32; j++) {
+      const t = symmetric ? v[j]! / (d || 1) + (1 << (bits - 1)) : (v[j]! - m) / (d || 1);
+      q[j] = Math.max(0, Math.min(top, Math.round(t)));
+    }
+    let o = p;
+    out.writeUInt16LE(f16(dRaw), o); o += 2;
+    if (!symmetric) { out.writeUInt16LE(f16(lo), o); o += 2; }
+    if (bits === 5) {
+      let qh = 0;
+      for (let j = 0; j < 32; j++) qh |= ((q[j]! >> 4) & 1) << j;
+      out.writeUInt32LE(qh >>> 0, o); o += 4;
+    }
+    for (let j = 0; j < 16; j++) out[o + j] = (q[j]! & 15) | ((q[j + 16]! & 15) << 4);
+  }
+  return out;
+}
+
+/**
+ * Writes `to`: the GGUF `from` with every F32 tensor that `pick(name, shape)` selects quantized to
+ * `type` (rows must be whole blocks of 32).
+ */
+export function requantizeGguf(from: string, to: string, type: SimpleQuant, pick: (name: string, shape: number[]) => boolean): void {
+  const b = fs.readFileSync(from);
+  const r = new Reader(b);
+  if (b.toString("latin1", 0, 4) !== "GGUF") throw new Error(`${from}: not a GGUF`);
+  r.pos = 4;
+  const version = r.u32();
+  const nTensors = r.u64();
+  const nKv = r.u64();
+  let alignment = 32;
+  for (let i = 0; i < nKv; i++) {
+    const key = r.str();
+    const t = r.u32();
+    if (key === "general.alignment") alignment = b.readUInt32LE(r.pos);
+    r.skipValue(t);
+  }
+  const metaEnd = r.pos;
+  const infos: { name: string; dims: number[]; type: number; offset: number }[] = [];
+  for (let i = 0; i < nTensors; i++) {
+    const name = r.str();
+    const n = r.u32();
+    const dims = Array.from({ length: n }, () => r.u64());
+    infos.push({ name, dims, type: r.u32(), offset: r.u64() });
+  }
+  const align = (x: number) => Math.ceil(x / alignment) * alignment;
+  const dataStart = align(r.pos);
+
+  const blobs: Buffer[] = [];
+  const table: Buffer[] = [];
+  let offset = 0;
+  for (const info of infos) {
+    const count = info.dims.reduce((a, c) => a * c, 1);
+    const shape = [...info.dims].reverse(); // ggml ne -> row-major, outermost first
+    let data: Buffer = b.subarray(dataStart + info.offset, dataStart + info.offset + (info.type === GGML_TYPE.F32 ? count * 4 : 0));
+    let newType = info.type;
+    if (info.type === GGML_TYPE.F32 && shape.length === 2 && shape[1]! % 32 === 0 && pick(info.name, shape)) {
+      const floats = new Float32Array(count);
+      Buffer.from(floats.buffer).set(data);
+      data = quantizeBlocks(type, floats);
+      newType = GGML_TYPE[type];
+    } else if (info.type !== GGML_TYPE.F32) {
+      throw new Error(`${from}: requantizeGguf handles F32 sources only (${info.name})`);
+    }
+    const nameBytes = Buffer.from(info.name, "utf8");
+    const entry = Buffer.alloc(8 + nameBytes.length + 4 + 8 * info.dims.length + 4 + 8);
+    let o = entry.writeBigUInt64LE(BigInt(nameBytes.length), 0);
+    nameBytes.copy(entry, o); o += nameBytes.length;
+    o = entry.writeUInt32LE(info.dims.length, o);
+    for (const d of info.dims) o = entry.writeBigUInt64LE(BigInt(d), o);
+    o = entry.writeUInt32LE(newType, o);
+    entry.writeBigUInt64LE(BigInt(offset), o);
+    table.push(entry);
+    blobs.push(data, Buffer.alloc(align(data.length) - data.length));
+    offset += align(data.length);
+  }
+  const head = Buffer.concat([b.subarray(0, metaEnd), ...table]);
+  head.writeUInt32LE(version, 4);
+  fs.writeFileSync(to, Buffer.concat([head, Buffer.alloc(align(head.length) - head.length), ...blobs]));
+}

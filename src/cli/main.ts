@@ -28,6 +28,7 @@ import { toHtml } from "../outputs/html.js";
 import { toSvg } from "../outputs/svg.js";
 import { toPng } from "../outputs/png.js";
 import { attributeCommand, explainCommand, patchCommand } from "../explain/cli.js";
+import { linearCommand, queryCommand, sweepCommand } from "../sweep/cli.js";
 
 const HELP = `logit-lens: see what every layer of a language model would predict.
 
@@ -39,6 +40,11 @@ Usage:
   logit-lens attribute --prompt <text> --target <text> [--versus <text>] [--position P] [--json]
   logit-lens patch    --from <prompt A> --prompt <prompt B> --target <text> [--versus <text>]
                       [--layers 0-30] [--positions 3,5-7] [--map B:A,...] [--json]
+  logit-lens sweep    --data <prompts.jsonl | corpus.txt> --out <folder> [--metrics kl,ce,top1,targets]
+                      [--window 128] [--lens logit,linear:FILE] [--positions all|last] [--limit N]
+                      [--bootstrap 1000] [--seed 0] [--unit-size 8]   (docs/sweep.md; resumable)
+  logit-lens query    <folder> "<SQL over rows / summary>" [--json]
+  logit-lens linear fit --data <corpus.txt> --out <lens.safetensors> [--window 128] [--ridge 1e-3]
   logit-lens inspect  --model <model> [--json]
   logit-lens models   fetch <alias> | list
   logit-lens cache    list | prune [--older-than DAYS] [--dry-run] [--json]
@@ -121,6 +127,15 @@ const OPTIONS = {
   map: { type: "string" },
   layers: { type: "string" },
   force: { type: "boolean" },
+  // sweep, query, linear (src/sweep/)
+  data: { type: "string" },
+  metrics: { type: "string" },
+  window: { type: "string" },
+  lens: { type: "string" },
+  bootstrap: { type: "string" },
+  limit: { type: "string" },
+  "unit-size": { type: "string" },
+  ridge: { type: "string" },
   "older-than": { type: "string" },
   "dry-run": { type: "boolean" },
   port: { type: "string" },
@@ -243,10 +258,16 @@ async function run(argv: string[]): Promise<number> {
       return patchCommand(options, { loadModel: (spec) => loadModel(spec, progress), emit });
     case "generate":
       return lensCommand(options, progress, true);
+    case "sweep":
+      return sweepCommand(options, { loadModel: (spec) => loadModel(spec, progress), emit });
+    case "query":
+      return queryCommand(rest, options, { loadModel: (spec) => loadModel(spec, progress), emit });
+    case "linear":
+      return linearCommand(rest, options, { loadModel: (spec) => loadModel(spec, progress), emit });
     case "serve":
       return serveCommand(options, progress);
     default:
-      throw new UserError(`unknown command '${cmd}' (commands: lens, generate, explain, attribute, patch, inspect, models, cache, serve; see --help)`);
+      throw new UserError(`unknown command '${cmd}' (commands: lens, generate, explain, attribute, patch, sweep, query, linear, inspect, models, cache, serve; see --help)`);
   }
 }
 

@@ -253,6 +253,7 @@ class Explorer {
           if (this.compare.positions.length !== report.positions.length || this.compare.layers.length !== report.layers.length) {
             this.status.textContent = `B has ${this.compare.layers.length} readouts x ${this.compare.positions.length} positions, A ${report.layers.length} x ${report.positions.length}: cells are compared where both exist`;
           }
+          else this.status.textContent = "A and B done · colour: KL between them per cell (estimated from the top-k)";
           this.view.state.colorBy = "diff";
           this.view.refresh(report, this.compare);
         }

@@ -203,7 +203,7 @@ export class Heatmap {
       // The output row: a rule under (or over) it.
       if (row === "final") {
         ctx.fillStyle = "#667085";
-        ctx.fillRect(LABEL_W, this.rows[0] === "final" ? y + CELL_H - 1 : y - 1, W, 2);
+        ctx.fillRect(LABEL_W, this.rows[0] === "final" ? y + CELL_H - 1 : y - 1, Math.min(W, ox + report.positions.length * cw) - LABEL_W, 2);
       }
     }
     // Row labels (sticky left).

@@ -28,7 +28,7 @@ import { toHtml } from "../outputs/html.js";
 import { toSvg } from "../outputs/svg.js";
 import { toPng } from "../outputs/png.js";
 import { attributeCommand, explainCommand, patchCommand } from "../explain/cli.js";
-import { linearCommand, queryCommand, sweepCommand } from "../sweep/cli.js";
+import { lensTranslator, linearCommand, queryCommand, sweepCommand } from "../sweep/cli.js";
 
 const HELP = `logit-lens: see what every layer of a language model would predict.
 
@@ -66,6 +66,8 @@ Lens options (lens and generate):
                            is a prefix of the word, with or without its leading space)
   --top-k <n>              tokens per cell (default 10)
   --variant logit|raw      logit lens (final norm re-applied per residual) or raw unembedding
+  --lens linear:FILE       the linear shortcut lens: each layer's residual first mapped by the
+                           least-squares fit of 'logit-lens linear fit' (docs/sweep.md)
   --format <f>             terminal (default), json, csv, html, svg, png
   --json                   same as --format json
   --compact                with json: each token's text and bytes once, top-k entries as
@@ -445,9 +447,10 @@ async function lensCommand(options: Options, progress: Progress, generate: boole
   const targets = (options.track ?? []).map((t) => parseTextTarget(tok, t));
   const families = (options["track-family"] ?? []).map((f) => parseFamily(tok, f));
   if (gen) gen.stopIds = tok.eosIds;
+  const translate = options.lens !== undefined && options.lens !== "logit" ? lensTranslator(options.lens, model, variant, points) : undefined;
 
   progress.info(`lens over ${ids.length} prompt tokens, ${hooks.length} readouts${gen ? `, then up to ${gen.maxNewTokens} new tokens` : ""}`);
-  const run = await runLensJob(model, { promptIds: ids, readouts: hooks, topK, variant, positions, targets, families, generate: gen }, progress);
+  const run = await runLensJob(model, { promptIds: ids, readouts: hooks, topK, variant, positions, targets, families, generate: gen, translate: translate?.fn }, progress);
   const report = buildReport(model, {
     prompt: options.prompt,
     chat: Boolean(options.chat),
@@ -458,6 +461,7 @@ async function lensCommand(options: Options, progress: Progress, generate: boole
     points,
     generation: gen ? { maxNewTokens: gen.maxNewTokens, temperature: gen.sampling.temperature, topP: gen.sampling.topP, seed: gen.sampling.seed } : undefined,
   });
+  if (translate) report.lens.description = `${translate.description}, then ${report.lens.description}`;
   await writeReport(report, format, options);
   return 0;
 }

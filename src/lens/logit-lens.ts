@@ -43,6 +43,11 @@ export interface LensOptions {
   onRows?: (readoutIndices: number[], cells: LensCell[][], final: LensCell[]) => void;
   /** Stops between chunks with an AbortError. */
   signal?: AbortSignal;
+  /**
+   * Maps a readout's residual ([T, hidden]) before the lens reads it: a translator lens such as
+   * the linear shortcut (src/sweep/linear.ts). The output row (the KL reference) is never mapped.
+   */
+  translate?: (hook: string, resid: Float32Array) => Float32Array;
 }
 
 export interface LensCell {
@@ -146,6 +151,8 @@ export class LogitLens {
     await checkActivationsFinite(this.model, fwd.hooks, ids, cache); // NaN/Inf are an error, never a result
     const session = await this.lensSession(variant, tracking);
     const H = cfg.hidden;
+    const residOf = new Map(fwd.hooks);
+    if (options.translate) for (const hook of readouts) if (hook !== outputHook) residOf.set(hook, options.translate(hook, fwd.hooks.get(hook)!));
     // Groups of readouts, each read with the output row last (the reference for KL). Without
     // rowGroup: one group, all readouts.
     const size = options.rowGroup && options.rowGroup > 0 ? options.rowGroup : readouts.length;
@@ -175,7 +182,7 @@ export class LogitLens {
         const P = pos.length;
         const resid = new Float32Array(P * R * H);
         rows.forEach((hook, r) => {
-          const src = fwd.hooks.get(hook)!;
+          const src = residOf.get(hook)!;
           pos.forEach((p, i) => resid.set(src.subarray(p * H, (p + 1) * H), (i * R + r) * H));
         });
         const feeds: Record<string, ort.Tensor> = {

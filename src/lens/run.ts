@@ -30,6 +30,8 @@ export interface LensJob {
   generate?: GenerateOptions;
   /** Streaming and cancelling (the web app); the result is the same with or without them. */
   live?: LiveOptions;
+  /** A translator lens (LensOptions.translate), e.g. the linear shortcut of src/sweep/linear.ts. */
+  translate?: (hook: string, resid: Float32Array) => Float32Array;
 }
 
 export interface LiveOptions {
@@ -67,7 +69,7 @@ export async function runLensJob(model: LoadedModel, job: LensJob, progress: Pro
   const lens = new LogitLens(model);
   const tracked = job.targets.map((t) => t.ids[0]!);
   const families = job.families.map((f) => f.mask);
-  const base = { topK: job.topK, variant: job.variant, readouts: job.readouts, tracked, families };
+  const base = { topK: job.topK, variant: job.variant, readouts: job.readouts, tracked, families, translate: job.translate };
 
   const t0 = Date.now();
   const live = job.live ?? {};

@@ -12,7 +12,7 @@ import { runSweep, type SweepSettings } from "./sweep.js";
 import { METRICS, type Metric } from "./rows.js";
 import { summaryTable } from "./table.js";
 import { formatTable, querySweep } from "./query.js";
-import { fitLinearLens, readLinearLens, saveLinearLens, translatorOf } from "./linear.js";
+import { fitLinearLens, linearTranslate, readLinearLens, saveLinearLens, translatorOf } from "./linear.js";
 
 export interface SweepCliOptions {
   model?: string;
@@ -112,4 +112,14 @@ export async function linearCommand(args: string[], o: SweepCliOptions, deps: Sw
   await saveLinearLens(o.out, lens);
   await deps.emit(`wrote ${o.out}: linear lens for ${model.info.name}, ${lens.metadata["layers"]} layers fitted on ${lens.metadata["tokens"]} tokens (ridge ${ridge})`, undefined);
   return 0;
+}
+
+/** `lens --lens linear:FILE`: the translator and the words the report's lens description starts with. */
+export function lensTranslator(spec: string, model: LoadedModel, variant: string, points: string[]): { fn: (hook: string, resid: Float32Array) => Float32Array; description: string } {
+  if (!spec.startsWith("linear:")) throw new UserError(`unknown --lens '${spec}' (logit, linear:FILE)`);
+  if (variant !== "logit") throw new UserError("--lens linear:FILE needs --variant logit (its maps end at the final residual, read through the final norm)");
+  if (points.some((p) => p !== "resid_post")) throw new UserError("--lens linear:FILE reads resid_post only (its maps are fitted per block output); drop --points");
+  const file = spec.slice(7);
+  const lens = readLinearLens(file, model);
+  return { fn: linearTranslate(lens), description: `Linear shortcut lens (Din et al. 2024; ${path.basename(file)}, fitted on ${lens.metadata["tokens"]} tokens): each layer's residual mapped by least squares to the final residual` };
 }

@@ -295,3 +295,32 @@ export function translatorOf(lens: LinearLens, nLayers: number): Translator {
   }
   return { weight, bias };
 }
+
+/**
+ * The linear lens as LensOptions.translate for `logit-lens lens --lens linear:FILE`: each
+ * block's hook_resid_post mapped by its fitted affine map (in JS: T x hidden^2 per layer, small
+ * next to the lens itself). Other hook points have no fitted map and are refused.
+ */
+export function linearTranslate(lens: LinearLens): (hook: string, resid: Float32Array) => Float32Array {
+  const H = lens.hidden;
+  return (hook, resid) => {
+    const m = /^blocks\.(\d+)\.hook_resid_post$/.exec(hook);
+    if (!m) throw new UserError(`the linear lens maps hook_resid_post readouts only, not ${hook} (use --points resid_post)`);
+    const l = Number(m[1]);
+    if (l >= lens.nLayers - 1) return resid;
+    const w = lens.weights[l]!;
+    const b = lens.biases[l]!;
+    const T = resid.length / H;
+    const out = new Float32Array(resid.length);
+    for (let t = 0; t < T; t++) {
+      const x = resid.subarray(t * H, (t + 1) * H);
+      for (let o = 0; o < H; o++) {
+        let v = b[o]!;
+        const row = o * H;
+        for (let k = 0; k < H; k++) v += w[row + k]! * x[k]!;
+        out[t * H + o] = v;
+      }
+    }
+    return out;
+  };
+}

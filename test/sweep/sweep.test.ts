@@ -197,5 +197,14 @@ test("linear lens: least squares beats the identity, saves and reads back, sweep
   assert.match(r.stdout, /kl \(linear\)\s+kl \(logit\)/);
   const q = await querySweep(out, "SELECT lens, avg(kl) FROM rows WHERE layer = 0 GROUP BY lens ORDER BY lens");
   assert.deepEqual(q.rows.map((row) => row[0]), ["linear", "logit"]);
+  // `lens --lens linear:FILE`: layer 0 read through its map, the last layer and the output untouched.
+  const lr = await runCli(["lens", "--model", path.join(TINY, "llama"), "--prompt", "The cat sat on the mat", "--lens", `linear:${file}`, "--json", "--quiet"], { timeoutMs: 30_000 });
+  assert.equal(lr.code, 0, lr.stderr);
+  const plain = await runCli(["lens", "--model", path.join(TINY, "llama"), "--prompt", "The cat sat on the mat", "--json", "--quiet"], { timeoutMs: 30_000 });
+  const [rl, rp] = [JSON.parse(lr.stdout), JSON.parse(plain.stdout)];
+  assert.match(rl.lens.description, /^Linear shortcut lens/);
+  assert.deepEqual(rl.layers.at(-1).positions, rp.layers.at(-1).positions);
+  assert.deepEqual(rl.final, rp.final);
+  assert.notDeepEqual(rl.layers[0].positions.map((c: { kl_to_final: number }) => c.kl_to_final), rp.layers[0].positions.map((c: { kl_to_final: number }) => c.kl_to_final));
   fs.rmSync(dir, { recursive: true, force: true });
 });

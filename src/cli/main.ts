@@ -276,11 +276,15 @@ async function run(argv: string[]): Promise<number> {
 async function serveCommand(options: Options, progress: Progress): Promise<number> {
   const port = number(options.port, "port", 7860, (n) => Number.isInteger(n) && n >= 0 && n <= 65535, "a port number from 0 to 65535");
   const { startServer } = await import("../server/server.js");
-  const { url } = await startServer({ host: options.host ?? "127.0.0.1", port, model: options.model ?? DEFAULT_MODEL, load: (spec) => loadModel(spec, progress) });
+  const { url, app } = await startServer({ host: options.host ?? "127.0.0.1", port, model: options.model ?? DEFAULT_MODEL, load: (spec) => loadModel(spec, progress) });
   process.stdout.write(`logit-lens explorer: ${url}\n`);
   if (options.open) openInBrowser(url);
-  // Runs until interrupted.
-  await new Promise<void>((resolve) => process.once("SIGINT", () => resolve()));
+  // Runs until interrupted (Ctrl-C or SIGTERM), then closes its connections and exits.
+  await new Promise<void>((resolve) => {
+    process.once("SIGINT", () => resolve());
+    process.once("SIGTERM", () => resolve());
+  });
+  await app.close();
   return 0;
 }
 

@@ -76,7 +76,8 @@ export function summarize(prompts: PromptStats[], layers: number, bootstrap: num
     let lo = mean.slice();
     let hi = mean.slice();
     if (bootstrap > 0 && N > 1) {
-      const next = rng(seed ^ hash32(key));
+      // Seeded by the metric alone: every lens of a metric gets the same resamples (paired comparison).
+      const next = rng(seed ^ hash32(metric));
       const reps = Array.from({ length: layers }, () => new Float64Array(bootstrap));
       const idx = new Int32Array(N);
       for (let b = 0; b < bootstrap; b++) {

@@ -7,7 +7,7 @@ import type { LogitsOutput } from "../architectures/forward.js";
 import { runSession, ort as runtime } from "../graph/session.js";
 import { UserError } from "../errors.js";
 import type { LoadedModel } from "./model.js";
-import { layerRange, type Piece } from "./layer-blocks.js";
+import { LayerBlocks, layerRange, type Piece } from "./layer-blocks.js";
 import { causalMask, rotaryTables } from "./positions.js";
 
 /** Per-layer key/value cache, [nKv, past, headDim] each. */
@@ -48,20 +48,20 @@ export class ForwardSession {
     private readonly pieces: Piece[],
     readonly hooks: string[],
     readonly logits: LogitsOutput,
-  ) {}
+  ) {
+    this.streamed = pieces.reduce((sum, p) => sum + LayerBlocks.cost(p), 0) > model.blocks.budget;
+  }
+
+  /** Whether the pieces do not all fit the memory budget at once (the model streams from disk). */
+  private readonly streamed: boolean;
 
   /** How many blocks of layers the pass runs as (1 when the model fits its memory budget). */
   get pieceCount(): number {
     return this.pieces.length;
   }
 
-  /**
-   * Runs `ids` after the cached context (if any). Hooks are [T, hidden] per name. `patches`
-   * replace the residual entering layer `layer` (nLayers: the final residual) at `position` (index
-   * among these new tokens) with `vector`: activation patching. Each patched layer must be one of
-   * the session's `cutsAt`.
-   */
-  async run(ids: number[], cache?: KvCache, patches: ResidualPatch[] = []): Promise<ForwardResult> {
+  /** The graph inputs shared by every piece: ids, positions, rotary tables, masks, the KV cache. */
+  private feedsFor(ids: number[], cache?: KvCache): Record<string, ort.Tensor> {
     const cfg = this.model.config;
     const past = cache?.length ?? 0;
     const T = ids.length;
@@ -85,20 +85,28 @@ export class ForwardSession {
       feeds[`past_key.${l}`] = cache?.keys[l] ?? new runtime.Tensor("float32", new Float32Array(0), [cfg.nKvHeads, 0, d]);
       feeds[`past_value.${l}`] = cache?.values[l] ?? new runtime.Tensor("float32", new Float32Array(0), [cfg.nKvHeads, 0, d]);
     }
-    const out: Record<string, ort.Tensor> = {};
-    let resid: ort.Tensor | undefined;
+    return feeds;
+  }
+
+  /** Runs `pieces` in order, the first from `resid` when it starts at a cut, applying `patches` at their layers. */
+  private async runPieces(pieces: Piece[], feeds: Record<string, ort.Tensor>, start: ort.Tensor | undefined, patches: ResidualPatch[], T: number): Promise<Record<string, ort.Tensor>> {
+    const cfg = this.model.config;
     for (const p of patches) {
       if (!this.pieces.some((piece) => piece.first === p.layer)) throw new UserError(`cannot patch layer ${p.layer}: the forward session was not cut there (cutsAt)`);
       if (!(p.position >= 0 && p.position < T) || p.vector.length !== cfg.hidden) throw new UserError(`patch at layer ${p.layer}: position ${p.position} or vector length ${p.vector.length} does not fit ${T} tokens x ${cfg.hidden}`);
     }
-    for (const piece of this.pieces) {
+    const out: Record<string, ort.Tensor> = {};
+    let resid = start;
+    for (const piece of pieces) {
       const mine = patches.filter((p) => p.layer === piece.first);
       if (mine.length) {
         const data = Float32Array.from(resid!.data as Float32Array);
         for (const p of mine) data.set(p.vector, p.position * cfg.hidden);
         resid = new runtime.Tensor("float32", data, [T, cfg.hidden]);
       }
-      const session = await this.model.blocks.open(piece, this.pieces.length > 1 ? layerRange(piece, cfg.nLayers) : undefined);
+      // Pieces cut only for patching are not a streamed model: nothing to announce.
+      const label = this.streamed ? layerRange(piece, cfg.nLayers) : undefined;
+      const session = await this.model.blocks.open(piece, label);
       const pieceFeeds: Record<string, ort.Tensor> = {};
       for (const name of session.inputNames) pieceFeeds[name] = name === piece.cutInput ? resid! : feeds[name]!;
       const result = await runSession(session, pieceFeeds, this.pieces.length > 1 ? `forward graph (${layerRange(piece, cfg.nLayers)})` : "forward graph");
@@ -106,6 +114,44 @@ export class ForwardSession {
       resid = result["resid_out"];
       this.model.blocks.release(piece);
     }
+    return out;
+  }
+
+  /**
+   * Runs `ids` (after the cached context, if any) from the residual entering `layer` (a cut of
+   * this session), given as [T, hidden], through the pieces after it: only their hooks and the
+   * logits come back. A patching sweep computes the residual once and runs the rest of the model
+   * per patch, instead of running the layers before the patch again each time; with the cache of
+   * the positions before the patch, it runs only the positions the patch can change.
+   */
+  async runFrom(ids: number[], layer: number, resid: Float32Array, patches: ResidualPatch[] = [], cache?: KvCache): Promise<{ hooks: Map<string, Float32Array>; logits?: Float32Array }> {
+    const cfg = this.model.config;
+    const at = this.pieces.findIndex((p) => p.first === layer);
+    if (at < 0) throw new UserError(`cannot run from layer ${layer}: the forward session was not cut there (cutsAt)`);
+    if (resid.length !== ids.length * cfg.hidden) throw new UserError(`the residual has ${resid.length} values, not ${ids.length} tokens x ${cfg.hidden}`);
+    const start = new runtime.Tensor("float32", resid, [ids.length, cfg.hidden]);
+    const out = await this.runPieces(this.pieces.slice(at), this.feedsFor(ids, cache), start, patches, ids.length);
+    const hooks = new Map<string, Float32Array>();
+    for (const h of this.hooks) if (out[h]) hooks.set(h, out[h]!.data as Float32Array);
+    return { hooks, logits: this.logits !== "none" ? (out["logits"]!.data as Float32Array) : undefined };
+  }
+
+  /** Closes the onnxruntime sessions this pass opened (they reopen on the next run). */
+  async close(): Promise<void> {
+    for (const piece of this.pieces) await this.model.blocks.close(piece);
+  }
+
+  /**
+   * Runs `ids` after the cached context (if any). Hooks are [T, hidden] per name. `patches`
+   * replace the residual entering layer `layer` (nLayers: the final residual) at `position` (index
+   * among these new tokens) with `vector`: activation patching. Each patched layer must be one of
+   * the session's `cutsAt`.
+   */
+  async run(ids: number[], cache?: KvCache, patches: ResidualPatch[] = []): Promise<ForwardResult> {
+    const cfg = this.model.config;
+    const past = cache?.length ?? 0;
+    const T = ids.length;
+    const out = await this.runPieces(this.pieces, this.feedsFor(ids, cache), undefined, patches, T);
     const hooks = new Map<string, Float32Array>();
     for (const h of this.hooks) hooks.set(h, out[h]!.data as Float32Array);
     const keys: ort.Tensor[] = [];

@@ -80,7 +80,8 @@ export class LayerBlocks {
     if (this.held > this.budget) void this.close(piece);
   }
 
-  private async close(piece: Piece): Promise<void> {
+  /** Closes a piece's session now (it reopens on its next run). */
+  async close(piece: Piece): Promise<void> {
     const s = piece.session;
     piece.session = undefined;
     this.opened.delete(piece);

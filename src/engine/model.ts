@@ -138,6 +138,12 @@ export class LoadedModel {
     return Promise.resolve(s);
   }
 
+  /** Closes a forward session's onnxruntime sessions and forgets it (for one-off cuts, as a patching sweep makes). */
+  async release(session: ForwardSession): Promise<void> {
+    for (const [key, s] of this.sessions) if (s === session) this.sessions.delete(key);
+    await session.close();
+  }
+
   private lensMatrix?: ort.Tensor | null;
 
   /**

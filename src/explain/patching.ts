@@ -3,12 +3,12 @@
  * prompt A (the source) and written into the run on prompt B, and what that does to B's output:
  * the target's log-probability, or the logit difference target - versus, at B's last position.
  * A sweep over layers x positions gives the standard patching heatmap. The engine does the
- * patching (ForwardSession.run's `patches`, cut at every layer boundary; layer nLayers = the final
- * residual before the final norm).
+ * patching (ForwardSession.runFrom with `patches`, from a cut at the patched layer; layer nLayers =
+ * the final residual before the final norm).
  * Prompts must have the same length, or a position map (B position -> A position) must be given.
  */
 import { blockHook } from "../architectures/forward.js";
-import type { LoadedModel, ResidualPatch } from "../engine/model.js";
+import { truncateCache, type LoadedModel, type ResidualPatch } from "../engine/model.js";
 import { UserError } from "../errors.js";
 
 export interface PatchMetric {
@@ -63,19 +63,34 @@ export async function patchSweep(
   });
   const hookOf = (l: number) => (l < L ? blockHook(l, "hook_resid_pre") : blockHook(L - 1, "hook_resid_post"));
   const H = cfg.hidden;
-  // One session cut at every layer asked for: any of them can be patched without a new graph.
-  const session = await model.forward([...new Set(layers.map(hookOf))], "last", { cutsAt: layers });
-  const a = await session.run(idsA);
-  const b = await session.run(idsB);
+  // A and B run once, whole, for their residuals at every layer asked for. Then, per layer l, a
+  // session cut only at l runs the rest of the model from B's residual with one position replaced:
+  // the layers before l are never run again, and the cut costs one piece boundary, not one per
+  // layer (BENCHMARKS.md, "Why the fish: costs").
+  const whole = await model.forward([...new Set(layers.map(hookOf))], "last");
+  const a = await whole.run(idsA);
+  const b = await whole.run(idsB);
+  await model.release(whole);
   const patched: number[][] = [];
   for (const l of layers) {
     const row: number[] = [];
-    const resid = a.hooks.get(hookOf(l))!;
-    for (let i = 0; i < positions.length; i++) {
-      const src = source[i]!;
-      const patch: ResidualPatch = { layer: l, position: positions[i]!, vector: resid.slice(src * H, (src + 1) * H) };
-      const r = await session.run(idsB, undefined, [patch]);
-      row.push(metricOf(r.logits!, V, metric));
+    const residA = a.hooks.get(hookOf(l))!;
+    const residB = b.hooks.get(hookOf(l))!;
+    const rest = await model.forward([], "last", { cutsAt: [l] });
+    try {
+      for (let i = 0; i < positions.length; i++) {
+        const src = source[i]!;
+        // Positions before the patched one cannot change (causal attention): they come from B's
+        // KV cache, and only the patched position and those after it run.
+        const p = positions[i]!;
+        const patch: ResidualPatch = { layer: l, position: 0, vector: residA.slice(src * H, (src + 1) * H) };
+        const past = p > 0 ? truncateCache(b.cache, p) : undefined;
+        const r = await rest.runFrom(idsB.slice(p), l, residB.slice(p * H), [patch], past);
+        row.push(metricOf(r.logits!, V, metric));
+      }
+    } finally {
+      // One session per layer: closed before the next opens, so the sweep holds one model's worth.
+      await model.release(rest);
     }
     patched.push(row);
   }

@@ -296,7 +296,7 @@ async function childLens(spec: Spec): Promise<object> {
       recorder.calls = [];
       const creates0 = recorder.creates.length;
       const t = performance.now();
-      const r = await lens.run(x, { topK: 10 });
+      const r = await lens.apply(x, { topK: 10 });
       const s = (performance.now() - t) / 1000;
       const calls = recorder.calls;
       recorder.calls = undefined;

@@ -12,7 +12,7 @@ import { readoutHooks, parsePositions } from "./cli/options.js";
 import { LoadedModel } from "./engine/model.js";
 import { UserError } from "./errors.js";
 import type { LensVariant } from "./lens/lens-graph.js";
-import { runLensJob, type GenerateOptions } from "./lens/run.js";
+import { executeLensJob, type GenerateOptions } from "./lens/job.js";
 import { parseFamily, parseTextTarget } from "./lens/targets.js";
 import { resolveModelSource, type ResolveOptions } from "./sources/resolve.js";
 import { buildReport, type LensReport } from "./outputs/report.js";
@@ -21,7 +21,7 @@ import { createProgress, type Progress } from "./progress.js";
 
 export { LoadedModel, type ForwardResult, type ForwardSession, type KvCache } from "./engine/model.js";
 export { LogitLens, type LensCell, type LensOptions, type LensReadout, type LensResult } from "./lens/logit-lens.js";
-export { runLensJob, type LensJob, type LensRun } from "./lens/run.js";
+export { executeLensJob, type LensJob, type LensJobResult } from "./lens/job.js";
 export { buildReport, REPORT_SCHEMA, type LensReport } from "./outputs/report.js";
 export { compactReport, expandReport, type CompactReport } from "./outputs/compact.js";
 export { toCsv } from "./outputs/csv.js";
@@ -96,9 +96,9 @@ async function lensReport(model: LoadedModel, prompt: string, r: LensRequest, ge
   const families = (r.trackFamily ?? []).map((f) => parseFamily(tok, f));
   const positions = parsePositions(r.positions, ids.length);
   const variant = r.variant ?? "logit";
-  const run = await runLensJob(model, { promptIds: ids, readouts: hooks, topK, variant, positions, targets, families, generate: gen }, progress);
+  const job = await executeLensJob(model, { promptIds: ids, readouts: hooks, topK, variant, positions, targets, families, generate: gen }, progress);
   const generation = gen && { maxNewTokens: gen.maxNewTokens, temperature: gen.sampling.temperature, topP: gen.sampling.topP, seed: gen.sampling.seed };
-  return buildReport(model, { prompt, chat: Boolean(r.chat), run, targets, families, topK, points, generation });
+  return buildReport(model, { prompt, chat: Boolean(r.chat), job, targets, families, topK, points, generation });
 }
 
 /** The report as the terminal view (the CLI's default output). */

@@ -18,7 +18,7 @@ import { fetchAlias } from "../sources/pypi-models.js";
 import { LoadedModel, openModelFiles, type LoadOptions } from "../engine/model.js";
 import { writeFileAtomic } from "../outputs/write-file.js";
 import { number, parsePositions, parseSize, readoutHooks } from "./options.js";
-import { runLensJob, type GenerateOptions } from "../lens/run.js";
+import { executeLensJob, type GenerateOptions } from "../lens/job.js";
 import { parseFamily, parseTextTarget } from "../lens/targets.js";
 import { buildReport, type LensReport } from "../outputs/report.js";
 import { terminalView } from "../outputs/terminal.js";
@@ -151,7 +151,7 @@ type Options = {
 
 export async function main(argv: string[]): Promise<number> {
   try {
-    return await run(argv);
+    return await dispatch(argv);
   } catch (e) {
     // A full disk, an unwritable cache...: the user's environment, told as one line, not a bug.
     const user = e instanceof UserError ? e : environmentError(e);
@@ -235,7 +235,7 @@ async function emit(text: string, out: string | undefined): Promise<void> {
   else process.stdout.write(text.endsWith("\n") ? text : `${text}\n`);
 }
 
-async function run(argv: string[]): Promise<number> {
+async function dispatch(argv: string[]): Promise<number> {
   const { command, options } = parse(argv);
   if (options.help || command.length === 0) {
     process.stdout.write(`${HELP}\n`);
@@ -454,11 +454,11 @@ async function lensCommand(options: Options, progress: Progress, generate: boole
   const translate = options.lens !== undefined && options.lens !== "logit" ? lensTranslator(options.lens, model, variant, points) : undefined;
 
   progress.info(`lens over ${ids.length} prompt tokens, ${hooks.length} readouts${gen ? `, then up to ${gen.maxNewTokens} new tokens` : ""}`);
-  const run = await runLensJob(model, { promptIds: ids, readouts: hooks, topK, variant, positions, targets, families, generate: gen, translate: translate?.fn }, progress);
+  const job = await executeLensJob(model, { promptIds: ids, readouts: hooks, topK, variant, positions, targets, families, generate: gen, translate: translate?.fn }, progress);
   const report = buildReport(model, {
     prompt: options.prompt,
     chat: Boolean(options.chat),
-    run,
+    job,
     targets,
     families,
     topK,

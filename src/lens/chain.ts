@@ -22,7 +22,7 @@ export interface ChainProbs {
 }
 
 /**
- * `result` must come from `lens.run` with `tracked` = each target's first token, in target order.
+ * `result` must come from `lens.apply` with `tracked` = each target's first token, in target order.
  * `options` are the lens options of that run (readouts and variant are reused).
  */
 export async function chainProbabilities(
@@ -53,7 +53,7 @@ export async function chainProbabilities(
         const rest = target.ids.slice(1);
         const cache = truncateCache(await cacheUpTo(p + 1), p + 1);
         // topK 1: only the tracked ids matter here; tracked[j] is the token forced after new position j.
-        const run = await lens.run(target.ids.slice(0, -1), { readouts: options.readouts, variant: options.variant, topK: 1, tracked: rest }, cache);
+        const run = await lens.apply(target.ids.slice(0, -1), { readouts: options.readouts, variant: options.variant, topK: 1, tracked: rest }, cache);
         for (let j = 0; j < rest.length; j++) {
           for (let r = 0; r < R; r++) logp[r]! += run.readouts[r]!.cells[j]!.trackedLogprobs[j]!;
           logpFinal += run.final[j]!.trackedLogprobs[j]!;

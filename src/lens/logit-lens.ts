@@ -121,8 +121,8 @@ export class LogitLens {
     return s;
   }
 
-  /** Runs the model on `ids` (after `cache`, if given) and reads the lens at every readout and position. */
-  async run(ids: number[], options: LensOptions = {}, cache?: KvCache): Promise<LensResult> {
+  /** Applies the lens: runs the model on `ids` (after `cache`, if given) and reads the lens at every readout and position. */
+  async apply(ids: number[], options: LensOptions = {}, cache?: KvCache): Promise<LensResult> {
     const cfg = this.model.config;
     const variant = options.variant ?? "logit";
     const topK = Math.min(options.topK ?? 10, cfg.vocabSize);

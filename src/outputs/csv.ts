@@ -1,6 +1,7 @@
 /**
  * CSV: one row per readout point x position x rank, for spreadsheets and pandas. Tracked targets
- * and families are extra columns repeated on each rank row of their cell (empty when none).
+ * and families are extra columns repeated on each rank row of their cell (empty when none). The
+ * model's own prediction is hook and point "final" (as in the JSON), layer n_layers.
  */
 import type { LensReport, ReportCell } from "./report.js";
 
@@ -24,6 +25,6 @@ export function toCsv(report: LensReport): string {
     });
   };
   for (const l of report.layers) for (const c of l.positions) emit(l.hook, l.layer, l.point, c);
-  for (const c of report.final.positions) emit("output", report.model.n_layers, "output", c);
+  for (const c of report.final.positions) emit("final", report.model.n_layers, "final", c);
   return rows.join("\n") + "\n";
 }

@@ -129,19 +129,19 @@ const POINT_SHORT: Record<string, string> = { resid_pre: "pre", attn_out: "attn"
 export const POINT_ORDER = ["embed", "resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post"] as const;
 
 /**
- * The one short label of a heatmap row: "output", "embed", "L12" (resid_post), "L12 mid",
- * "L12 attn", "L12 mlp", "L12 pre".
+ * The one short label of a heatmap row: "output" (for the row "final", the model's own
+ * prediction), "embed", "L12" (resid_post), "L12 mid", "L12 attn", "L12 mlp", "L12 pre".
  */
-export function rowLabel(row: { layer: number; point: string } | "output"): string {
-  if (row === "output") return "output";
+export function rowLabel(row: { layer: number; point: string } | "final"): string {
+  if (row === "final") return "output";
   if (row.layer < 0 || row.point === "embed") return "embed";
   const short = POINT_SHORT[row.point] ?? row.point;
   return short ? `L${row.layer} ${short}` : `L${row.layer}`;
 }
 
 /** The same row in words (tooltips, the details panel). */
-export function rowTitle(row: { layer: number; point: string } | "output"): string {
-  if (row === "output") return "output (the model's own prediction)";
+export function rowTitle(row: { layer: number; point: string } | "final"): string {
+  if (row === "final") return "output (the model's own prediction)";
   if (row.layer < 0 || row.point === "embed") return "embeddings (hook_embed)";
   return `layer ${row.layer} · ${row.point}`;
 }

@@ -6,7 +6,7 @@
  */
 import type { LoadedModel } from "../engine/model.js";
 import type { LensCell } from "../lens/logit-lens.js";
-import type { LensRun } from "../lens/run.js";
+import type { LensJobResult } from "../lens/job.js";
 import type { TextTarget, TokenFamily } from "../lens/targets.js";
 import { hex, reassemble, renderToken } from "../tokens/render.js";
 import { pendingBytes, readInContext } from "../tokens/in-context.js";
@@ -109,7 +109,7 @@ function pointOf(hook: string): string {
 export interface ReportInputs {
   prompt: string;
   chat: boolean;
-  run: LensRun;
+  job: LensJobResult;
   targets: TextTarget[];
   families: TokenFamily[];
   topK: number;
@@ -118,7 +118,7 @@ export interface ReportInputs {
 }
 
 export function buildReport(model: LoadedModel, inp: ReportInputs): LensReport {
-  const { run } = inp;
+  const { job } = inp;
   const tok = model.tokenizer;
   const bytesOf = (id: number) => tok.tokenBytes(id);
   const tokenCache = new Map<number, ReportToken>();
@@ -131,7 +131,7 @@ export function buildReport(model: LoadedModel, inp: ReportInputs): LensReport {
   const pending = new Map<number, Uint8Array>();
   const pendingAt = (position: number): Uint8Array => {
     let b = pending.get(position);
-    if (!b) pending.set(position, (b = pendingBytes(run.ids.slice(Math.max(0, position - 3), position + 1).map(bytesOf))));
+    if (!b) pending.set(position, (b = pendingBytes(job.ids.slice(Math.max(0, position - 3), position + 1).map(bytesOf))));
     return b;
   };
   /** chain(t, i): the target's whole-sequence probability at this row and read position i. */
@@ -158,15 +158,15 @@ export function buildReport(model: LoadedModel, inp: ReportInputs): LensReport {
     return out;
   };
   const top1Text = (cells: LensCell[]) => reassemble(cells.map((c) => bytesOf(c.topIds[0]!))).text;
-  const all = reassemble(run.ids.map(bytesOf));
+  const all = reassemble(job.ids.map(bytesOf));
   const cfg = model.config;
   const report: LensReport = {
     schema: REPORT_SCHEMA,
     model: { name: model.info.name, architecture: cfg.architecture, n_layers: cfg.nLayers, hidden_size: cfg.hidden, vocab_size: cfg.vocabSize, source: model.info.source },
     lens: {
-      variant: run.result.variant,
+      variant: job.result.variant,
       description:
-        run.result.variant === "logit"
+        job.result.variant === "logit"
           ? "logit lens: the final norm (statistics recomputed from each residual), then the unembedding"
           : "raw unembedding of each residual, without the final norm",
       top_k: inp.topK,
@@ -174,33 +174,33 @@ export function buildReport(model: LoadedModel, inp: ReportInputs): LensReport {
     },
     prompt: inp.prompt,
     chat: inp.chat,
-    tokens: run.ids.map((id, i) => ({ ...token(id), token: tok.tokenString(id), generated: i >= run.promptLength, special: tok.isSpecial(id) })),
-    prompt_length: run.promptLength,
+    tokens: job.ids.map((id, i) => ({ ...token(id), token: tok.tokenString(id), generated: i >= job.promptLength, special: tok.isSpecial(id) })),
+    prompt_length: job.promptLength,
     text: all.text,
     spans: all.spans.map((s) => ({ text: s.text, tokens: s.tokens, complete: s.complete })),
-    positions: run.result.positions,
-    targets: inp.targets.map((t, i) => ({ label: t.label, ids: t.ids, tokens: t.ids.map(token), sequence_probs: run.sequenceProbs[i]!.map((p) => round(p)) })),
+    positions: job.result.positions,
+    targets: inp.targets.map((t, i) => ({ label: t.label, ids: t.ids, tokens: t.ids.map(token), sequence_probs: job.sequenceProbs[i]!.map((p) => round(p)) })),
     families: inp.families.map((f) => ({ label: f.label, description: f.description, size: f.size })),
-    layers: run.result.readouts.map((r, ri) => ({
+    layers: job.result.readouts.map((r, ri) => ({
       hook: r.hook,
       layer: r.layer,
       point: pointOf(r.hook),
-      positions: r.cells.map((c, i) => cell(c, run.result.positions[i]!, true, (t) => run.chainProbs.layers[t]![i]![ri]!)),
+      positions: r.cells.map((c, i) => cell(c, job.result.positions[i]!, true, (t) => job.chainProbs.layers[t]![i]![ri]!)),
       top1_text: top1Text(r.cells),
     })),
-    final: { positions: run.result.final.map((c, i) => cell(c, run.result.positions[i]!, false, (t) => run.chainProbs.final[t]![i]!)), top1_text: top1Text(run.result.final) },
+    final: { positions: job.result.final.map((c, i) => cell(c, job.result.positions[i]!, false, (t) => job.chainProbs.final[t]![i]!)), top1_text: top1Text(job.result.final) },
     token_strings: {},
   };
   // Filled last: every id that went through token() above, once.
   for (const id of [...tokenCache.keys()].sort((a, b) => a - b)) report.token_strings[String(id)] = tok.tokenString(id);
-  if (run.ids.length > run.promptLength) report.generated_text = reassemble(run.ids.slice(run.promptLength).map(bytesOf)).text;
+  if (job.ids.length > job.promptLength) report.generated_text = reassemble(job.ids.slice(job.promptLength).map(bytesOf)).text;
   if (inp.generation) {
     report.generation = {
       max_new_tokens: inp.generation.maxNewTokens,
       temperature: inp.generation.temperature,
       top_p: inp.generation.topP,
       seed: inp.generation.seed,
-      stop_reason: run.stopReason ?? "max-new-tokens",
+      stop_reason: job.stopReason ?? "max-new-tokens",
     };
   }
   return report;

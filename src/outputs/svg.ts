@@ -8,9 +8,10 @@
  *
  * Everything is drawn from the `LensReport` alone: no scripts, no external fonts or images, so the
  * file drops into a paper or a post as is, and `toPng` (png.ts) rasterises the same markup.
- * Each cell is a `<g class="cell">` with `data-row` ("output" or the readout's hook),
- * `data-layer`, `data-position` and `data-prob`, and a `<title>` tooltip with the full token and
- * the top-k list, so the figure is also inspectable in a browser.
+ * Each cell is a `<g class="cell">` with `data-row` ("final" for the model's own prediction, as
+ * in the JSON, or the readout's hook), `data-layer`, `data-position` and `data-prob`, and a
+ * `<title>` tooltip with the full token and the top-k list, so the figure is also inspectable in
+ * a browser.
  */
 import type { LensReport, ReportCell } from "./report.js";
 import { probColor, rowLabel, textColorFor } from "./presentation.js";
@@ -109,7 +110,7 @@ function probText(p: number): string {
 interface Row {
   key: string;
   label: string;
-  layer: number | "output";
+  layer: number | "final";
   cells: ReportCell[];
 }
 
@@ -129,7 +130,7 @@ export function toSvg(report: LensReport, options: FigureOptions = {}): string {
 
   // Rows, top to bottom: output, then the readouts from the last to the first.
   const multiPoint = new Set(report.layers.map((l) => l.point)).size > 1;
-  const rows: Row[] = [{ key: "output", label: "output", layer: "output", cells: report.final.positions }];
+  const rows: Row[] = [{ key: "final", label: "output", layer: "final", cells: report.final.positions }];
   for (let i = report.layers.length - 1; i >= 0; i--) {
     const l = report.layers[i]!;
     const label = rowLabel(l);
@@ -304,9 +305,9 @@ export function toSvg(report: LensReport, options: FigureOptions = {}): string {
       const x = colX(j);
       const tok = c.top[0];
       const tip = [
-        `${r.layer === "output" ? "output" : r.label}, position ${c.position} (input ${tokens[c.position]?.text ?? "?"})`,
+        `${r.layer === "final" ? "output" : r.label}, position ${c.position} (input ${tokens[c.position]?.text ?? "?"})`,
         ...c.top.map((e, k) => `${k + 1}. ${e.in_context !== undefined ? `${e.text} → ${e.in_context}` : e.text}  ${probText(e.prob)}`),
-        `entropy ${c.entropy.toFixed(2)} nats${r.layer === "output" ? "" : `, KL to output ${c.kl_to_final.toFixed(2)}`}`,
+        `entropy ${c.entropy.toFixed(2)} nats${r.layer === "final" ? "" : `, KL to output ${c.kl_to_final.toFixed(2)}`}`,
       ].join("\n");
       out.push(
         `<g class="cell" data-row="${escapeXml(r.key)}" data-layer="${r.layer}" data-position="${c.position}" data-prob="${tok?.prob ?? 0}">` +

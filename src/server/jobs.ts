@@ -8,7 +8,7 @@ import { readoutHooks, parsePositions } from "../cli/options.js";
 import type { LoadedModel } from "../engine/model.js";
 import { UserError } from "../errors.js";
 import type { LensCell } from "../lens/logit-lens.js";
-import { runLensJob, type GenerateOptions } from "../lens/run.js";
+import { executeLensJob, type GenerateOptions } from "../lens/job.js";
 import { parseFamily, parseTextTarget } from "../lens/targets.js";
 import { buildReport, REPORT_SCHEMA, reportToken, round, type LensReport, type ReportCell, type ReportToken } from "../outputs/report.js";
 import { createProgress } from "../progress.js";
@@ -128,7 +128,7 @@ export class JobQueue {
     if (!job) return;
     this.running = job;
     try {
-      await this.run(job);
+      await this.execute(job);
     } catch (e) {
       if (job.abort.signal.aborted) safeEmit(job, { type: "cancelled", job: job.id });
       else safeEmit(job, { type: "error", job: job.id, error: oneLine(e) });
@@ -152,7 +152,7 @@ export class JobQueue {
     return this.model.model;
   }
 
-  private async run(job: Job): Promise<void> {
+  private async execute(job: Job): Promise<void> {
     const t0 = Date.now();
     const r = job.request;
     const signal = job.abort.signal;
@@ -232,7 +232,7 @@ export class JobQueue {
     let rowsDone = 0;
     const total = hooks.length + (gen ? gen.maxNewTokens : 0);
     let sentFinal = false;
-    const run = await runLensJob(
+    const result = await executeLensJob(
       model,
       {
         promptIds: ids,
@@ -269,7 +269,7 @@ export class JobQueue {
     );
     signal.throwIfAborted();
     const generation = gen && { maxNewTokens: gen.maxNewTokens, temperature: gen.sampling.temperature, topP: gen.sampling.topP, seed: gen.sampling.seed };
-    const report = buildReport(model, { prompt, chat, run, targets, families, topK, points, generation });
+    const report = buildReport(model, { prompt, chat, job: result, targets, families, topK, points, generation });
     this.reports.set(job.id, report);
     while (this.reports.size > this.options.keepReports) this.reports.delete(this.reports.keys().next().value!);
     emit({ type: "report", job: job.id, report, ms: Date.now() - t0 });

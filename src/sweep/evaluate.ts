@@ -81,7 +81,7 @@ export class SweepEvaluator {
     return s;
   }
 
-  async run(req: EvalRequest, lenses: LensSpec[]): Promise<PromptEval[]> {
+  async evaluate(req: EvalRequest, lenses: LensSpec[]): Promise<PromptEval[]> {
     const cfg = this.model.config;
     const H = cfg.hidden;
     const V = cfg.vocabSize;

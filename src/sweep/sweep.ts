@@ -139,7 +139,7 @@ export async function runSweep(model: LoadedModel, s: SweepSettings): Promise<Sw
       if (p.ids.length > model.config.maxPositions) throw new UserError(`prompt ${p.id} is ${p.ids.length} tokens, longer than the model's context of ${model.config.maxPositions}`);
       const positions = s.positions === "last" ? [p.ids.length - 1] : p.ids.map((_, k) => k);
       const tracked = p.targets.flatMap((t) => t.ids);
-      const evals = await evaluator.run({ ids: p.ids, positions, tracked, families: p.tokenSets.map((t) => t.mask) }, s.lenses);
+      const evals = await evaluator.evaluate({ ids: p.ids, positions, tracked, families: p.tokenSets.map((t) => t.mask) }, s.lenses);
       file.prompts.push({ index: p.index, id: p.id, stats: rows.add(u, p, evals, model.tokenizer) });
       file.tokens += p.ids.length;
       tokens += p.ids.length;

@@ -74,7 +74,7 @@ class Explorer {
   private readonly cmpOn = h("input", { type: "checkbox", id: "cmp-on" });
   private readonly cmpPrompt = h("textarea", { id: "cmp-prompt", rows: 2, placeholder: "B: another prompt (empty: the same prompt)" });
   private readonly cmpModel = h("input", { id: "cmp-model", list: "ask-models", placeholder: "B: another model (empty: the same)", size: 34 });
-  private readonly runButton = h("button", { type: "submit", id: "ask-run", class: "ex-primary", text: "Run" });
+  private readonly submitButton = h("button", { type: "submit", id: "ask-run", class: "ex-primary", text: "Run" });
   private readonly cancelButton = h("button", { type: "button", id: "ask-cancel", text: "Cancel", disabled: true });
   private readonly status = h("span", { id: "ex-status", class: "ex-status", role: "status" });
   private readonly bar = h("progress", { id: "ex-progress", max: 1, value: 0 });
@@ -96,11 +96,11 @@ class Explorer {
       ]),
       h("div", { class: "ex-row" }, [h("label", null, [this.gen, " generate"]), h("label", null, ["max new tokens ", this.maxNew]), h("label", null, ["temperature ", this.temperature]), h("label", null, ["seed ", this.seed])]),
       h("details", { class: "ex-compare", id: "cmp" }, [h("summary", null, [this.cmpOn, " compare with B (another prompt or model)"]), h("div", { class: "ex-row" }, [this.cmpPrompt, this.cmpModel])]),
-      h("div", { class: "ex-row" }, [this.runButton, this.cancelButton, this.bar, this.status, this.exports]),
+      h("div", { class: "ex-row" }, [this.submitButton, this.cancelButton, this.bar, this.status, this.exports]),
     ]);
     form.addEventListener("submit", (ev) => {
       ev.preventDefault();
-      void this.run();
+      void this.submit();
     });
     this.cancelButton.addEventListener("click", () => void this.cancel());
     for (const [input, kind] of [[this.targetInput, "target"], [this.familyInput, "family"]] as const) {
@@ -116,7 +116,7 @@ class Explorer {
     const fromUrl = this.readUrl();
     if (fromUrl) {
       this.fill(fromUrl);
-      void this.run();
+      void this.submit();
     } else this.prompt.value = "The capital of France is";
   }
 
@@ -144,7 +144,7 @@ class Explorer {
     input.value = "";
     this.renderChips();
     // Added as you go: a finished view reruns with it (warm: well under a second on a small model).
-    if (value === undefined && this.report) void this.run();
+    if (value === undefined && this.report) void this.submit();
   }
 
   private renderChips(): void {
@@ -230,11 +230,11 @@ class Explorer {
     this.abort?.abort();
   }
 
-  async run(): Promise<void> {
+  async submit(): Promise<void> {
     this.abort?.abort();
     const req = this.request();
     this.writeUrl(this.view?.state);
-    this.runButton.disabled = true;
+    this.submitButton.disabled = true;
     this.cancelButton.disabled = false;
     this.exports.textContent = "";
     this.compare = undefined;
@@ -264,7 +264,7 @@ class Explorer {
       document.body.dataset["state"] = "error";
       this.status.textContent = (e as Error).name === "AbortError" ? "cancelled" : `error: ${(e as Error).message}`;
     } finally {
-      this.runButton.disabled = false;
+      this.submitButton.disabled = false;
       this.cancelButton.disabled = true;
     }
   }

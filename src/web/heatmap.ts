@@ -214,8 +214,8 @@ export class Heatmap {
     for (let r = r0; r < r1; r++) {
       const row = this.rows[r]!;
       const y = oy + r * CELL_H;
-      const layer = row === "final" ? "output" : report.layers[row]!;
-      ctx.fillStyle = row === "final" ? "#e8590c" : layer !== "output" && layer.point === "attn_out" ? "#b54708" : layer !== "output" && layer.point === "mlp_out" ? "#067647" : "#344054";
+      const layer = row === "final" ? "final" : report.layers[row]!;
+      ctx.fillStyle = row === "final" ? "#e8590c" : layer !== "final" && layer.point === "attn_out" ? "#b54708" : layer !== "final" && layer.point === "mlp_out" ? "#067647" : "#344054";
       ctx.fillText(rowLabel(layer), LABEL_W - 8, y + CELL_H / 2 + 1);
     }
     // Column heads (sticky top).

@@ -252,7 +252,7 @@ export class LensView {
     const tok = r.tokens[p];
     const next = r.tokens[p + 1];
     append(box, [
-      h("div", { class: "ll-details-title" }, [h("h2", { text: layer ? rowTitle(layer) : rowTitle("output") }), h("span", { class: `ll-mode ${mode}`, text: mode })]),
+      h("div", { class: "ll-details-title" }, [h("h2", { text: layer ? rowTitle(layer) : rowTitle("final") }), h("span", { class: `ll-mode ${mode}`, text: mode })]),
       h("code", { class: "ll-hook", text: layer ? layer.hook : "the model's logits" }),
       h("div", { class: "ll-details-pos" }, [`position ${p}: `, h("span", { class: "ll-tokbox", text: tok?.text ?? "?" }), h("span", { class: "ll-bytes", text: spacedHex(tok?.bytes ?? "") })]),
       h("div", { class: "ll-details-pos" }, ["next: ", next ? h("span", { class: "ll-tokbox", text: next.text }) : h("i", { text: "(end: predicts what comes next)" })]),

@@ -89,7 +89,7 @@ for (const name of names) {
     const ids = ref.input_ids[1]!;
     const logits = (await (await model.forward([], true)).run(ids)).logits!;
     const V = model.config.vocabSize;
-    const lens = await new LogitLens(model).run(ids, { topK: 5 });
+    const lens = await new LogitLens(model).apply(ids, { topK: 5 });
     const last = lens.readouts[lens.readouts.length - 1]!;
     assert.equal(lens.readouts.length, model.config.nLayers);
     ids.forEach((_, p) => {

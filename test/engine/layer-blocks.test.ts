@@ -60,7 +60,7 @@ test("streamed mixture-of-experts model gives the same router readouts and lens 
   // One more token through the KV cache, block by block.
   const [na, nb] = [await a.run([ids[1]!], ra.cache), await b.run([ids[1]!], rb.cache)];
   assert.deepEqual(nb.logits, na.logits);
-  assert.deepEqual(await new LogitLens(streamed).run(ids, { topK: 5 }), await new LogitLens(whole).run(ids, { topK: 5 }));
+  assert.deepEqual(await new LogitLens(streamed).apply(ids, { topK: 5 }), await new LogitLens(whole).apply(ids, { topK: 5 }));
 });
 
 test("--max-memory sizes", () => {

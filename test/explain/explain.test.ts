@@ -65,7 +65,7 @@ for (const which of ["smollm2", "gemma2-tiny"] as const) {
     const model = which === "smollm2" ? (await loadReal("smollm2-135m-instruct")).model : await LoadedModel.load({ kind: "hf-folder", dir: path.join(REPO_ROOT, "test/fixtures/tiny/gemma2") }, quiet);
     const ids = model.tokenizer.encode(PROMPT);
     const layer = Math.floor(model.config.nLayers / 2);
-    const lens = await new LogitLens(model).run(ids, { topK: 5, readouts: [blockHook(layer, "hook_resid_post")] });
+    const lens = await new LogitLens(model).apply(ids, { topK: 5, readouts: [blockHook(layer, "hook_resid_post")] });
     for (const position of [2, ids.length - 1]) {
       const r = await explainCell(model, ids, { layer, position, topK: 5 });
       assert.deepEqual(r.residual.by_logit.map((s) => s.id), lens.readouts[0]!.cells[position]!.topIds);

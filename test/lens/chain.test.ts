@@ -7,7 +7,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
 import { LoadedModel } from "../../src/engine/model.js";
-import { runLensJob } from "../../src/lens/run.js";
+import { executeLensJob } from "../../src/lens/job.js";
 import { parseFamily, parseTextTarget } from "../../src/lens/targets.js";
 import { buildReport } from "../../src/outputs/report.js";
 import { terminalView } from "../../src/outputs/terminal.js";
@@ -39,22 +39,22 @@ async function checkChain(model: LoadedModel, prompt: string, targetText: string
   const target = parseTextTarget(model.tokenizer, targetText);
   assert.ok(target.ids.length > 1, `${targetText} should be several tokens`);
   const { hooks } = readoutHooks(points, model.config);
-  const run = await runLensJob(model, { promptIds: ids, readouts: hooks, topK: 5, variant: "logit", targets: [target], families: [] }, quiet);
-  const last = run.result.positions.length - 1;
+  const job = await executeLensJob(model, { promptIds: ids, readouts: hooks, topK: 5, variant: "logit", targets: [target], families: [] }, quiet);
+  const last = job.result.positions.length - 1;
   const want = Math.exp(await sequenceLogprob(model, ids, target.ids));
-  const finalChain = run.chainProbs.final[0]![last]!;
+  const finalChain = job.chainProbs.final[0]![last]!;
   assert.ok(Math.abs(finalChain - want) <= 1e-4 * want + 1e-9, `output chain ${finalChain} vs forward pass ${want}`);
-  assert.ok(Math.abs(run.sequenceProbs[0]![last]! - want) <= 1e-4 * want + 1e-9);
+  assert.ok(Math.abs(job.sequenceProbs[0]![last]! - want) <= 1e-4 * want + 1e-9);
   // The last resid_post readout is the final residual: its chain is the output's.
-  const lastRow = run.chainProbs.layers[0]![last]!.at(-1)!;
+  const lastRow = job.chainProbs.layers[0]![last]!.at(-1)!;
   assert.ok(Math.abs(lastRow - finalChain) <= 1e-5 * finalChain + 1e-12);
   // Every layer: a product of probabilities, never above its first factor.
-  run.result.readouts.forEach((r, ri) => {
-    const chain = run.chainProbs.layers[0]![last]![ri]!;
+  job.result.readouts.forEach((r, ri) => {
+    const chain = job.chainProbs.layers[0]![last]![ri]!;
     assert.ok(chain >= 0 && chain <= Math.exp(r.cells[last]!.trackedLogprobs[0]!) * (1 + 1e-6), `${r.hook}: chain ${chain}`);
   });
   // And it reaches the report, the terminal view and every cell of the JSON.
-  const report = buildReport(model, { prompt, chat: false, run, targets: [target], families: [], topK: 5, points: [points] });
+  const report = buildReport(model, { prompt, chat: false, job, targets: [target], families: [], topK: 5, points: [points] });
   assert.equal(report.final.positions[last]!.targets![0]!.sequence_prob, Number(finalChain.toPrecision(4)));
   for (const l of report.layers) for (const c of l.positions) assert.equal(typeof c.targets![0]!.sequence_prob, "number");
   assert.match(terminalView(report, { width: 200, color: false }), /whole-string prob [\d.e-]+ /);

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import path from "node:path";
 import { LoadedModel } from "../../src/engine/model.js";
 import { LogitLens } from "../../src/lens/logit-lens.js";
-import { runLensJob, type LensJob } from "../../src/lens/run.js";
+import { executeLensJob, type LensJob } from "../../src/lens/job.js";
 import { parseFamily, parseTextTarget } from "../../src/lens/targets.js";
 import { buildReport } from "../../src/outputs/report.js";
 import { terminalView, displayWidth } from "../../src/outputs/terminal.js";
@@ -35,7 +35,7 @@ test("readout points: resid_pre of block l+1 reads the same residual as resid_po
   assert.equal(hooks.length, 1 + 5 * model.config.nLayers);
   assert.equal(hooks[0], "hook_embed");
   const ids = model.tokenizer.encode("The capital of France is Paris");
-  const result = await new LogitLens(model).run(ids, { readouts: hooks, topK: 5 });
+  const result = await new LogitLens(model).apply(ids, { readouts: hooks, topK: 5 });
   const byHook = new Map(result.readouts.map((r) => [r.hook, r]));
   for (let p = 0; p < ids.length; p++) {
     assert.deepEqual(byHook.get("blocks.1.hook_resid_pre")!.cells[p]!.topIds, byHook.get("blocks.0.hook_resid_post")!.cells[p]!.topIds);
@@ -50,8 +50,8 @@ test("positions: a subset reads exactly the cells of a full run; bad positions a
   const positions = parsePositions("0,2-3,-1", ids.length)!;
   assert.deepEqual(positions, [0, 2, 3, ids.length - 1]);
   const lens = new LogitLens(model);
-  const full = await lens.run(ids, { topK: 5 });
-  const part = await lens.run(ids, { topK: 5, positions });
+  const full = await lens.apply(ids, { topK: 5 });
+  const part = await lens.apply(ids, { topK: 5, positions });
   part.readouts.forEach((r, i) =>
     positions.forEach((p, j) => {
       assert.deepEqual(r.cells[j]!.topIds, full.readouts[i]!.cells[p]!.topIds);
@@ -66,9 +66,9 @@ test("tracked targets: rank and probability agree with the top-k; variants diffe
   const model = await tiny("gemma2");
   const ids = model.tokenizer.encode("Fish emoji: 🐠");
   const lens = new LogitLens(model);
-  const first = await lens.run(ids, { topK: 5 });
+  const first = await lens.apply(ids, { topK: 5 });
   const trackedId = first.readouts[0]!.cells[1]!.topIds[2]!; // third-ranked token at layer 0, position 1
-  const result = await lens.run(ids, { topK: 5, tracked: [trackedId, 7] });
+  const result = await lens.apply(ids, { topK: 5, tracked: [trackedId, 7] });
   for (const r of result.readouts) {
     r.cells.forEach((c) => {
       const k = c.topIds.indexOf(trackedId);
@@ -79,7 +79,7 @@ test("tracked targets: rank and probability agree with the top-k; variants diffe
     });
   }
   assert.equal(result.readouts[0]!.cells[1]!.trackedRanks[0], 2);
-  const raw = await lens.run(ids, { topK: 5, variant: "raw" });
+  const raw = await lens.apply(ids, { topK: 5, variant: "raw" });
   const differs = raw.readouts.some((r, i) => r.cells.some((c, p) => Math.abs(c.entropy - result.readouts[i]!.cells[p]!.entropy) > 1e-3));
   assert.ok(differs, "the raw unembedding reads differently from the logit lens");
   // The model's own output does not depend on the variant.
@@ -90,7 +90,7 @@ test("generation: greedy and seeded sampling are deterministic, and the cached l
   const model = await tiny("llama");
   const promptIds = model.tokenizer.encode("The capital of France is");
   const gen = (seed: number, temperature: number) =>
-    runLensJob(model, job(model, promptIds, { generate: { maxNewTokens: 8, sampling: { temperature, topP: 0.9, seed }, stopIds: [] } }), quiet);
+    executeLensJob(model, job(model, promptIds, { generate: { maxNewTokens: 8, sampling: { temperature, topP: 0.9, seed }, stopIds: [] } }), quiet);
   const a = await gen(7, 1.0);
   const b = await gen(7, 1.0);
   const c = await gen(8, 1.0);
@@ -105,7 +105,7 @@ test("generation: greedy and seeded sampling are deterministic, and the cached l
     assert.equal(greedy.ids[i], cell.topIds[0]);
   }
   // The lens read step by step through the KV cache equals the lens over the whole text at once.
-  const whole = await new LogitLens(model).run(greedy.ids.slice(0, -1), { topK: 5 });
+  const whole = await new LogitLens(model).apply(greedy.ids.slice(0, -1), { topK: 5 });
   greedy.result.readouts.forEach((r, i) =>
     r.cells.forEach((cell, j) => {
       const p = greedy.result.positions[j]!;
@@ -118,9 +118,9 @@ test("generation: greedy and seeded sampling are deterministic, and the cached l
 test("generation stops at a stop token and keeps it", async () => {
   const model = await tiny("llama");
   const promptIds = model.tokenizer.encode("The capital of France is");
-  const free = await runLensJob(model, job(model, promptIds, { generate: { maxNewTokens: 6, sampling: { temperature: 0, topP: 1, seed: 0 }, stopIds: [] } }), quiet);
+  const free = await executeLensJob(model, job(model, promptIds, { generate: { maxNewTokens: 6, sampling: { temperature: 0, topP: 1, seed: 0 }, stopIds: [] } }), quiet);
   const stopAt = free.ids[promptIds.length + 2]!;
-  const stopped = await runLensJob(model, job(model, promptIds, { generate: { maxNewTokens: 6, sampling: { temperature: 0, topP: 1, seed: 0 }, stopIds: [stopAt] } }), quiet);
+  const stopped = await executeLensJob(model, job(model, promptIds, { generate: { maxNewTokens: 6, sampling: { temperature: 0, topP: 1, seed: 0 }, stopIds: [stopAt] } }), quiet);
   assert.equal(stopped.stopReason, "stop-token");
   assert.equal(stopped.ids[stopped.ids.length - 1], stopAt);
   assert.ok(stopped.ids.length <= promptIds.length + 3);
@@ -135,16 +135,16 @@ test("real SmolLM2: an emoji target is followed through all its tokens and outpu
   assert.ok(emoji.size >= 5 && emoji.mask[horse.ids[0]!] === 1, "the family holds the emoji-prefix token");
   assert.throws(() => parseFamily(tok, "contains:qqqqzzzz"), UserError);
   const promptIds = tok.encode("Fish emoji: 🐠, horse emoji:");
-  const run = await runLensJob(model, job(model, promptIds, { topK: 5, targets: [horse], families: [emoji] }), quiet);
-  const last = run.result.positions.length - 1;
-  const out = run.result.final[last]!;
+  const jobResult = await executeLensJob(model, job(model, promptIds, { topK: 5, targets: [horse], families: [emoji] }), quiet);
+  const last = jobResult.result.positions.length - 1;
+  const out = jobResult.result.final[last]!;
   // One-token evidence: the first token's output probability bounds the whole-sequence probability.
-  assert.ok(run.sequenceProbs[0]![last]! <= Math.exp(out.trackedLogprobs[0]!) + 1e-9);
-  assert.ok(run.sequenceProbs[0]![last]! > 0);
+  assert.ok(jobResult.sequenceProbs[0]![last]! <= Math.exp(out.trackedLogprobs[0]!) + 1e-9);
+  assert.ok(jobResult.sequenceProbs[0]![last]! > 0);
   // The family's mass includes the tracked prefix token.
   assert.ok(out.familyProbs[0]! >= Math.exp(out.trackedLogprobs[0]!) - 1e-6);
 
-  const report = buildReport(model, { prompt: "Fish emoji: 🐠, horse emoji:", chat: false, run, targets: [horse], families: [emoji], topK: 5, points: ["resid_post"] });
+  const report = buildReport(model, { prompt: "Fish emoji: 🐠, horse emoji:", chat: false, job: jobResult, targets: [horse], families: [emoji], topK: 5, points: ["resid_post"] });
   assert.equal(report.text, "Fish emoji: 🐠, horse emoji:");
   assert.ok(report.spans.some((s) => s.text === "🐠" && s.tokens[1] > s.tokens[0]), "the fish is reassembled from several tokens");
   assert.ok(!JSON.stringify(report).includes("\ufffd"), "no U+FFFD anywhere in the report");
@@ -168,4 +168,9 @@ test("real SmolLM2: an emoji target is followed through all its tokens and outpu
   const csv = toCsv(report).trim().split("\n");
   assert.equal(csv.length, 1 + (30 + 1) * promptIds.length * 5, "one row per readout x position x rank, plus the header");
   assert.match(csv[0]!, /^hook,layer,point,position,input_token,rank,token_id/);
+  // The model's own prediction is named as in the JSON: hook and point "final", layer n_layers.
+  const finalRows = csv.filter((l) => l.startsWith("final,"));
+  assert.equal(finalRows.length, promptIds.length * 5);
+  assert.ok(finalRows.every((l) => l.startsWith(`final,${report.model.n_layers},final,`)));
+  assert.ok(!csv.some((l) => l.startsWith("output,")));
 });

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { before, test } from "node:test";
 import { inflateSync } from "node:zlib";
 import { readoutHooks } from "../../src/cli/options.js";
-import { runLensJob } from "../../src/lens/run.js";
+import { executeLensJob } from "../../src/lens/job.js";
 import { parseTextTarget } from "../../src/lens/targets.js";
 import { coveredText, pngFontCoverage, toPng, toPngSvg } from "../../src/outputs/png.js";
 import { buildReport, type LensReport } from "../../src/outputs/report.js";
@@ -221,8 +221,8 @@ before(async () => {
     const prompt = "Fish emoji: 🐠, horse emoji:";
     const { hooks, points } = readoutHooks("embed,resid_post", model.config);
     const targets = [parseTextTarget(tok, " 🐴")];
-    const run = await runLensJob(model, { promptIds: tok.encode(prompt), readouts: hooks, topK: 5, variant: "logit", targets, families: [] }, quiet);
-    lensReport = buildReport(model, { prompt, chat: false, run, targets, families: [], topK: 5, points });
+    const job = await executeLensJob(model, { promptIds: tok.encode(prompt), readouts: hooks, topK: 5, variant: "logit", targets, families: [] }, quiet);
+    lensReport = buildReport(model, { prompt, chat: false, job, targets, families: [], topK: 5, points });
   }
   {
     const prompt = "Is there a seahorse emoji?";
@@ -230,11 +230,11 @@ before(async () => {
     const generate = { maxNewTokens: 4, sampling: { temperature: 0, topP: 1, seed: 0 }, stopIds: tok.eosIds };
     const ids = tok.encodeChat([{ role: "user", content: prompt }], { addGenerationPrompt: true });
     const positions = [ids.length - 3, ids.length - 2, ids.length - 1];
-    const run = await runLensJob(model, { promptIds: ids, readouts: hooks, topK: 3, variant: "logit", positions, targets: [], families: [], generate }, quiet);
+    const job = await executeLensJob(model, { promptIds: ids, readouts: hooks, topK: 3, variant: "logit", positions, targets: [], families: [], generate }, quiet);
     genReport = buildReport(model, {
       prompt,
       chat: true,
-      run,
+      job,
       targets: [],
       families: [],
       topK: 3,
@@ -302,7 +302,7 @@ function checkFigure(report: LensReport, svgText: string, mapText: (s: string) =
   assert.equal(cells.length, (report.layers.length + 1) * nPos, "one cell per readout x position, plus the output row");
   const byKey = new Map(cells.map((c) => [`${c.row}@${c.position}`, c]));
   assert.equal(byKey.size, cells.length, "no duplicate cells");
-  const rows: [string, LensReport["final"]["positions"]][] = [["output", report.final.positions], ...report.layers.map((l) => [l.hook, l.positions] as [string, LensReport["final"]["positions"]])];
+  const rows: [string, LensReport["final"]["positions"]][] = [["final", report.final.positions], ...report.layers.map((l) => [l.hook, l.positions] as [string, LensReport["final"]["positions"]])];
   for (const [row, rowCells] of rows) {
     for (const rc of rowCells) {
       const c = byKey.get(`${row}@${rc.position}`);
@@ -319,9 +319,9 @@ function checkFigure(report: LensReport, svgText: string, mapText: (s: string) =
   }
   // Layout: the output row on top, then the last layer down to the first; columns in position order.
   const yOf = (row: string) => byKey.get(`${row}@${report.positions[0]}`)!.rect.y;
-  const rowYs = [yOf("output"), ...report.layers.map((l) => yOf(l.hook)).reverse()];
+  const rowYs = [yOf("final"), ...report.layers.map((l) => yOf(l.hook)).reverse()];
   for (let k = 1; k < rowYs.length; k++) assert.ok(rowYs[k]! > rowYs[k - 1]!, "rows go from the output down to the first readout");
-  const xs = report.positions.map((p) => byKey.get(`output@${p}`)!.rect.x);
+  const xs = report.positions.map((p) => byKey.get(`final@${p}`)!.rect.x);
   for (let k = 1; k < xs.length; k++) assert.ok(xs[k]! > xs[k - 1]!, "columns in position order");
   // Labels: axis titles, the title with the model name and variant, input tokens under the columns.
   const texts = [...walk(svg)].filter((e) => e.name === "text").map(textOf);
@@ -360,7 +360,7 @@ test("SVG: a generation gets its generated columns marked and a header line", ()
   assert.ok(svg.includes("stroke-dasharray"), "dashed line where generation starts");
   assert.ok(svg.includes(`generated: ${escapeXml(JSON.stringify(genReport.generated_text).slice(1, -1)).slice(0, 20)}`));
   // In a greedy generation every generated token is the output row's top-1: all bold there.
-  const cells = cellsOf(parseXml(svg)).filter((c) => c.row === "output" && genReport.tokens[c.position + 1]?.generated);
+  const cells = cellsOf(parseXml(svg)).filter((c) => c.row === "final" && genReport.tokens[c.position + 1]?.generated);
   assert.ok(cells.length >= 1 && cells.every((c) => c.bold));
 });
 

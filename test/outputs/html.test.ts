@@ -19,7 +19,7 @@ import { after, before, describe, test } from "node:test";
 import type { Browser, Page } from "playwright-core";
 import { escapeHtml, jsonForScript, lensViewAssets, toHtml } from "../../src/outputs/html.js";
 import { buildReport, type LensReport, type ReportCell } from "../../src/outputs/report.js";
-import { runLensJob } from "../../src/lens/run.js";
+import { executeLensJob } from "../../src/lens/job.js";
 import { parseFamily, parseTextTarget } from "../../src/lens/targets.js";
 import { readoutHooks } from "../../src/cli/options.js";
 import { createProgress } from "../../src/progress.js";
@@ -123,11 +123,11 @@ describe("HTML report in chromium", { skip: SKIP_BROWSER }, () => {
     const targets = [" 🐴", "emoji"].map((t) => parseTextTarget(tok, t));
     const families = ["emoji", "contains:horse"].map((f) => parseFamily(tok, f));
     const gen = { maxNewTokens: 4, sampling: { temperature: 0, topP: 1, seed: 0 }, stopIds: tok.eosIds };
-    const run = await runLensJob(model, { promptIds: tok.encode(PROMPT), readouts: hooks, topK: 5, variant: "logit", targets, families, generate: gen }, quiet);
+    const job = await executeLensJob(model, { promptIds: tok.encode(PROMPT), readouts: hooks, topK: 5, variant: "logit", targets, families, generate: gen }, quiet);
     report = buildReport(model, {
       prompt: PROMPT,
       chat: false,
-      run,
+      job,
       targets,
       families,
       topK: 5,

@@ -300,7 +300,7 @@ for (const alias of REAL_ALIASES) {
       const real = await loadReal(alias);
       const ids = real.model.tokenizer.encode("The capital of France is Paris, and the capital of Italy is");
       const K = 10;
-      const lens = await new LogitLens(real.model).run(ids, { topK: K });
+      const lens = await new LogitLens(real.model).apply(ids, { topK: K });
       const fwd = await (await real.model.forward([], true)).run(ids);
       const T = ids.length;
       const V = fwd.logits!.length / T;

@@ -50,7 +50,7 @@ for (const alias of ["smollm2-135m-instruct", "gemma3-270m"]) {
         : model.tokenizer.encode(prompt.text);
       assert.deepEqual(ids, prompt.input_ids, `${alias} prompt ${i}: token ids`);
 
-      const result = await lens.run(ids, { topK: 5 });
+      const result = await lens.apply(ids, { topK: 5 });
       const refLogits = refTensor(`p${i}/lens_top5_logits`); // [L, T, 5]
       const refIds = prompt.lens_top1;
       for (let l = 0; l < L; l++) {

@@ -103,7 +103,7 @@ test("real SmolLM2 as a Hugging Face folder (sharded safetensors) reads exactly 
   assert.deepEqual(hf.tokenizer.encodeChat(chat, { addGenerationPrompt: true }), gguf.tokenizer.encodeChat(chat, { addGenerationPrompt: true }));
 
   const ids = gguf.tokenizer.encode(prompts[1]!);
-  const [a, b] = [await new LogitLens(gguf).run(ids, { topK: 5 }), await new LogitLens(hf).run(ids, { topK: 5 })];
+  const [a, b] = [await new LogitLens(gguf).apply(ids, { topK: 5 }), await new LogitLens(hf).apply(ids, { topK: 5 })];
   a.readouts.forEach((r, l) => r.cells.forEach((cell, p) => {
     assert.deepEqual(b.readouts[l]!.cells[p]!.topIds, cell.topIds, `layer ${l} position ${p}`);
     assert.ok(Math.abs(b.readouts[l]!.cells[p]!.topLogprobs[0]! - cell.topLogprobs[0]!) < 1e-5);

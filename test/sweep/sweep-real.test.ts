@@ -23,7 +23,7 @@ test("sweep on SmolLM2: last-layer CE is the model's loss; KL to 0, top-1 agreem
   for (let i = 0; i < data.count; i++) {
     const p = data.prompt(i);
     const positions = p.ids.map((_, k) => k);
-    const [e] = await ev.run({ ids: p.ids, positions, tracked: [], families: [] }, [{ name: "logit" }]);
+    const [e] = await ev.evaluate({ ids: p.ids, positions, tracked: [], families: [] }, [{ name: "logit" }]);
     const logits = (await (await model.forward([], "all")).run(p.ids)).logits!;
     for (let k = 0; k + 1 < p.ids.length; k++) {
       const row = logits.subarray(k * V, (k + 1) * V);

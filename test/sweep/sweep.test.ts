@@ -43,8 +43,8 @@ test("sweep numbers equal the logit lens and the model's own cross-entropy", asy
     const p = data.prompt(1);
     const positions = p.ids.map((_, i) => i);
     const tracked = [p.ids[3]!, 5];
-    const [ev] = await new SweepEvaluator(model).run({ ids: p.ids, positions, tracked, families: [] }, [{ name: "logit" }]);
-    const lens = await new LogitLens(model).run(p.ids, { topK: 1, tracked });
+    const [ev] = await new SweepEvaluator(model).evaluate({ ids: p.ids, positions, tracked, families: [] }, [{ name: "logit" }]);
+    const lens = await new LogitLens(model).apply(p.ids, { topK: 1, tracked });
     const L = model.config.nLayers;
     const logits = (await (await model.forward([], "all")).run(p.ids)).logits!;
     const V = model.config.vocabSize;

@@ -7,7 +7,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { pendingBytes, readInContext } from "../../src/tokens/in-context.js";
-import { runLensJob } from "../../src/lens/run.js";
+import { executeLensJob } from "../../src/lens/job.js";
 import { buildReport } from "../../src/outputs/report.js";
 import { terminalView } from "../../src/outputs/terminal.js";
 import { toSvg } from "../../src/outputs/svg.js";
@@ -42,8 +42,8 @@ test("real SmolLM2: at ' ðŁ','Ĳ' the top candidates read as emoji in JSON, te
   const fish = tok.encode(" 🐠", { addSpecialTokens: false });
   assert.equal(fish.length, 3);
   const ids = [...tok.encode("Tropical fish emoji:"), fish[0]!, fish[1]!];
-  const run = await runLensJob(model, { promptIds: ids, readouts: readoutHooks(undefined, model.config).hooks, topK: 10, variant: "logit", targets: [], families: [] }, createProgress({ quiet: true }));
-  const report = buildReport(model, { prompt: "", chat: false, run, targets: [], families: [], topK: 10, points: ["resid_post"] });
+  const job = await executeLensJob(model, { promptIds: ids, readouts: readoutHooks(undefined, model.config).hooks, topK: 10, variant: "logit", targets: [], families: [] }, createProgress({ quiet: true }));
+  const report = buildReport(model, { prompt: "", chat: false, job, targets: [], families: [], topK: 10, points: ["resid_post"] });
   const last = report.final.positions.at(-1)!;
   // Each candidate byte, read after F0 9F 90, is the emoji U+1F400 + (byte - 0x80): 🐀..🐿.
   const first = last.top[0]!;

@@ -47,7 +47,7 @@ export interface LiveOptions {
   signal?: AbortSignal;
 }
 
-export interface LensRun {
+export interface LensJobResult {
   /** Prompt and generated ids. */
   ids: number[];
   promptLength: number;
@@ -65,7 +65,7 @@ export interface LensRun {
   timings: { lensMs: number; generateMs: number };
 }
 
-export async function runLensJob(model: LoadedModel, job: LensJob, progress: Progress): Promise<LensRun> {
+export async function executeLensJob(model: LoadedModel, job: LensJob, progress: Progress): Promise<LensJobResult> {
   const lens = new LogitLens(model);
   const tracked = job.targets.map((t) => t.ids[0]!);
   const families = job.families.map((f) => f.mask);
@@ -73,11 +73,11 @@ export async function runLensJob(model: LoadedModel, job: LensJob, progress: Pro
 
   const t0 = Date.now();
   const live = job.live ?? {};
-  const first = await lens.run(job.promptIds, { ...base, positions: job.positions, lastLogits: Boolean(job.generate), progress, rowGroup: live.rowGroup, onRows: live.onRows, signal: live.signal });
+  const first = await lens.apply(job.promptIds, { ...base, positions: job.positions, lastLogits: Boolean(job.generate), progress, rowGroup: live.rowGroup, onRows: live.onRows, signal: live.signal });
   const lensMs = Date.now() - t0;
   const ids = [...job.promptIds];
   const result: LensResult = { ...first, readouts: first.readouts.map((r) => ({ ...r, cells: [...r.cells] })), final: [...first.final], positions: [...first.positions] };
-  let stopReason: LensRun["stopReason"];
+  let stopReason: LensJobResult["stopReason"];
 
   const t1 = Date.now();
   if (job.generate) {
@@ -103,7 +103,7 @@ export async function runLensJob(model: LoadedModel, job: LensJob, progress: Pro
         break;
       }
       // The lens at the new token: what each layer predicts after it (the next generated token).
-      const step = await lens.run([next], { ...base, lastLogits: true, signal: live.signal }, cache);
+      const step = await lens.apply([next], { ...base, lastLogits: true, signal: live.signal }, cache);
       appendStep(result, step, ids.length - 1);
       live.onColumn?.(ids.length - 1, step.readouts.map((r) => r.cells[0]!), step.final[0]!);
       logits = step.lastLogits!;
@@ -134,18 +134,17 @@ function appendStep(result: LensResult, step: LensResult, position: number): voi
 async function teacherForcedProbabilities(model: LoadedModel, ids: number[], result: LensResult, targets: TextTarget[]): Promise<number[][]> {
   const V = model.config.vocabSize;
   const out: number[][] = targets.map(() => []);
-  const needsRuns = targets.some((t) => t.ids.length > 1);
-  const forward = needsRuns ? await model.forward([], "all") : undefined;
+  const needsForward = targets.some((t) => t.ids.length > 1);
+  const forward = needsForward ? await model.forward([], "all") : undefined;
   // One full-context cache to cut from (the lens result's cache covers every position read).
-  const fullCache = needsRuns ? (await forward!.run(ids.slice(0, Math.max(...result.positions) + 1))).cache : undefined;
+  const fullCache = needsForward ? (await forward!.run(ids.slice(0, Math.max(...result.positions) + 1))).cache : undefined;
   for (let i = 0; i < result.positions.length; i++) {
     const p = result.positions[i]!;
     for (let t = 0; t < targets.length; t++) {
       const target = targets[t]!;
       let logp = result.final[i]!.trackedLogprobs[t]!;
       if (target.ids.length > 1) {
-        const run = await forward!.run(target.ids.slice(0, -1), truncateCache(fullCache!, p + 1));
-        const logits = run.logits!;
+        const logits = (await forward!.run(target.ids.slice(0, -1), truncateCache(fullCache!, p + 1))).logits!;
         for (let j = 1; j < target.ids.length; j++) {
           const row = logits.subarray((j - 1) * V, j * V);
           logp += row[target.ids[j]!]! - logSumExp(row);

@@ -10,7 +10,8 @@ import { UserError } from "../errors.js";
 import type { LensCell } from "../lens/logit-lens.js";
 import { executeLensJob, type GenerateOptions } from "../lens/job.js";
 import { parseFamily, parseTextTarget } from "../lens/targets.js";
-import { buildReport, REPORT_SCHEMA, reportToken, round, type LensReport, type ReportCell, type ReportToken } from "../outputs/report.js";
+import { buildReport, REPORT_SCHEMA, reportToken, round, type LensReport, type ReportCell, type ReportToken, type ReportTopEntry } from "../outputs/report.js";
+import { pendingBytes, readInContext } from "../tokens/in-context.js";
 import { createProgress } from "../progress.js";
 import { reassemble } from "../tokens/render.js";
 
@@ -218,10 +219,25 @@ export class JobQueue {
     };
     emit({ type: "start", job: job.id, report: skeleton });
 
+    // The context so far (prompt, then generated tokens as they come): a candidate that finishes the
+    // character the context stops inside reads as that character (in_context, as in the report).
+    const contextIds = [...ids];
+    const pending = new Map<number, Uint8Array>();
+    const pendingAt = (position: number): Uint8Array => {
+      let b = pending.get(position);
+      if (!b) pending.set(position, (b = pendingBytes(contextIds.slice(Math.max(0, position - 3), position + 1).map((id) => tok.tokenBytes(id)))));
+      return b;
+    };
+    const topEntry = (id: number, k: number, c: LensCell, position: number): ReportTopEntry => {
+      const e: ReportTopEntry = { ...token(id), prob: round(Math.exp(c.topLogprobs[k]!)), logit: round(c.topLogits[k]!) };
+      const shown = readInContext(pendingAt(position), tok.tokenBytes(id));
+      if (shown !== undefined) e.in_context = shown;
+      return e;
+    };
     const cell = (c: LensCell, position: number, withKl: boolean): ReportCell => {
       const out: ReportCell = {
         position,
-        top: c.topIds.map((id, k) => ({ ...token(id), prob: round(Math.exp(c.topLogprobs[k]!)), logit: round(c.topLogits[k]!) })),
+        top: c.topIds.map((id, k) => topEntry(id, k, c, position)),
         entropy: round(c.entropy),
         kl_to_final: withKl ? round(c.klToFinal) : 0,
       };
@@ -258,7 +274,10 @@ export class JobQueue {
             rowsDone += rows.length;
             emit({ type: "progress", job: job.id, done: rowsDone, total, unit: "rows" });
           },
-          onToken: (index, id) => emit({ type: "token", job: job.id, index, token: { ...contextToken(id, index) } }),
+          onToken: (index, id) => {
+            contextIds.push(id);
+            emit({ type: "token", job: job.id, index, token: { ...contextToken(id, index) } });
+          },
           onColumn: (position, cells, final) => {
             emit({ type: "column", job: job.id, position, cells: cells.map((c) => cell(c, position, true)), final: cell(final, position, false) });
             emit({ type: "progress", job: job.id, done: hooks.length + position - ids.length + 1, total, unit: "rows" });

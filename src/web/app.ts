@@ -14,6 +14,8 @@ interface LensRequest {
   model?: string;
   prompt: string;
   chat?: boolean;
+  /** Several chat turns; the last is the prompt box's user turn. */
+  messages?: { role: "system" | "user" | "assistant"; content: string }[];
   points?: string[];
   variant?: "logit" | "raw";
   topK?: number;
@@ -61,6 +63,9 @@ class Explorer {
   private readonly models = h("datalist", { id: "ask-models" });
   private readonly prompt = h("textarea", { id: "ask-prompt", rows: 3, placeholder: "Type a prompt…", maxlength: 16000 });
   private readonly chat = h("input", { type: "checkbox", id: "ask-chat" });
+  /** Earlier chat turns (system, user, assistant) before the prompt box's user turn. */
+  private turns: { role: "system" | "user" | "assistant"; content: string }[] = [];
+  private readonly turnsBox = h("div", { class: "ex-turns", id: "ask-turns" });
   private readonly variant = h("select", { id: "ask-variant" }, [h("option", { value: "logit", text: "logit lens" }), h("option", { value: "raw", text: "raw unembedding" })]);
   private readonly topK = h("input", { type: "number", id: "ask-topk", min: 1, max: 100, value: 10, style: "width:4em" });
   private readonly pointBoxes = POINTS.map((p) => h("input", { type: "checkbox", value: p, "data-point": p }));
@@ -85,7 +90,9 @@ class Explorer {
     this.pointBoxes[5]!.checked = true;
     const form = h("form", { class: "ex-form ll-card", id: "ask-form" }, [
       h("div", { class: "ex-row" }, [h("label", { class: "ex-grow" }, ["model ", this.model, this.models]), h("label", null, [this.chat, " chat template"]), h("label", null, ["lens ", this.variant]), h("label", null, ["top-k ", this.topK])]),
+      this.turnsBox,
       h("div", { class: "ex-row" }, [this.prompt]),
+      h("div", { class: "ex-row" }, [h("button", { type: "button", id: "ask-add-turn", text: "+ chat turn before the prompt", title: "multi-turn chat: add a system, user or assistant message before the prompt (the last user turn)", onclick: () => this.addTurn() })]),
       h("div", { class: "ex-row" }, [h("span", { class: "ll-label", text: "readouts" }), ...this.pointBoxes.map((b) => h("label", null, [b, ` ${b.value}`]))]),
       h("div", { class: "ex-row" }, [
         this.targetInput,
@@ -147,6 +154,27 @@ class Explorer {
     if (value === undefined && this.report) void this.submit();
   }
 
+  private addTurn(turn: { role: "system" | "user" | "assistant"; content: string } = { role: this.turns.length === 0 ? "system" : this.turns.at(-1)!.role === "user" ? "assistant" : "user", content: "" }): void {
+    this.turns.push(turn);
+    this.chat.checked = true;
+    this.renderTurns();
+  }
+
+  private renderTurns(): void {
+    this.turnsBox.textContent = "";
+    this.turns.forEach((turn, i) => {
+      const role = h("select", { class: "ex-turn-role", "aria-label": "role" }, ["system", "user", "assistant"].map((r) => h("option", { value: r, text: r })));
+      role.value = turn.role;
+      role.addEventListener("change", () => (turn.role = role.value as typeof turn.role));
+      const content = h("textarea", { class: "ex-turn-content", rows: 1, maxlength: 16000, placeholder: `${turn.role} message` });
+      content.value = turn.content;
+      content.addEventListener("input", () => (turn.content = content.value));
+      const remove = h("button", { type: "button", class: "ex-x", title: "remove this turn", text: "×", onclick: () => (this.turns.splice(i, 1), this.renderTurns()) });
+      this.turnsBox.append(h("div", { class: "ex-row ex-turn", "data-index": i }, [role, content, remove]));
+    });
+    if (this.turns.length) this.turnsBox.append(h("div", { class: "ex-row ll-hint", text: "then the prompt below as the last user turn, in the model's chat template" }));
+  }
+
   private renderChips(): void {
     this.chips.textContent = "";
     const chip = (kind: "target" | "family", v: string, i: number) =>
@@ -171,6 +199,8 @@ class Explorer {
     const req: LensRequest = { prompt: this.prompt.value };
     if (this.model.value.trim()) req.model = this.model.value.trim();
     if (this.chat.checked) req.chat = true;
+    const turns = this.turns.filter((t) => t.content !== "");
+    if (turns.length) req.messages = [...turns.map((t) => ({ ...t })), { role: "user", content: this.prompt.value }];
     if (points.length && !(points.length === 1 && points[0] === "resid_post")) req.points = points;
     if (this.variant.value === "raw") req.variant = "raw";
     const k = Number(this.topK.value);
@@ -185,7 +215,10 @@ class Explorer {
     const r = st.req;
     this.prompt.value = r.prompt ?? "";
     this.model.value = r.model ?? "";
-    this.chat.checked = Boolean(r.chat);
+    this.chat.checked = Boolean(r.chat || r.messages?.length);
+    this.turns = r.messages?.length ? r.messages.slice(0, -1).map((m) => ({ ...m })) : [];
+    if (r.messages?.length) this.prompt.value = r.messages.at(-1)!.content;
+    this.renderTurns();
     this.variant.value = r.variant ?? "logit";
     this.topK.value = String(r.topK ?? 10);
     const points = r.points ?? ["resid_post"];
@@ -253,7 +286,7 @@ class Explorer {
           if (this.compare.positions.length !== report.positions.length || this.compare.layers.length !== report.layers.length) {
             this.status.textContent = `B has ${this.compare.layers.length} readouts x ${this.compare.positions.length} positions, A ${report.layers.length} x ${report.positions.length}: cells are compared where both exist`;
           }
-          else this.status.textContent = "A and B done · colour: KL between them per cell (estimated from the top-k)";
+          else this.status.textContent = "A and B done · colour: KL(A ‖ B) per cell, an estimate from the two top-k lists (or pick a target's rank change)";
           this.view.state.colorBy = "diff";
           this.view.refresh(report, this.compare);
         }

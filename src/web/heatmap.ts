@@ -7,7 +7,7 @@
 import type { LensReport } from "../outputs/report.js";
 import { rampRgb, RED_BLUE, rgbHex, rowLabel, textColorOn, BLUES, type Rgb } from "../outputs/presentation.js";
 import { h } from "./dom.js";
-import { cellAt, colorValue, type ColorBy, type RowKey } from "./lens-data.js";
+import { cellAt, colorValue, isDiff, type ColorBy, type RowKey } from "./lens-data.js";
 
 export interface HeatmapCallbacks {
   hover(row: RowKey | null, col: number): void;
@@ -158,6 +158,42 @@ export class Heatmap {
     return t;
   }
 
+  /**
+   * Token text centred at (cx, cy), cut to `max` px. The byte brackets ⟨ ⟩ are drawn as strokes:
+   * at 12 px the ⟨ ⟩ glyphs of DejaVu Sans (Mono), the fonts that have them on Linux, are tall thin
+   * angles that read exactly as "(" ")" on a canvas, so "⟨F0 9F⟩" looked like "(F0 9F)".
+   */
+  private drawText(ctx: CanvasRenderingContext2D, text: string, max: number, cx: number, cy: number): void {
+    const t = this.fitText(ctx, text, max);
+    if (!t.includes("⟨") && !t.includes("⟩")) return void ctx.fillText(t, cx, cy);
+    const size = Number(/(\d+(?:\.\d+)?)px/.exec(ctx.font)?.[1] ?? 12);
+    const bold = /bold|[6-9]00/.test(ctx.font);
+    const bw = size * 0.5;
+    const parts = t.split(/([⟨⟩])/).filter((p) => p !== "");
+    const widths = parts.map((p) => (p === "⟨" || p === "⟩" ? bw : ctx.measureText(p).width));
+    let x = cx - widths.reduce((a, b) => a + b, 0) / 2;
+    const align = ctx.textAlign;
+    ctx.textAlign = "left";
+    ctx.save();
+    ctx.strokeStyle = ctx.fillStyle;
+    ctx.lineWidth = bold ? 1.6 : 1.1;
+    ctx.lineJoin = "miter";
+    parts.forEach((p, k) => {
+      if (p === "⟨" || p === "⟩") {
+        const hh = size * 0.38;
+        const [tip, open] = p === "⟨" ? [x + bw * 0.22, x + bw * 0.72] : [x + bw * 0.78, x + bw * 0.28];
+        ctx.beginPath();
+        ctx.moveTo(open, cy - hh - 0.5);
+        ctx.lineTo(tip, cy - 0.5);
+        ctx.lineTo(open, cy + hh - 0.5);
+        ctx.stroke();
+      } else ctx.fillText(p, x, cy);
+      x += widths[k]!;
+    });
+    ctx.restore();
+    ctx.textAlign = align;
+  }
+
   draw(): void {
     if (!this.report) return;
     const ctx = this.size(this.canvas);
@@ -170,7 +206,7 @@ export class Heatmap {
     const ox = LABEL_W - sc.scrollLeft;
     const oy = HEAD_H - sc.scrollTop;
     const cw = this.cellW;
-    const stops: readonly Rgb[] = this.colorBy === "diff" ? RED_BLUE.slice(4) : BLUES;
+    const stops: readonly Rgb[] = this.colorBy === "diff" ? RED_BLUE.slice(4) : isDiff(this.colorBy) ? RED_BLUE : BLUES;
     ctx.clearRect(0, 0, W, H);
     ctx.font = '12px ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace, "Noto Color Emoji"';
     ctx.textAlign = "center";
@@ -197,7 +233,8 @@ export class Heatmap {
           const hit = next !== undefined && next.id === cell.top[0].id;
           ctx.font = `${hit ? "bold " : ""}12px ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace, "Noto Color Emoji"`;
           ctx.fillStyle = textColorOn(rgb);
-          ctx.fillText(this.fitText(ctx, cell.top[0].text, cw - 6), x + cw / 2, y + CELL_H / 2 + 1);
+          // A byte that finishes the context's pending character reads as that character (⟨A0⟩ → 🐠).
+          this.drawText(ctx, cell.top[0].in_context ?? cell.top[0].text, cw - 6, x + cw / 2, y + CELL_H / 2 + 1);
         }
       }
       // The output row: a rule under (or over) it.
@@ -239,12 +276,12 @@ export class Heatmap {
       ctx.fillText(String(p), x + cw / 2, 10);
       ctx.fillStyle = tok?.special ? "#7a5af8" : "#1d2330";
       ctx.font = 'bold 12px ui-monospace, "DejaVu Sans Mono", monospace, "Noto Color Emoji"';
-      ctx.fillText(this.fitText(ctx, tok?.text ?? "?", cw - 6), x + cw / 2, 25);
+      this.drawText(ctx, tok?.text ?? "?", cw - 6, x + cw / 2, 25);
       ctx.fillStyle = "#667085";
       ctx.font = '10px ui-monospace, "DejaVu Sans Mono", monospace, "Noto Color Emoji"';
       const commit = this.commitment.get(c);
       const nextText = next ? `→ ${next.text}` : "→ ?";
-      ctx.fillText(this.fitText(ctx, commit !== undefined ? `${nextText} @${commit === null ? "–" : commit < 0 ? "emb" : `L${commit}`}` : nextText, cw - 4), x + cw / 2, 40);
+      this.drawText(ctx, commit !== undefined ? `${nextText} @${commit === null ? "–" : commit < 0 ? "emb" : `L${commit}`}` : nextText, cw - 4, x + cw / 2, 40);
     }
     ctx.fillStyle = "#f8f9fb";
     ctx.fillRect(0, 0, LABEL_W, HEAD_H);

@@ -10,7 +10,25 @@ import { entropyT, klT, POINT_ORDER, probT, rankT } from "../outputs/presentatio
 export type RowKey = number | "final";
 
 /** What colours the cells. */
-export type ColorBy = "prob" | "entropy" | "kl" | `target:${number}` | `rank:${number}` | `family:${number}` | "diff";
+export type ColorBy = "prob" | "entropy" | "kl" | `target:${number}` | `rank:${number}` | `family:${number}` | "diff" | `rankdiff:${number}`;
+
+/** Colour modes that compare A with B (drawn on the diverging or red scale, need a second report). */
+export function isDiff(by: ColorBy): boolean {
+  return by === "diff" || by.startsWith("rankdiff:");
+}
+
+/** The rank change of target i from A to B at a cell (B's rank minus A's; negative: B ranks it higher). */
+export function rankChange(a: ReportCell | undefined, b: ReportCell | undefined, i: number): number {
+  const ra = a?.targets?.[i]?.rank;
+  const rb = b?.targets?.[i]?.rank;
+  return ra === undefined || rb === undefined ? NaN : rb - ra;
+}
+
+/** A rank change on the diverging scale: 0.5 = unchanged, 0 = B ranks it ~V places higher, 1 = ~V lower. */
+export function rankChangeT(delta: number, vocabSize: number): number {
+  if (!Number.isFinite(delta)) return NaN;
+  return 0.5 + (0.5 * Math.sign(delta) * Math.log10(1 + Math.abs(delta))) / Math.log10(Math.max(2, vocabSize));
+}
 
 export function cellAt(report: LensReport, row: RowKey, col: number): ReportCell | undefined {
   return row === "final" ? report.final.positions[col] : report.layers[row]?.positions[col];
@@ -56,6 +74,8 @@ export function colorValue(report: LensReport, cell: ReportCell | undefined, by:
       return probT(cell.families?.[i] ?? NaN, log);
     case "diff":
       return other ? klT(topKDivergence(cell, other)) : NaN;
+    case "rankdiff":
+      return other ? rankChangeT(rankChange(cell, other, i), V) : NaN;
   }
   return NaN;
 }
@@ -112,7 +132,12 @@ export function legendFor(by: ColorBy, report: LensReport, log: boolean): { labe
     case "kl":
       return { label: "KL to the output (nats)", ticks: [[0, "0"], [Math.log1p(1) / Math.log1p(20), "1"], [1, "≥20"]] };
     case "diff":
-      return { label: "KL between A and B (nats, top-k)", ticks: [[0, "0"], [Math.log1p(1) / Math.log1p(20), "1"], [1, "≥20"]] };
+      return { label: "KL(A ‖ B), nats: an estimate from the two top-k lists", ticks: [[0, "0"], [Math.log1p(1) / Math.log1p(20), "1"], [1, "≥20"]] };
+    case "rankdiff": {
+      const V = report.model.vocab_size;
+      const at = (d: number) => rankChangeT(d, V);
+      return { label: `rank change of “${report.targets[i]?.label}”, A → B (blue: B ranks it higher)`, ticks: [[0, `−${V.toLocaleString("en-US")}`], [at(-100), "−100"], [0.5, "0"], [at(100), "+100"], [1, `+${V.toLocaleString("en-US")}`]] };
+    }
   }
   return { label: "", ticks: [] };
 }

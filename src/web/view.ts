@@ -12,10 +12,10 @@
  *   #lens-text .ll-span[data-tokens]   ([data-commit] on generated tokens: their commitment layer)
  */
 import type { LensReport, ReportCell } from "../outputs/report.js";
-import { BLUES, formatNats, formatProb, formatRank, rampRgb, RED_BLUE, rgbHex, rowTitle, SERIES_COLORS, spacedHex } from "../outputs/presentation.js";
+import { BLUES, formatNats, formatProb, formatRank, rampRgb, RED_BLUE, rgbHex, rowLabel, rowTitle, SERIES_COLORS, spacedHex } from "../outputs/presentation.js";
 import { append, h, s } from "./dom.js";
 import { Heatmap } from "./heatmap.js";
-import { cellAt, commitmentLayers, displayRows, layerOf, legendFor, pointsOf, type ColorBy, type RowKey } from "./lens-data.js";
+import { cellAt, commitmentLayers, displayRows, isDiff, layerOf, legendFor, pointsOf, rankChange, topKDivergence, type ColorBy, type RowKey } from "./lens-data.js";
 
 export interface ViewState {
   point: string;
@@ -24,6 +24,8 @@ export interface ViewState {
   outputOnTop: boolean;
   pinned: { row: RowKey; col: number };
   chartLog: boolean;
+  /** The layer scrubber over generated tokens: an index into scrubRows() (default: the output). */
+  scrub?: number;
 }
 
 export interface ViewOptions {
@@ -42,6 +44,7 @@ export class LensView {
   private readonly details = h("aside", { class: "ll-card ll-details", id: "cell-details" });
   private readonly chartBox = h("section", { class: "ll-card ll-chart", id: "lens-chart" });
   private readonly textBox = h("div", { class: "ll-text", id: "lens-text" });
+  private readonly scrubBox = h("div", { class: "ll-scrub", id: "ll-scrub" });
   private readonly controls = h("div", { class: "ll-controls" });
   private readonly headerBox = h("header", { class: "ll-header" });
   private hovering: { row: RowKey; col: number } | null = null;
@@ -74,6 +77,7 @@ export class LensView {
     const textCard = h("section", { class: "ll-card ll-text-card" }, [
       h("div", { class: "ll-card-head" }, [h("h2", { text: "Text" }), h("span", { class: "ll-hint", text: "bytes reassembled across tokens · click a piece to select its column · generated tokens show their commitment layer" })]),
       this.textBox,
+      this.scrubBox,
     ]);
     root.append(...(options.noHeader ? [] : [this.headerBox]), textCard, h("div", { class: "ll-body" }, [h("div", { class: "ll-main" }, [heatCard, this.chartBox]), this.details]));
     this.refresh();
@@ -87,11 +91,12 @@ export class LensView {
     this.options.compare = compare;
     const n = report.positions.length;
     if (this.state.pinned.col >= n) this.state.pinned.col = Math.max(0, n - 1);
-    if (this.state.colorBy === "diff" && !compare) this.state.colorBy = "prob";
+    if (isDiff(this.state.colorBy) && !compare) this.state.colorBy = "prob";
     const colorBy = this.state.colorBy;
     if (!this.validColor(colorBy)) this.state.colorBy = "prob";
     this.renderHeader();
     this.renderText();
+    this.renderScrub();
     this.renderControls();
     const rows = displayRows(report, this.state.point, this.state.outputOnTop);
     this.heatmap.commitment = new Map(commitmentLayers(report).map((c) => [report.positions.indexOf(c.index - 1), c.layer]));
@@ -123,7 +128,7 @@ export class LensView {
   private validColor(by: ColorBy): boolean {
     const [kind, arg] = by.split(":");
     const i = Number(arg);
-    if (kind === "target" || kind === "rank") return i < this.report.targets.length;
+    if (kind === "target" || kind === "rank" || kind === "rankdiff") return i < this.report.targets.length;
     if (kind === "family") return i < this.report.families.length;
     return true;
   }
@@ -175,6 +180,55 @@ export class LensView {
     }
   }
 
+  /** The rows the scrubber steps through: embed and each layer's resid_post, then the output. */
+  scrubRows(): RowKey[] {
+    return [...this.report.layers.map((l, i) => ({ l, i })).filter(({ l }) => l.point === "resid_post" || l.point === "embed").map(({ i }) => i), "final"];
+  }
+
+  /**
+   * Scrubbing through layers during generation: a slider over the layers, and for each generated
+   * token what that layer's lens predicted at the position before it (its top-1), marked when it
+   * is the token the model chose.
+   */
+  private renderScrub(): void {
+    const r = this.report;
+    const box = this.scrubBox;
+    box.textContent = "";
+    if (r.tokens.length <= r.prompt_length) return;
+    const rows = this.scrubRows();
+    const k = Math.max(0, Math.min(this.state.scrub ?? rows.length - 1, rows.length - 1));
+    const slider = h("input", { type: "range", id: "ll-scrub-layer", min: 0, max: rows.length - 1, step: 1, value: k, "aria-label": "layer" });
+    const label = h("span", { class: "ll-scrub-label", id: "ll-scrub-label" });
+    const line = h("div", { class: "ll-scrub-line", id: "ll-scrub-line" });
+    const fill = (k: number) => {
+      const row = rows[k]!;
+      const layer = layerOf(r, row);
+      label.textContent = layer ? rowLabel(layer) : "output";
+      box.setAttribute("data-row", String(row));
+      line.textContent = "";
+      let agree = 0;
+      let n = 0;
+      for (let t = r.prompt_length; t < r.tokens.length; t++) {
+        const col = r.positions.indexOf(t - 1);
+        const top = col < 0 ? undefined : cellAt(r, row, col)?.top[0];
+        const chosen = r.tokens[t]!;
+        if (top) n++;
+        if (top?.id === chosen.id) agree++;
+        line.append(
+          h("span", { class: `ll-tokbox ll-scrub-tok${top ? (top.id === chosen.id ? " agrees" : " differs") : " pending"}`, "data-index": t, "data-token-id": top?.id ?? null, title: top ? `${layer ? rowLabel(layer) : "output"} at position ${t - 1}: ${top.in_context ?? top.text} (${formatProb(top.prob)}); chosen ${chosen.text}` : "not computed yet", text: top ? (top.in_context ?? top.text) : "·" }),
+        );
+      }
+      label.textContent += ` · ${agree}/${n} agree with the generated tokens`;
+    };
+    slider.addEventListener("input", () => {
+      this.state.scrub = Number(slider.value);
+      fill(this.state.scrub);
+      this.options.onChange?.(this.state);
+    });
+    fill(k);
+    append(box, [h("label", { class: "ll-scrub-head" }, [h("span", { class: "ll-label", text: "scrub layers" }), " embed ", slider, " output "]), label, line]);
+  }
+
   private renderControls(): void {
     const r = this.report;
     const st = this.state;
@@ -192,7 +246,8 @@ export class LensView {
       ["kl", "KL to the output"],
       ...r.targets.flatMap((t, i): [string, string][] => [[`target:${i}`, `P(“${t.label}”)`], [`rank:${i}`, `rank of “${t.label}”`]]),
       ...r.families.map((f, i): [string, string] => [`family:${i}`, `family ${f.label}`]),
-      ...(this.options.compare ? [["diff", "difference A vs B (KL)"] as [string, string]] : []),
+      ...(this.options.compare ? [["diff", "A vs B: KL (estimate from top-k)"] as [string, string]] : []),
+      ...(this.options.compare ? r.targets.map((t, i): [string, string] => [`rankdiff:${i}`, `A vs B: rank change of “${t.label}”`]) : []),
     ];
     const logBox = h("input", { type: "checkbox", id: "ll-log-color" });
     logBox.checked = st.log;
@@ -206,7 +261,7 @@ export class LensView {
       this.changed();
     });
     const leg = legendFor(st.colorBy, r, st.log);
-    const stops = st.colorBy === "diff" ? RED_BLUE.slice(4) : BLUES;
+    const stops = st.colorBy === "diff" ? RED_BLUE.slice(4) : isDiff(st.colorBy) ? RED_BLUE : BLUES;
     const grad = Array.from({ length: 11 }, (_, i) => `${rgbHex(rampRgb(i / 10, stops))} ${i * 10}%`).join(", ");
     append(this.controls, [
       points.length > 1 ? select("ll-point", "show", st.point, [["all", "all points"], ...points.map((p): [string, string] => [p, p])], (v) => ((st.point = v), this.changed())) : null,
@@ -264,7 +319,20 @@ export class LensView {
     append(box, h("div", { class: "ll-stats" }, [h("span", null, ["entropy ", h("b", { class: "ll-entropy", text: formatNats(cell.entropy) }), " nats"]), h("span", null, ["KL to output ", h("b", { class: "ll-kl", text: row === "final" ? "—" : formatNats(cell.kl_to_final) }), row === "final" ? "" : " nats"])]));
     const other = this.options.compare ? cellAt(this.options.compare, row, col) : undefined;
     box.append(h("h3", { text: `top ${cell.top.length}` }), topTable(cell, next?.id));
-    if (other) box.append(h("h3", { text: "B (compared)" }), topTable(other, undefined));
+    if (other) {
+      const est = topKDivergence(cell, other);
+      box.append(
+        h("h3", { text: "B (compared)" }),
+        h("div", { class: "ll-stats ll-diff-stats" }, [
+          h("span", { title: "KL(A ‖ B) from the two top-k lists only (each list plus one bucket for the rest): an estimate, not the exact KL over the vocabulary" }, ["KL(A ‖ B) ≈ ", h("b", { class: "ll-diff-kl", "data-kl": est, text: formatNats(est) }), " nats ", h("span", { class: "ll-estimate", text: "estimate from top-k" })]),
+          ...r.targets.map((t, i) => {
+            const d = rankChange(cell, other, i);
+            return Number.isFinite(d) ? h("span", { class: "ll-rank-change", "data-index": i, "data-delta": d }, [`rank of ${t.label}: `, h("b", { text: `${formatRank(cell.targets![i]!.rank)} → ${formatRank(other.targets![i]!.rank)}` })]) : null;
+          }),
+        ]),
+        topTable(other, undefined),
+      );
+    }
     if (r.targets.length && cell.targets) {
       box.append(h("h3", { text: "targets" }));
       box.append(
@@ -344,7 +412,8 @@ function topTable(cell: ReportCell, nextId: number | undefined): HTMLTableElemen
     ...cell.top.map((t, k) =>
       h("tr", { class: `top-entry${t.id === nextId ? " is-next" : ""}`, "data-token-id": t.id, "data-prob": t.prob }, [
         h("td", { class: "rank", text: String(k + 1) }),
-        h("td", { class: "tok" }, h("span", { class: "ll-tokbox", text: t.text })),
+        // A byte that finishes the context's pending character: the byte, then the character it completes.
+        h("td", { class: "tok", "data-in-context": t.in_context ?? null }, t.in_context !== undefined ? [h("span", { class: "ll-tokbox", text: t.text }), " → ", h("span", { class: "ll-tokbox ll-in-context", text: t.in_context })] : h("span", { class: "ll-tokbox", text: t.text })),
         h("td", { class: "bytes", text: spacedHex(t.bytes), title: spacedHex(t.bytes) }),
         h("td", { class: "prob", style: `--w:${(t.prob * 100).toFixed(1)}%`, text: formatProb(t.prob) }),
         h("td", { class: "logit", text: t.logit.toFixed(2) }),

@@ -156,6 +156,27 @@ describe("explorer in chromium", { skip: SKIP }, () => {
     await page.screenshot({ path: "/tmp/explorer-target.png", fullPage: true });
   });
 
+  test("a byte that finishes the emoji reads as the character: panel and cell text (streamed cells carry in_context)", async () => {
+    const prompt = "Fish emoji: 🐠, horse emoji: 🐴";
+    const api = await apiReport({ prompt });
+    let hit: { row: number; col: number; shown: string } | undefined;
+    api.layers.forEach((l, row) => l.positions.forEach((c, col) => {
+      if (!hit && row > 10 && c.top[0]?.in_context !== undefined) hit = { row, col, shown: c.top[0].in_context };
+    }));
+    assert.ok(hit, "some layer's top-1 after the emoji's prefix completes it");
+    assert.ok([...hit.shown].some((ch) => ch.codePointAt(0)! > 0xffff), hit.shown);
+    await page.fill("#ask-prompt", prompt);
+    await runAndWait(page);
+    await clickCell(page, hit.row, hit.col);
+    const shown = await page.$eval("#cell-details .top-entry td.tok", (td) => ({ attr: td.getAttribute("data-in-context"), text: td.textContent }));
+    assert.equal(shown.attr, hit.shown);
+    assert.ok(shown.text!.includes(`→ ${hit.shown}`), shown.text!);
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await page.screenshot({ path: "/tmp/explorer-in-context.png" });
+    await page.fill("#ask-prompt", PROMPT);
+    await runAndWait(page);
+  });
+
   test("opens the shared URL in a new page and gets the same view", async () => {
     await clickCell(page, 18, 4);
     const url = page.url();
@@ -212,7 +233,32 @@ describe("explorer in chromium", { skip: SKIP }, () => {
       if (shown.length) assert.equal(shown[0], layer === null ? "none" : String(layer), `token ${t}`);
     }
     assert.ok((await page.locator("#lens-text .ll-span[data-commit]").count()) > 0);
+    // Scrub through layers: each generated token's column shows that layer's top-1.
+    const resid = report.layers.map((l, i) => ({ l, i })).filter(({ l }) => l.point === "resid_post");
+    for (const k of [5, resid.length - 1]) {
+      await page.$eval("#ll-scrub-layer", (el, v) => {
+        (el as HTMLInputElement).value = String(v);
+        el.dispatchEvent(new Event("input"));
+      }, k);
+      const ids = await page.$$eval("#ll-scrub-line .ll-scrub-tok", (els) => els.map((e) => Number(e.getAttribute("data-token-id"))));
+      const want = report.tokens.slice(report.prompt_length).map((_, n) => report.layers[resid[k]!.i]!.positions[report.positions.indexOf(report.prompt_length + n - 1)]?.top[0]?.id ?? 0);
+      assert.deepEqual(ids.slice(0, want.length), want, `layer ${k}`);
+    }
+    await page.screenshot({ path: "/tmp/explorer-scrub.png", fullPage: true });
     await page.uncheck("#ask-generate");
+  });
+
+  test("chat turns: a system message before the prompt goes through the chat template", async () => {
+    await page.click("#ask-add-turn");
+    await page.fill("#ask-turns .ex-turn-content", "You are a pirate.");
+    await page.fill("#ask-prompt", "Hi");
+    await runAndWait(page);
+    const mine = await page.evaluate(() => (window as unknown as Win).lensView.report);
+    const api = await apiReport({ prompt: "Hi", chat: true, messages: [{ role: "system", content: "You are a pirate." }, { role: "user", content: "Hi" }] });
+    assert.equal(mine.chat, true);
+    assert.deepEqual(mine.tokens.map((t) => t.id), api.tokens.map((t) => t.id));
+    assert.match(mine.text, /pirate/);
+    await page.click("#ask-turns .ex-x");
   });
 
   test("compares two prompts: the difference view colours by KL between A and B", async () => {
@@ -224,6 +270,12 @@ describe("explorer in chromium", { skip: SKIP }, () => {
     assert.equal(await page.evaluate(() => (window as unknown as Win).lensView.state.colorBy), "diff");
     await clickCell(page, "final", 4);
     assert.equal(await page.locator("#cell-details .ll-topk").count(), 2, "A's and B's top-k side by side");
+    assert.match((await page.textContent("#ll-legend"))!, /estimate/);
+    assert.equal(await page.locator("#cell-details .ll-estimate").count(), 1, "the panel says the KL is an estimate");
+    await page.screenshot({ path: "/tmp/explorer-compare-kl.png" });
+    await page.selectOption("#ll-color-by", "rankdiff:0");
+    assert.match((await page.textContent("#ll-legend"))!, /rank change/);
+    assert.equal(await page.locator("#cell-details .ll-rank-change").count(), 1);
     await page.evaluate(() => window.scrollTo(0, 0));
     await page.screenshot({ path: "/tmp/explorer-compare.png", fullPage: true });
     await page.uncheck("#cmp-on");

@@ -28,6 +28,7 @@ import { toHtml } from "../outputs/html.js";
 import { toSvg } from "../outputs/svg.js";
 import { toPng } from "../outputs/png.js";
 import { attributeCommand, explainCommand, patchCommand } from "../explain/cli.js";
+import { applyPreset, seahorseStory } from "../explain/preset.js";
 import { lensTranslator, linearCommand, queryCommand, sweepCommand } from "../sweep/cli.js";
 
 const HELP = `logit-lens: see what every layer of a language model would predict.
@@ -64,6 +65,9 @@ Lens options (lens and generate):
   --track-family <spec>    summed probability of a token family (repeatable): emoji,
                            bytes:<hex prefix>, contains:<text>, word:<word> (every token that
                            is a prefix of the word, with or without its leading space)
+  --preset seahorse        the seed's experiment: "Is there a seahorse emoji?" in the chat template
+                           (unless --prompt), targets 🐠 🐴 sea horse, emoji family, sub-block
+                           readouts, then the story at the emoji positions (docs/seahorse.md)
   --top-k <n>              tokens per cell (default 10)
   --variant logit|raw      logit lens (final norm re-applied per residual) or raw unembedding
   --lens linear:FILE       the linear shortcut lens: each layer's residual first mapped by the
@@ -103,6 +107,7 @@ const OPTIONS = {
   positions: { type: "string" },
   track: { type: "string", multiple: true },
   "track-family": { type: "string", multiple: true },
+  preset: { type: "string" },
   "top-k": { type: "string" },
   variant: { type: "string" },
   format: { type: "string", short: "f" },
@@ -417,6 +422,7 @@ const FORMATS = ["terminal", "json", "csv", "html", "svg", "png"] as const;
 type Format = (typeof FORMATS)[number];
 
 async function lensCommand(options: Options, progress: Progress, generate: boolean): Promise<number> {
+  applyPreset(options);
   if (options.prompt === undefined) throw new UserError(`${generate ? "generate" : "lens"} needs --prompt <text>`);
   if (options.prompt.trim().length === 0) throw new UserError("the prompt is empty");
   const topK = number(options["top-k"], "top-k", 10, (n) => Number.isInteger(n) && n > 0 && n <= 1000, "an integer from 1 to 1000");
@@ -467,6 +473,8 @@ async function lensCommand(options: Options, progress: Progress, generate: boole
   });
   if (translate) report.lens.description = `${translate.description}, then ${report.lens.description}`;
   await writeReport(report, format, options);
+  // The preset's story goes beside the report, never into a JSON stream on stdout.
+  if (options.preset !== undefined) process[format === "terminal" || options.out ? "stdout" : "stderr"].write(`\n${seahorseStory(report)}\n`);
   return 0;
 }
 

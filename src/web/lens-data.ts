@@ -132,11 +132,11 @@ export function legendFor(by: ColorBy, report: LensReport, log: boolean): { labe
     case "kl":
       return { label: "KL to the output (nats)", ticks: [[0, "0"], [Math.log1p(1) / Math.log1p(20), "1"], [1, "≥20"]] };
     case "diff":
-      return { label: "KL(A ‖ B), nats: an estimate from the two top-k lists", ticks: [[0, "0"], [Math.log1p(1) / Math.log1p(20), "1"], [1, "≥20"]] };
+      return { label: "KL(A ‖ B) ≈, nats (top-k estimate)", ticks: [[0, "0"], [Math.log1p(1) / Math.log1p(20), "1"], [1, "≥20"]] };
     case "rankdiff": {
       const V = report.model.vocab_size;
       const at = (d: number) => rankChangeT(d, V);
-      return { label: `rank change of “${report.targets[i]?.label}”, A → B (blue: B ranks it higher)`, ticks: [[0, `−${V.toLocaleString("en-US")}`], [at(-100), "−100"], [0.5, "0"], [at(100), "+100"], [1, `+${V.toLocaleString("en-US")}`]] };
+      return { label: `rank change of “${report.targets[i]?.label}”, A → B (blue: B higher)`, ticks: [[0, `−${V.toLocaleString("en-US")}`], [at(-100), "−100"], [0.5, "0"], [at(100), "+100"], [1, `+${V.toLocaleString("en-US")}`]] };
     }
   }
   return { label: "", ticks: [] };

@@ -259,6 +259,7 @@ describe("explorer in chromium", { skip: SKIP }, () => {
     assert.deepEqual(mine.tokens.map((t) => t.id), api.tokens.map((t) => t.id));
     assert.match(mine.text, /pirate/);
     await page.click("#ask-turns .ex-x");
+    await page.uncheck("#ask-chat");
   });
 
   test("compares two prompts: the difference view colours by KL between A and B", async () => {

@@ -132,7 +132,7 @@ export function legendFor(by: ColorBy, report: LensReport, log: boolean): { labe
     case "kl":
       return { label: "KL to the output (nats)", ticks: [[0, "0"], [Math.log1p(1) / Math.log1p(20), "1"], [1, "≥20"]] };
     case "diff":
-      return { label: "KL(A ‖ B) ≈, nats (top-k estimate)", ticks: [[0, "0"], [Math.log1p(1) / Math.log1p(20), "1"], [1, "≥20"]] };
+      return { label: "KL(A ‖ B) estimate (top-k), nats", ticks: [[0, "0"], [Math.log1p(1) / Math.log1p(20), "1"], [1, "≥20"]] };
     case "rankdiff": {
       const V = report.model.vocab_size;
       const at = (d: number) => rankChangeT(d, V);

@@ -22,7 +22,7 @@
  * threads, [64 x 2048] @ [2048 x 8192]: 4-bit with fp32 arithmetic 97 GFLOP/s, fp32 MatMul 68.
  */
 import { UserError } from "../errors.js";
-import { halfToFloat } from "./dequantize.js";
+import { halfToFloat, scaleMinK4 } from "./dequantize.js";
 
 export interface BlockQuantized {
   bits: 4 | 8;
@@ -281,14 +281,3 @@ const UNPACKERS: Record<string, Unpacker> = {
     }
   },
 };
-
-/** K-quant 6-bit scale and min of sub-block j (ggml's get_scale_min_k4). */
-function scaleMinK4(b: Uint8Array, s: number, j: number, sc: Int32Array): void {
-  if (j < 4) {
-    sc[0] = b[s + j]! & 63;
-    sc[1] = b[s + j + 4]! & 63;
-  } else {
-    sc[0] = (b[s + j + 4]! & 0xf) | ((b[s + j - 4]! >> 6) << 4);
-    sc[1] = (b[s + j + 4]! >> 4) | ((b[s + j]! >> 6) << 4);
-  }
-}

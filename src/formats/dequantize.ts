@@ -248,7 +248,7 @@ function dequantQ5_1(b: Uint8Array, out: Float32Array): void {
  * Sub-blocks 0..3 use the low 6 bits of bytes 0..3 (scale) and 4..7 (min); sub-blocks 4..7 take
  * their low 4 bits from bytes 8..11 and their top 2 bits from the spare top bits of bytes 0..7.
  */
-function scaleMinK4(b: Uint8Array, s: number, j: number, sc: Int32Array): void {
+export function scaleMinK4(b: Uint8Array, s: number, j: number, sc: Int32Array): void {
   if (j < 4) {
     sc[0] = b[s + j]! & 63;
     sc[1] = b[s + j + 4]! & 63;

@@ -13,7 +13,7 @@ export interface SamplingOptions {
 }
 
 /** mulberry32: tiny, fast, and good enough for sampling; deterministic across platforms. */
-function mulberry32(seed: number): () => number {
+export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;

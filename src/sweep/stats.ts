@@ -4,6 +4,7 @@
  * and a percentile bootstrap 95 % interval that resamples whole prompts (positions within a prompt
  * are not independent), with a seeded generator so that the same inputs give the same interval.
  */
+import { mulberry32 } from "../lens/sampling.js";
 
 /** One prompt's contribution to one (lens, metric) series. */
 export interface PromptStat {
@@ -28,17 +29,8 @@ export interface SummarySeries {
   hi: number[];
 }
 
-/** splitmix32 → mulberry32: a small seeded generator with good enough uniformity for resampling. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The seeded generator of the sampler (lens/sampling.ts): deterministic across platforms. */
+export const rng = mulberry32;
 
 /** FNV-1a of a string, to derive one stream per series from the user's seed. */
 function hash32(s: string): number {

@@ -6,13 +6,11 @@
  */
 import type ort from "onnxruntime-node";
 import { unembeddingOf } from "../architectures/index.js";
-import type { WeightSource } from "../architectures/layers.js";
 import type { LoadedModel } from "../engine/model.js";
 import { GraphBuilder } from "../graph/builder.js";
 import { createSession, runSession, ort as runtime } from "../graph/session.js";
 import { UserError } from "../errors.js";
 
-const FED = "unembedding_f32";
 
 export interface Products {
   /** [N, V]: u_v . x_n, before any soft-cap. */
@@ -28,15 +26,11 @@ const norms = new WeakMap<LoadedModel, Promise<Float32Array>>();
 
 /** The unembedding as a graph value: the fp32 copy the lens uses when the model keeps one, else the file's. */
 function unembeddingValue(model: LoadedModel, g: GraphBuilder) {
-  const cfg = model.config;
-  const w: WeightSource = model.weightsFor(g);
-  return model.lensUnembedding() !== undefined ? g.input(FED, "float32", [cfg.vocabSize, cfg.hidden]) : w.get(unembeddingOf(cfg).matrix);
+  return model.lensWeightsFor(g).get(unembeddingOf(model.config).matrix);
 }
 
 function feedsFor(model: LoadedModel, feeds: Record<string, ort.Tensor>): Record<string, ort.Tensor> {
-  const fed = model.lensUnembedding();
-  if (fed) feeds[FED] = fed;
-  return feeds;
+  return Object.assign(feeds, model.lensFeeds());
 }
 
 function session(model: LoadedModel): Promise<ort.InferenceSession> {
@@ -49,7 +43,7 @@ function session(model: LoadedModel): Promise<ort.InferenceSession> {
     const ids = g.input("ids", "int64", ["M"]);
     g.output(g.linear(x, U), "dots");
     g.output(g.gather(U, ids), "rows");
-    s = createSession(g, model.store.dir, { disablePrepacking: true });
+    s = createSession(g, model.store.dir, model.lensTuning());
     sessions.set(model, s);
   }
   return s;
@@ -66,7 +60,7 @@ export function rowNorms(model: LoadedModel): Promise<Float32Array> {
       // Squares summed by a product with a column of ones (GEMM sums in blocks, not one long fp32 chain).
       const ones = g.constant(new Float32Array(cfg.hidden).fill(1), "float32", [cfg.hidden, 1]);
       g.output(g.reshape(g.sqrt(g.matmul(g.mul(U, U), ones)), [-1]), "row_norms");
-      const s = await createSession(g, model.store.dir, { disablePrepacking: true });
+      const s = await createSession(g, model.store.dir, model.lensTuning());
       const out = await runSession(s, feedsFor(model, {}), "unembedding row norms");
       await s.release();
       return out["row_norms"]!.data as Float32Array;

@@ -11,8 +11,6 @@ import { createSession, runSession, ort as runtime } from "../graph/session.js";
 import { UserError } from "../errors.js";
 import type { Progress } from "../progress.js";
 import { buildLensGraph, type LensVariant } from "./lens-graph.js";
-import type { GraphBuilder } from "../graph/builder.js";
-import type { WeightSource } from "../architectures/layers.js";
 import { checkActivationsFinite, checkLensOutputsFinite } from "./finite.js";
 
 /** Bytes one [readouts x positions x vocab] float buffer may take; the graph holds a few of them. */
@@ -88,8 +86,6 @@ function layerOf(hook: string): number {
   return m ? Number(m[1]) : -1;
 }
 
-const UNEMBEDDING_INPUT = "unembedding_f32";
-
 export class LogitLens {
   private lensSessions = new Map<string, Promise<ort.InferenceSession>>();
 
@@ -100,22 +96,9 @@ export class LogitLens {
     let s = this.lensSessions.get(key);
     if (!s) {
       const cfg = this.model.config;
-      const u = unembeddingOf(cfg);
-      // A small quantized unembedding is read from an fp32 copy in memory, fed as an input
-      // (LoadedModel.lensUnembedding says when and why); otherwise from the weights file.
-      const fed = this.model.lensUnembedding() !== undefined;
-      const weights = (gb: GraphBuilder): WeightSource => {
-        const w = this.model.weightsFor(gb);
-        if (!fed) return w;
-        const input = gb.input(UNEMBEDDING_INPUT, "float32", [cfg.vocabSize, cfg.hidden]);
-        return { has: (name) => w.has(name), get: (name) => (name === u.matrix ? input : w.get(name)) };
-      };
-      const g = buildLensGraph(weights, u, cfg.hidden, cfg.vocabSize, { variant, tracking });
-      // Measured: without prepacking an fp32 262k x 640 Gemma unembedding is never held twice (peak
-      // 1.9 GB -> 1.4 GB for load + lens), at ~20 % lens time there and none on SmolLM2. A
-      // quantized unembedding needs it: MatMulNBits without its packed form is 6x slower.
-      const quantized = !fed && this.model.store.isQuantized(u.matrix);
-      s = createSession(g, this.model.store.dir, { disablePrepacking: !quantized });
+      // The unembedding as the model says the lens should read it (LoadedModel.lensUnembedding).
+      const g = buildLensGraph((gb) => this.model.lensWeightsFor(gb), unembeddingOf(cfg), cfg.hidden, cfg.vocabSize, { variant, tracking });
+      s = createSession(g, this.model.store.dir, this.model.lensTuning());
       this.lensSessions.set(key, s);
     }
     return s;
@@ -189,8 +172,7 @@ export class LogitLens {
           resid: new runtime.Tensor("float32", resid, [P, R, H]),
           k: new runtime.Tensor("int64", BigInt64Array.from([BigInt(topK)]), [1]),
         };
-        const unembedding = this.model.lensUnembedding();
-        if (unembedding) feeds[UNEMBEDDING_INPUT] = unembedding;
+        Object.assign(feeds, this.model.lensFeeds());
         if (tracking) {
           feeds["tracked_ids"] = new runtime.Tensor("int64", BigInt64Array.from(trackedFeed, (t) => BigInt(t)), [trackedFeed.length]);
           feeds["family_mask"] = new runtime.Tensor("float32", familyFeed, [Math.max(1, families.length), cfg.vocabSize]);

@@ -8,15 +8,12 @@
 import type ort from "onnxruntime-node";
 import { blockHook } from "../architectures/forward.js";
 import { unembeddingOf } from "../architectures/index.js";
-import type { WeightSource } from "../architectures/layers.js";
 import type { LoadedModel } from "../engine/model.js";
-import type { GraphBuilder } from "../graph/builder.js";
 import { createSession, runSession, ort as runtime } from "../graph/session.js";
 import { checkActivationsFinite } from "../lens/finite.js";
 import { buildSweepGraph } from "./graph.js";
 
 const CHUNK_BUDGET_BYTES = 128 * 1024 * 1024;
-const UNEMBEDDING_INPUT = "unembedding_f32";
 
 /** An affine map per layer applied to the residual before the lens: y = x @ weight[l] + bias[l]. */
 export interface Translator {
@@ -65,17 +62,8 @@ export class SweepEvaluator {
     let s = this.sessions.get(translated);
     if (!s) {
       const cfg = this.model.config;
-      const u = unembeddingOf(cfg);
-      const fed = this.model.lensUnembedding() !== undefined;
-      const weights = (gb: GraphBuilder): WeightSource => {
-        const w = this.model.weightsFor(gb);
-        if (!fed) return w;
-        const input = gb.input(UNEMBEDDING_INPUT, "float32", [cfg.vocabSize, cfg.hidden]);
-        return { has: (name) => w.has(name), get: (name) => (name === u.matrix ? input : w.get(name)) };
-      };
-      const g = buildSweepGraph(weights, u, cfg.hidden, cfg.vocabSize, { translators: translated });
-      const quantized = !fed && this.model.store.isQuantized(u.matrix);
-      s = createSession(g, this.model.store.dir, { disablePrepacking: !quantized });
+      const g = buildSweepGraph((gb) => this.model.lensWeightsFor(gb), unembeddingOf(cfg), cfg.hidden, cfg.vocabSize, { translators: translated });
+      s = createSession(g, this.model.store.dir, this.model.lensTuning());
       this.sessions.set(translated, s);
     }
     return s;
@@ -125,8 +113,7 @@ export class SweepEvaluator {
           tracked_ids: new runtime.Tensor("int64", BigInt64Array.from(trackedFeed, (t) => BigInt(t)), [M]),
           family_mask: new runtime.Tensor("float32", familyFeed, [F, V]),
         };
-        const unembedding = this.model.lensUnembedding();
-        if (unembedding) feeds[UNEMBEDDING_INPUT] = unembedding;
+        Object.assign(feeds, this.model.lensFeeds());
         if (lens.translator) {
           feeds["translator_weight"] = new runtime.Tensor("float32", lens.translator.weight, [L, H, H]);
           feeds["translator_bias"] = new runtime.Tensor("float32", lens.translator.bias, [L, H]);

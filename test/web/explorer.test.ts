@@ -5,7 +5,7 @@
  * against the API's JSON, moves the pin with the arrow keys, adds a multi-token target and reads
  * its chart, generates and checks each token's commitment layer, opens the shared URL in a new
  * page and gets the same view, compares two prompts, and exports the HTML report and checks it is
- * self-contained. Screenshots go to /tmp/explorer-*.png (and docs/serve.png with
+ * self-contained. Screenshots go to $TMPDIR/explorer-*.png (and docs/serve.png with
  * LOGIT_LENS_UPDATE_SCREENSHOT=1).
  */
 import assert from "node:assert/strict";
@@ -153,7 +153,7 @@ describe("explorer in chromium", { skip: SKIP }, () => {
     // Colour by the target's rank.
     await page.selectOption("#ll-color-by", "rank:0");
     assert.equal(await page.evaluate(() => (window as unknown as Win).lensView.state.colorBy), "rank:0");
-    await page.screenshot({ path: "/tmp/explorer-target.png", fullPage: true });
+    await page.screenshot({ path: path.join(os.tmpdir(), "explorer-target.png"), fullPage: true });
   });
 
   test("a byte that finishes the emoji reads as the character: panel and cell text (streamed cells carry in_context)", async () => {
@@ -172,7 +172,7 @@ describe("explorer in chromium", { skip: SKIP }, () => {
     assert.equal(shown.attr, hit.shown);
     assert.ok(shown.text!.includes(`→ ${hit.shown}`), shown.text!);
     await page.evaluate(() => window.scrollTo(0, 0));
-    await page.screenshot({ path: "/tmp/explorer-in-context.png" });
+    await page.screenshot({ path: path.join(os.tmpdir(), "explorer-in-context.png") });
     await page.fill("#ask-prompt", PROMPT);
     await runAndWait(page);
   });
@@ -244,7 +244,7 @@ describe("explorer in chromium", { skip: SKIP }, () => {
       const want = report.tokens.slice(report.prompt_length).map((_, n) => report.layers[resid[k]!.i]!.positions[report.positions.indexOf(report.prompt_length + n - 1)]?.top[0]?.id ?? 0);
       assert.deepEqual(ids.slice(0, want.length), want, `layer ${k}`);
     }
-    await page.screenshot({ path: "/tmp/explorer-scrub.png", fullPage: true });
+    await page.screenshot({ path: path.join(os.tmpdir(), "explorer-scrub.png"), fullPage: true });
     await page.uncheck("#ask-generate");
   });
 
@@ -273,12 +273,12 @@ describe("explorer in chromium", { skip: SKIP }, () => {
     assert.equal(await page.locator("#cell-details .ll-topk").count(), 2, "A's and B's top-k side by side");
     assert.match((await page.textContent("#ll-legend"))!, /estimate/);
     assert.equal(await page.locator("#cell-details .ll-estimate").count(), 1, "the panel says the KL is an estimate");
-    await page.screenshot({ path: "/tmp/explorer-compare-kl.png" });
+    await page.screenshot({ path: path.join(os.tmpdir(), "explorer-compare-kl.png") });
     await page.selectOption("#ll-color-by", "rankdiff:0");
     assert.match((await page.textContent("#ll-legend"))!, /rank change/);
     assert.equal(await page.locator("#cell-details .ll-rank-change").count(), 1);
     await page.evaluate(() => window.scrollTo(0, 0));
-    await page.screenshot({ path: "/tmp/explorer-compare.png", fullPage: true });
+    await page.screenshot({ path: path.join(os.tmpdir(), "explorer-compare.png"), fullPage: true });
     await page.uncheck("#cmp-on");
   });
 
@@ -290,8 +290,8 @@ describe("explorer in chromium", { skip: SKIP }, () => {
       document.getElementById("cmp")?.removeAttribute("open");
       window.scrollTo(0, 0);
     });
-    await page.screenshot({ path: "/tmp/explorer.png" });
-    if (process.env["LOGIT_LENS_UPDATE_SCREENSHOT"]) fs.copyFileSync("/tmp/explorer.png", path.join(REPO_ROOT, "docs", "serve.png"));
+    await page.screenshot({ path: path.join(os.tmpdir(), "explorer.png") });
+    if (process.env["LOGIT_LENS_UPDATE_SCREENSHOT"]) fs.copyFileSync(path.join(os.tmpdir(), "explorer.png"), path.join(REPO_ROOT, "docs", "serve.png"));
     assert.deepEqual(pageErrors, []);
     assert.deepEqual(foreign, [], "the app fetched nothing but its own server");
   });

@@ -18,23 +18,15 @@ import { readSafetensors } from "../../src/formats/safetensors.js";
 import { readTensorF32 } from "../../src/formats/dequantize.js";
 import { tokenizerFromGguf } from "../../src/tokens/gguf-tokenizer.js";
 import { REPO_ROOT } from "../helpers/run-cli.js";
+import { mulberry32 } from "../../src/lens/sampling.js";
 
 const BUDGET_MS = Number(process.env["LOGIT_LENS_FUZZ_MS"] ?? 1500);
 const SEED = Number(process.env["LOGIT_LENS_FUZZ_SEED"] ?? Math.floor(Math.random() * 2 ** 31));
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "logit-lens-fuzz-"));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-/** mulberry32: small, seedable, good enough to pick mutations. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The project's seeded generator (mulberry32), to pick mutations reproducibly. */
+const rng = mulberry32;
 
 const U64S = [0n, 1n, 2n, 7n, 255n, 0x7fffffffn, 0xffffffffn, 0x100000000n, 2n ** 53n - 1n, 2n ** 53n, 2n ** 63n, 2n ** 64n - 1n];
 const U32S = [0, 1, 2, 4, 8, 9, 12, 13, 30, 255, 0x7fffffff, 0x80000000, 0xffffffff];

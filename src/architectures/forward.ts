@@ -37,11 +37,17 @@ export function blockHook(layer: number, point: (typeof HOOK_POINTS_PER_BLOCK)[n
   return `blocks.${layer}.${point}`;
 }
 
-/** The hook points of a decoder: embedding, five per block, the final norm's output. */
+/** Each head's attention output before the output projection, [T, heads, headDim] (TransformerLens `blocks.{l}.attn.hook_z`). */
+export function attnHookZ(layer: number): string {
+  return `blocks.${layer}.attn.hook_z`;
+}
+
+/** The hook points of a decoder: embedding, five per block plus the heads' z, the final norm's output. */
 export function standardHookNames(cfg: ModelConfig, extra: { afterEmbed?: string[]; perBlock?: (layer: number) => string[] } = {}): string[] {
   const names = ["hook_embed", ...(extra.afterEmbed ?? [])];
   for (let l = 0; l < cfg.nLayers; l++) {
-    for (const p of HOOK_POINTS_PER_BLOCK) names.push(blockHook(l, p));
+    names.push(blockHook(l, "hook_resid_pre"), attnHookZ(l));
+    for (const p of HOOK_POINTS_PER_BLOCK.slice(1)) names.push(blockHook(l, p));
     names.push(...(extra.perBlock?.(l) ?? []));
   }
   names.push("ln_final.hook_normalized");
@@ -80,6 +86,11 @@ export function standardInputs(g: GraphBuilder, cfg: ModelConfig): ForwardInputs
 export function hookPoint(g: GraphBuilder, opts: ForwardOptions, name: string, value: Value): Value {
   if (opts.hooks.has(name)) g.output(value, name);
   return value;
+}
+
+/** The `hookZ` option of the attention core for layer `layer` (exposes `blocks.{l}.attn.hook_z`). */
+export function hookZ(g: GraphBuilder, opts: ForwardOptions, layer: number): (z: Value) => Value {
+  return (z) => hookPoint(g, opts, attnHookZ(layer), z);
 }
 
 /** The rows of the final normed residual that go through the unembedding, per `opts.logits`. */

@@ -11,7 +11,7 @@ import type { GraphBuilder, Value } from "../graph/builder.js";
 import type { GgufMeta, HfConfig, LayerType, ModelConfig } from "./config.js";
 import { minusOne } from "./conversions.js";
 import { ggufEntries, ggufRenamer, shapeTable, type Family, type Unembedding } from "./family.js";
-import { blockHook, finalLayer, hookPoint, type ForwardInputs, type ForwardOptions } from "./forward.js";
+import { blockHook, finalLayer, hookPoint, hookZ, type ForwardInputs, type ForwardOptions } from "./forward.js";
 import { attention, gatedMlp, rmsNorm, splitHeads, type WeightSource } from "./layers.js";
 import { LLAMA_GGUF_BLOCK, LLAMA_GGUF_GLOBALS, llamaAttentionShapes } from "./llama.js";
 
@@ -38,7 +38,7 @@ function forward(g: GraphBuilder, cfg: ModelConfig, w: WeightSource, inp: Forwar
       q = norm(q, `${p}.self_attn.q_norm.weight`);
       k = norm(k, `${p}.self_attn.k_norm.weight`);
     }
-    const heads = attention(g, inp, l, q, k, v, { nHeads, nKv, headDim: d, scale, softcap: cfg.attnSoftcap, sliding: cfg.layerTypes[l] === "sliding" });
+    const heads = attention(g, inp, l, q, k, v, { nHeads, nKv, headDim: d, scale, softcap: cfg.attnSoftcap, sliding: cfg.layerTypes[l] === "sliding", hookZ: hookZ(g, opts, l) });
     const attnProj = g.linear(heads, w.get(`${p}.self_attn.o_proj.weight`));
     const attnOut = hookPoint(g, opts, blockHook(l, "hook_attn_out"), norm(attnProj, `${p}.post_attention_layernorm.weight`));
     x = hookPoint(g, opts, blockHook(l, "hook_resid_mid"), g.add(x, attnOut));

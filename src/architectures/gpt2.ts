@@ -11,7 +11,7 @@ import type { GgufMeta, HfConfig, ModelConfig } from "./config.js";
 import type { WeightEntry } from "../formats/weight-store.js";
 import { transpose2d } from "./conversions.js";
 import { ggufEntries, ggufRenamer, shapeTable, type Family, type Unembedding } from "./family.js";
-import { blockHook, finalLayer, hookPoint, standardHookNames, type ForwardInputs, type ForwardOptions } from "./forward.js";
+import { blockHook, finalLayer, hookPoint, hookZ, standardHookNames, type ForwardInputs, type ForwardOptions } from "./forward.js";
 import { activation, causalAttention, layerNorm, mergeHeads, splitHeads, type WeightSource } from "./layers.js";
 
 function forward(g: GraphBuilder, cfg: ModelConfig, w: WeightSource, inp: ForwardInputs, opts: ForwardOptions): void {
@@ -41,7 +41,7 @@ function forward(g: GraphBuilder, cfg: ModelConfig, w: WeightSource, inp: Forwar
     });
     g.output(att.presentK, `present_key.${l}`);
     g.output(att.presentV, `present_value.${l}`);
-    const attnOut = hookPoint(g, opts, blockHook(l, "hook_attn_out"), linear(mergeHeads(g, att.out, nHeads, d), `${p}.attn.c_proj`));
+    const attnOut = hookPoint(g, opts, blockHook(l, "hook_attn_out"), linear(mergeHeads(g, att.out, nHeads, d, hookZ(g, opts, l)), `${p}.attn.c_proj`));
     x = hookPoint(g, opts, blockHook(l, "hook_resid_mid"), g.add(x, attnOut));
 
     const hidden4 = activation(g, linear(ln(x, `${p}.ln_2`), `${p}.mlp.c_fc`), cfg.activation);

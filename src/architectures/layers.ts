@@ -61,9 +61,13 @@ export function splitHeads(g: GraphBuilder, x: Value, heads: number, headDim: nu
   return g.transpose(g.reshape(x, [-1, heads, headDim]), [1, 0, 2]);
 }
 
-/** [heads, T, headDim] -> [T, heads*headDim] */
-export function mergeHeads(g: GraphBuilder, x: Value, heads: number, headDim: number): Value {
-  return g.reshape(g.transpose(x, [1, 0, 2]), [-1, heads * headDim]);
+/**
+ * [heads, T, headDim] -> [T, heads*headDim]. The [T, heads, headDim] value in between is
+ * TransformerLens's `attn.hook_z` (each head's output before the output projection): `hookZ` may
+ * expose it (per-head direct logit attribution reads it).
+ */
+export function mergeHeads(g: GraphBuilder, x: Value, heads: number, headDim: number, hookZ: (z: Value) => Value = (z) => z): Value {
+  return g.reshape(hookZ(g.transpose(x, [1, 0, 2])), [-1, heads * headDim]);
 }
 
 export interface AttentionInputs {
@@ -108,6 +112,8 @@ export interface AttentionOptions {
   softcap?: number;
   /** Sliding-window layer: the windowed mask and the local rotary tables. */
   sliding?: boolean;
+  /** Exposes the per-head output z [T, heads, headDim] (`blocks.{l}.attn.hook_z`; see mergeHeads). */
+  hookZ?: (z: Value) => Value;
 }
 
 /**
@@ -135,7 +141,7 @@ export function attention(g: GraphBuilder, inp: ForwardInputs, layer: number, q:
   });
   g.output(att.presentK, `present_key.${layer}`);
   g.output(att.presentV, `present_value.${layer}`);
-  return mergeHeads(g, att.out, o.nHeads, d);
+  return mergeHeads(g, att.out, o.nHeads, d, o.hookZ);
 }
 
 /** The final norm of an Unembedding description (statistics from `x` itself). */

@@ -8,7 +8,7 @@ import type { GraphBuilder, Value } from "../graph/builder.js";
 import type { GgufMeta, HfConfig, LayerType, ModelConfig } from "./config.js";
 import { unpermuteRows } from "./conversions.js";
 import { ggufEntries, ggufRenamer, shapeTable, type Family, type Unembedding } from "./family.js";
-import { blockHook, finalLayer, hookPoint, type ForwardInputs, type ForwardOptions } from "./forward.js";
+import { blockHook, finalLayer, hookPoint, hookZ, type ForwardInputs, type ForwardOptions } from "./forward.js";
 import { attention, gatedMlp, rmsNorm, splitHeads, type WeightSource } from "./layers.js";
 
 type Name = "llama" | "mistral" | "qwen2" | "qwen3";
@@ -57,7 +57,7 @@ export function llamaAttentionShapes(t: (name: string, ...shape: number[]) => vo
  * projections (with biases where the checkpoint has them: Qwen2), Qwen3's per-head q/k RMSNorm
  * before rotary, then the shared attention core.
  */
-export function llamaSelfAttention(g: GraphBuilder, cfg: ModelConfig, w: WeightSource, inp: ForwardInputs, l: number, h: Value): Value {
+export function llamaSelfAttention(g: GraphBuilder, cfg: ModelConfig, w: WeightSource, inp: ForwardInputs, opts: ForwardOptions, l: number, h: Value): Value {
   const { nHeads, nKvHeads: nKv, headDim: d, normEps: eps } = cfg;
   const p = `model.layers.${l}.self_attn`;
   const bias = (name: string) => (cfg.attentionBias && w.has(name) ? w.get(name) : undefined);
@@ -69,7 +69,7 @@ export function llamaSelfAttention(g: GraphBuilder, cfg: ModelConfig, w: WeightS
     k = rmsNorm(g, k, w.get(`${p}.k_norm.weight`), eps, false);
   }
   const sliding = cfg.layerTypes[l] === "sliding";
-  return g.linear(attention(g, inp, l, q, k, v, { nHeads, nKv, headDim: d, sliding }), w.get(`${p}.o_proj.weight`));
+  return g.linear(attention(g, inp, l, q, k, v, { nHeads, nKv, headDim: d, sliding, hookZ: hookZ(g, opts, l) }), w.get(`${p}.o_proj.weight`));
 }
 
 export function llamaUnembedding(cfg: ModelConfig): Unembedding {
@@ -85,7 +85,7 @@ function forward(g: GraphBuilder, cfg: ModelConfig, w: WeightSource, inp: Forwar
     x = hookPoint(g, opts, blockHook(l, "hook_resid_pre"), x);
 
     const h = rmsNorm(g, x, w.get(`${p}.input_layernorm.weight`), eps, false);
-    const attnOut = hookPoint(g, opts, blockHook(l, "hook_attn_out"), llamaSelfAttention(g, cfg, w, inp, l, h));
+    const attnOut = hookPoint(g, opts, blockHook(l, "hook_attn_out"), llamaSelfAttention(g, cfg, w, inp, opts, l, h));
     x = hookPoint(g, opts, blockHook(l, "hook_resid_mid"), g.add(x, attnOut));
 
     const h2 = rmsNorm(g, x, w.get(`${p}.post_attention_layernorm.weight`), eps, false);

@@ -9,7 +9,7 @@
 import type { GraphBuilder } from "../graph/builder.js";
 import type { GgufMeta, HfConfig, ModelConfig } from "./config.js";
 import { ggufEntries, ggufRenamer, shapeTable, type Family } from "./family.js";
-import { blockHook, finalLayer, hookPoint, type ForwardInputs, type ForwardOptions } from "./forward.js";
+import { blockHook, finalLayer, hookPoint, hookZ, type ForwardInputs, type ForwardOptions } from "./forward.js";
 import { attention, gatedMlp, rmsNorm, splitHeads, type WeightSource } from "./layers.js";
 import { LLAMA_GGUF_BLOCK, LLAMA_GGUF_GLOBALS, llamaUnembedding } from "./llama.js";
 
@@ -26,7 +26,7 @@ function forward(g: GraphBuilder, cfg: ModelConfig, w: WeightSource, inp: Forwar
     const q = norm(g.linear(x, w.get(`${p}.self_attn.q_proj.weight`)), "self_attn.q_norm");
     const k = norm(g.linear(x, w.get(`${p}.self_attn.k_proj.weight`)), "self_attn.k_norm");
     const v = g.linear(x, w.get(`${p}.self_attn.v_proj.weight`));
-    const heads = attention(g, inp, l, splitHeads(g, q, nHeads, d), splitHeads(g, k, nKv, d), splitHeads(g, v, nKv, d), { nHeads, nKv, headDim: d });
+    const heads = attention(g, inp, l, splitHeads(g, q, nHeads, d), splitHeads(g, k, nKv, d), splitHeads(g, v, nKv, d), { nHeads, nKv, headDim: d, hookZ: hookZ(g, opts, l) });
     const attn = g.linear(heads, w.get(`${p}.self_attn.o_proj.weight`));
     const attnOut = hookPoint(g, opts, blockHook(l, "hook_attn_out"), norm(attn, "post_attention_layernorm"));
     x = hookPoint(g, opts, blockHook(l, "hook_resid_mid"), g.add(x, attnOut));

@@ -8,7 +8,7 @@ import type { GraphBuilder, Value } from "../graph/builder.js";
 import { UserError } from "../errors.js";
 import type { GgufMeta, HfConfig, LayerType, ModelConfig } from "./config.js";
 import { ggufEntries, ggufRenamer, shapeTable, type Family } from "./family.js";
-import { blockHook, finalLayer, hookPoint, type ForwardInputs, type ForwardOptions } from "./forward.js";
+import { blockHook, finalLayer, hookPoint, hookZ, type ForwardInputs, type ForwardOptions } from "./forward.js";
 import { activation, attention, rmsNorm, splitHeads, type WeightSource } from "./layers.js";
 import { LLAMA_GGUF_GLOBALS, llamaUnembedding } from "./llama.js";
 
@@ -23,7 +23,7 @@ function forward(g: GraphBuilder, cfg: ModelConfig, w: WeightSource, inp: Forwar
     const h = rmsNorm(g, x, w.get(`${p}.input_layernorm.weight`), eps, false);
     const [q, k, v] = g.split(g.linear(h, w.get(`${p}.self_attn.qkv_proj.weight`)), [nHeads * d, nKv * d, nKv * d], -1) as [Value, Value, Value];
     const heads = attention(g, inp, l, splitHeads(g, q, nHeads, d), splitHeads(g, k, nKv, d), splitHeads(g, v, nKv, d), {
-      nHeads, nKv, headDim: d, sliding: cfg.layerTypes[l] === "sliding",
+      nHeads, nKv, headDim: d, sliding: cfg.layerTypes[l] === "sliding", hookZ: hookZ(g, opts, l),
     });
     const attnOut = hookPoint(g, opts, blockHook(l, "hook_attn_out"), g.linear(heads, w.get(`${p}.self_attn.o_proj.weight`)));
     x = hookPoint(g, opts, blockHook(l, "hook_resid_mid"), g.add(x, attnOut));

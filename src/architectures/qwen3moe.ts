@@ -64,7 +64,7 @@ function forward(g: GraphBuilder, cfg: Qwen3MoeConfig, w: WeightSource, inp: For
     x = hookPoint(g, opts, blockHook(l, "hook_resid_pre"), x);
 
     const h = rmsNorm(g, x, w.get(`${p}.input_layernorm.weight`), eps, false);
-    const attnOut = hookPoint(g, opts, blockHook(l, "hook_attn_out"), llamaSelfAttention(g, cfg, w, inp, l, h));
+    const attnOut = hookPoint(g, opts, blockHook(l, "hook_attn_out"), llamaSelfAttention(g, cfg, w, inp, opts, l, h));
     x = hookPoint(g, opts, blockHook(l, "hook_resid_mid"), g.add(x, attnOut));
 
     const h2 = rmsNorm(g, x, w.get(`${p}.post_attention_layernorm.weight`), eps, false);

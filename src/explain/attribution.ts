@@ -8,12 +8,14 @@
  *   LayerNorm: (part_k - mean(part_k)) . (w (.) u_t) * s  + b . u_t   (each part centred; the bias its own term)
  * For a logit difference (t vs t2) use u_t - u_t2. Logits are before any soft-cap (Gemma 2), which
  * is not linear. The parts sum to the model's logit up to float rounding; the result carries the gap.
+ * Each layer's attention part is further split into heads (heads.ts, from `blocks.{l}.attn.hook_z`).
  */
-import { blockHook } from "../architectures/forward.js";
+import { attnHookZ, blockHook } from "../architectures/forward.js";
 import { unembeddingOf } from "../architectures/index.js";
 import type { LoadedModel } from "../engine/model.js";
 import { UserError } from "../errors.js";
 import { renderToken } from "../tokens/render.js";
+import { headParts } from "./heads.js";
 import { finalNormOf, unembeddingProducts } from "./unembedding.js";
 
 export interface AttributionPart {
@@ -33,19 +35,29 @@ export interface Attribution {
   /** The model's own value (the normed final residual through the unembedding). */
   model_logit: number;
   parts: AttributionPart[];
+  /**
+   * The attention parts split into heads: heads[l][h] is head h of layer l, head_bias[l] the
+   * output projection's bias (0 where none); heads[l] plus head_bias[l] sum to layer l's "attn" part.
+   */
+  heads?: number[][];
+  head_bias?: number[];
   convention: string;
 }
 
 export const ATTRIBUTION_CONVENTION =
   "direct logit attribution: the final residual split into embedding + each block's attention and MLP outputs; final norm scale frozen at the final residual; LayerNorm parts centred, its bias a part of its own; logits before any soft-cap";
+export const HEADS_CONVENTION =
+  "heads: attention output split per head as z_h @ W_O[:, h]^T (TransformerLens attn.hook_z), the o_proj bias its own part; a norm after o_proj (Gemma, OLMo 2) has its scale frozen at the layer's o_proj output";
 
-export async function attribute(model: LoadedModel, ids: number[], position: number, target: number, versus?: number): Promise<Attribution> {
+export async function attribute(model: LoadedModel, ids: number[], position: number, target: number, versus?: number, options: { heads?: boolean } = {}): Promise<Attribution> {
+  const wantHeads = options.heads ?? true;
   const cfg = model.config;
   const L = cfg.nLayers;
   const P = position < 0 ? ids.length + position : position;
   if (!Number.isInteger(P) || P < 0 || P >= ids.length) throw new UserError(`--position ${position} is out of range for ${ids.length} tokens (0..${ids.length - 1}, or -1..-${ids.length})`);
   const hooks = [blockHook(0, "hook_resid_pre"), blockHook(L - 1, "hook_resid_post")];
   for (let l = 0; l < L; l++) hooks.push(blockHook(l, "hook_attn_out"), blockHook(l, "hook_mlp_out"));
+  if (wantHeads) for (let l = 0; l < L; l++) hooks.push(attnHookZ(l));
   const run = await (await model.forward(hooks)).run(ids.slice(0, P + 1));
   const H = cfg.hidden;
   const at = (h: string) => run.hooks.get(h)!.subarray(P * H, (P + 1) * H);
@@ -60,14 +72,13 @@ export async function attribute(model: LoadedModel, ids: number[], position: num
   const gemma = u.norm === "rms_gemma";
   const e = Float64Array.from(d, (v, i) => v * (gemma ? 1 + w[i]! : w[i]!) * scale);
   const layerNorm = u.norm === "layernorm";
+  // A part's contribution is linear in it: (part - mean(part)) . e = part . (e - mean(e)) for LayerNorm.
+  let eMean = 0;
+  if (layerNorm) eMean = e.reduce((a, v) => a + v, 0) / H;
+  const direction = Float64Array.from(e, (v) => v - eMean);
   const contribution = (part: Float32Array): number => {
-    let mean = 0;
-    if (layerNorm) {
-      for (const v of part) mean += v;
-      mean /= H;
-    }
     let s = 0;
-    for (let i = 0; i < H; i++) s += (part[i]! - mean) * e[i]!;
+    for (let i = 0; i < H; i++) s += part[i]! * direction[i]!;
     return s;
   };
   const parts: AttributionPart[] = [{ kind: "embed", layer: -1, value: contribution(at(blockHook(0, "hook_resid_pre"))) }];
@@ -91,6 +102,13 @@ export async function attribute(model: LoadedModel, ids: number[], position: num
     convention: ATTRIBUTION_CONVENTION,
   };
   if (versus !== undefined) out.versus = { id: versus, text: text(versus) };
+  if (wantHeads) {
+    const K = cfg.nHeads * cfg.headDim;
+    const split = Array.from({ length: L }, (_, l) => headParts(model, l, run.hooks.get(attnHookZ(l))!.subarray(P * K, (P + 1) * K), direction));
+    out.heads = split.map((s) => s.heads);
+    out.head_bias = split.map((s) => s.bias);
+    out.convention = `${ATTRIBUTION_CONVENTION}; ${HEADS_CONVENTION}`;
+  }
   return out;
 }
 
@@ -114,5 +132,12 @@ export function attributionText(a: Attribution, width = 30): string {
   }
   const bias = a.parts.find((p) => p.kind === "final_norm_bias");
   if (bias) lines.push(`final norm bias ${num(bias.value)}`);
+  if (a.heads) {
+    const all = a.heads.flatMap((row, l) => row.map((v, h) => ({ l, h, v })));
+    const top = all.sort((x, y) => Math.abs(y.v) - Math.abs(x.v)).slice(0, 10);
+    lines.push(`heads with the largest parts (of ${all.length}): ${top.map((t) => `L${t.l}.H${t.h} ${num(t.v)}`).join(", ")}`);
+    const biases = a.head_bias!.filter((v) => v !== 0);
+    if (biases.length) lines.push(`o_proj biases: ${a.head_bias!.map((v, l) => `L${l} ${num(v)}`).join(", ")}`);
+  }
   return lines.join("\n");
 }

@@ -37,7 +37,7 @@ export async function checkActivationsFinite(
   if (![...hooks.values()].some((h) => firstNonFinite(h) >= 0)) return;
   // Locate the origin: every hook point of the model, in forward order, for the same tokens.
   const order = allHookNames(model.config);
-  let where: { hook: string; index: number; value: number } | undefined;
+  let where: { hook: string; index: number; value: number; rowWidth: number } | undefined;
   try {
     const all = await model.forward(order, false);
     const out = await all.run(ids, cache);
@@ -45,7 +45,7 @@ export async function checkActivationsFinite(
       const data = out.hooks.get(hook);
       const i = data ? firstNonFinite(data) : -1;
       if (i >= 0) {
-        where = { hook, index: i, value: data![i]! };
+        where = { hook, index: i, value: data![i]!, rowWidth: data!.length / ids.length };
         break;
       }
     }
@@ -57,14 +57,13 @@ export async function checkActivationsFinite(
       const data = hooks.get(hook);
       const i = data ? firstNonFinite(data) : -1;
       if (i >= 0) {
-        where = { hook, index: i, value: data![i]! };
+        where = { hook, index: i, value: data![i]!, rowWidth: data!.length / ids.length };
         break;
       }
     }
   }
-  const hidden = model.config.hidden;
   const past = cache?.length ?? 0;
-  const detail = where ? ` (${describe(where.value)}) first at ${where.hook}, position ${past + Math.floor(where.index / hidden)}` : "";
+  const detail = where ? ` (${describe(where.value)}) first at ${where.hook}, position ${past + Math.floor(where.index / where.rowWidth)}` : "";
   throw new UserError(
     `the model's activations are not finite${detail}: its weights or config hold values that cannot be right; no lens is shown for NaN`,
   );

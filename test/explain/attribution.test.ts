@@ -22,6 +22,11 @@ function checkSums(a: Awaited<ReturnType<typeof attribute>>, where: string): voi
   const sum = a.parts.reduce((s, p) => s + p.value, 0);
   assert.ok(Math.abs(sum - a.model_logit) <= 1e-4 * Math.max(1, Math.abs(a.model_logit)), `${where}: parts sum to ${sum}, model says ${a.model_logit}`);
   assert.equal(a.parts.filter((p) => p.kind === "attn").length, a.parts.filter((p) => p.kind === "mlp").length);
+  // Each layer's heads (and its o_proj bias) sum to that layer's attention part.
+  for (const p of a.parts.filter((p) => p.kind === "attn")) {
+    const heads = a.heads![p.layer]!.reduce((s, v) => s + v, 0) + a.head_bias![p.layer]!;
+    assert.ok(Math.abs(heads - p.value) <= 1e-4 * Math.max(1, Math.abs(p.value)), `${where}: layer ${p.layer}'s heads sum to ${heads}, its attention part is ${p.value}`);
+  }
 }
 
 for (const family of fs.readdirSync(TINY).filter((d) => fs.existsSync(path.join(TINY, d, "config.json")))) {

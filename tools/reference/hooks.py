@@ -71,10 +71,11 @@ class HookPlan:
         return len(self.layers)
 
 
-def record(model: torch.nn.Module, input_ids: torch.Tensor, check: bool = True, atol: float = 1e-5):
+def record(model: torch.nn.Module, input_ids: torch.Tensor, check: bool = True, atol: float = 1e-5, dtype: torch.dtype = torch.float32):
     """Run one forward pass on a single sequence and return {hook_name: tensor[T, ...]} (float32, cpu).
 
-    input_ids: int64 tensor [T] or [1, T].
+    input_ids: int64 tensor [T] or [1, T]. dtype: what the tensors are stored as (float64 for a
+    float64 model keeps its precision, as attribution.py does).
     If check, asserts the residual-stream identities (resid_mid = resid_pre + attn_out,
     resid_post = resid_mid + mlp_out, resid_pre[l+1] = resid_post[l], embed = resid_pre[0], and the
     final logits = lm_head(ln_final(resid_post[L-1])) with soft-capping where configured).
@@ -92,14 +93,14 @@ def record(model: torch.nn.Module, input_ids: torch.Tensor, check: bool = True, 
                 t = args[0] if args else next(iter(kwargs_or_out.values()))
             else:
                 t = _first(out)
-            store[name] = t.detach()[0].to(torch.float32).clone()
+            store[name] = t.detach()[0].to(dtype).clone()
 
         return fn
 
     def save_pre(name):
         def fn(module, args, kwargs):
             t = args[0] if args else kwargs["hidden_states"]
-            store[name] = t.detach()[0].to(torch.float32).clone()
+            store[name] = t.detach()[0].to(dtype).clone()
 
         return fn
 
@@ -125,8 +126,8 @@ def record(model: torch.nn.Module, input_ids: torch.Tensor, check: bool = True, 
         if router is not None and hasattr(blk.mlp, "experts"):
             def save_router(module, args, out, l=l):
                 _, weights, ids = out
-                store[f"blocks.{l}.mlp.hook_expert_weights"] = weights.detach().to(torch.float32).clone()
-                store[f"blocks.{l}.mlp.hook_expert_indices"] = ids.detach().to(torch.float32).clone()
+                store[f"blocks.{l}.mlp.hook_expert_weights"] = weights.detach().to(dtype).clone()
+                store[f"blocks.{l}.mlp.hook_expert_indices"] = ids.detach().to(dtype).clone()
             handles.append(router.register_forward_hook(save_router))
     add(plan.final_norm, "ln_final.hook_normalized", "out0")
     try:
@@ -135,7 +136,7 @@ def record(model: torch.nn.Module, input_ids: torch.Tensor, check: bool = True, 
     finally:
         for h in handles:
             h.remove()
-    store["logits"] = out.logits.detach()[0].to(torch.float32).clone()
+    store["logits"] = out.logits.detach()[0].to(dtype).clone()
 
     if check:
         L = plan.n_layers

@@ -8,6 +8,7 @@ import { readoutHooks, parsePositions } from "../cli/options.js";
 import type { LoadedModel } from "../engine/model.js";
 import { UserError } from "../errors.js";
 import type { LensCell } from "../lens/logit-lens.js";
+import { divergencesFrom, lensDistributions } from "../lens/compare.js";
 import { executeLensJob, type GenerateOptions } from "../lens/job.js";
 import { parseFamily, parseTextTarget } from "../lens/targets.js";
 import { buildReport, REPORT_SCHEMA, reportToken, round, type LensReport, type ReportCell, type ReportToken, type ReportTopEntry } from "../outputs/report.js";
@@ -41,6 +42,7 @@ export type JobEvent =
   | { type: "column"; job: string; position: number; cells: ReportCell[]; final: ReportCell }
   | { type: "progress"; job: string; done: number; total: number; unit: string }
   | { type: "report"; job: string; report: LensReport; ms: number }
+  | { type: "kl"; job: string; result: KlResult; ms: number }
   | { type: "error"; job: string; error: string }
   | { type: "cancelled"; job: string };
 
@@ -48,9 +50,32 @@ export type ModelLoader = (spec: string) => Promise<LoadedModel>;
 
 export class QueueFullError extends Error {}
 
+/** Two runs to compare by the exact per-cell KL (POST /api/kl): the lens fields that shape the cells. */
+export type KlSide = Pick<JobRequest, "model" | "prompt" | "chat" | "messages" | "points" | "variant" | "positions">;
+export interface KlRequest {
+  a: KlSide;
+  b: KlSide;
+}
+
+/** The exact KL of each compared cell (src/lens/compare.ts), both directions, in nats. */
+export interface KlResult {
+  /** Compared rows: the readout hooks both runs read (in A's order), then "output". */
+  rows: string[];
+  /** Indices into A's report.layers for each compared row (-1: the output row). */
+  layers: number[];
+  /** Columns compared: the first `columns` read positions of each run. */
+  columns: number;
+  positions_a: number[];
+  positions_b: number[];
+  /** [row][column] */
+  kl_ab: number[][];
+  kl_ba: number[][];
+}
+
 interface Job {
   id: string;
-  request: JobRequest;
+  request: JobRequest | KlRequest;
+  kind: "lens" | "kl";
   emit: (e: JobEvent) => void;
   abort: AbortController;
   done: Promise<void>;
@@ -95,11 +120,20 @@ export class JobQueue {
 
   /** Queues a job; its events go to `emit`. Throws QueueFullError when the queue is full. */
   submit(request: JobRequest, emit: (e: JobEvent) => void): { id: string; cancel: () => void; done: Promise<void> } {
+    return this.enqueue("lens", request, emit);
+  }
+
+  /** Queues an exact-KL comparison of two runs (POST /api/kl). */
+  submitKl(request: KlRequest, emit: (e: JobEvent) => void): { id: string; cancel: () => void; done: Promise<void> } {
+    return this.enqueue("kl", request, emit);
+  }
+
+  private enqueue(kind: Job["kind"], request: Job["request"], emit: (e: JobEvent) => void): { id: string; cancel: () => void; done: Promise<void> } {
     if (this.full) throw new QueueFullError(this.fullMessage());
     const id = `j${++this.counter}`;
     let resolve!: () => void;
     const done = new Promise<void>((r) => (resolve = r));
-    const job: Job = { id, request, emit, abort: new AbortController(), done, resolve };
+    const job: Job = { id, request, kind, emit, abort: new AbortController(), done, resolve };
     this.queue.push(job);
     emit({ type: "queued", job: id, ahead: this.queue.length - 1 + (this.running ? 1 : 0) });
     void this.pump();
@@ -129,7 +163,8 @@ export class JobQueue {
     if (!job) return;
     this.running = job;
     try {
-      await this.execute(job);
+      if (job.kind === "kl") await this.executeKl(job);
+      else await this.execute(job);
     } catch (e) {
       if (job.abort.signal.aborted) safeEmit(job, { type: "cancelled", job: job.id });
       else safeEmit(job, { type: "error", job: job.id, error: oneLine(e) });
@@ -155,7 +190,7 @@ export class JobQueue {
 
   private async execute(job: Job): Promise<void> {
     const t0 = Date.now();
-    const r = job.request;
+    const r = job.request as JobRequest;
     const signal = job.abort.signal;
     const emit = (e: JobEvent) => safeEmit(job, e);
     const spec = r.model?.trim() || this.defaultModel;
@@ -166,21 +201,9 @@ export class JobQueue {
 
     const tok = model.tokenizer;
     const topK = r.topK ?? 10;
-    const { hooks, points } = readoutHooks(r.points?.join(","), model.config);
-    const messages = r.messages?.length ? r.messages : undefined;
-    const chat = Boolean(r.chat || messages);
-    const prompt = messages ? messages.filter((m) => m.role === "user").at(-1)?.content ?? "" : r.prompt;
-    const ids = messages
-      ? tok.encodeChat(messages, { addGenerationPrompt: true })
-      : r.chat
-        ? tok.encodeChat([{ role: "user", content: r.prompt }], { addGenerationPrompt: true })
-        : tok.encode(r.prompt);
-    if (ids.length === 0) throw new UserError("the prompt tokenizes to nothing");
-    if (ids.length > MAX_PROMPT_TOKENS) throw new UserError(`the prompt is ${ids.length} tokens; this server reads at most ${MAX_PROMPT_TOKENS}`);
+    const { ids, hooks, points, chat, prompt, positions, variant } = encodeRequest(model, r);
     const targets = (r.track ?? []).map((t) => parseTextTarget(tok, t));
     const families = (r.trackFamily ?? []).map((f) => parseFamily(tok, f));
-    const positions = parsePositions(r.positions, ids.length);
-    const variant = r.variant ?? "logit";
     const gen: GenerateOptions | undefined = r.generate
       ? {
           maxNewTokens: r.generate.maxNewTokens ?? 40,
@@ -293,6 +316,67 @@ export class JobQueue {
     while (this.reports.size > this.options.keepReports) this.reports.delete(this.reports.keys().next().value!);
     emit({ type: "report", job: job.id, report, ms: Date.now() - t0 });
   }
+
+  /**
+   * The exact KL(A ‖ B) and KL(B ‖ A) of every cell both runs read (src/lens/compare.ts). One model
+   * is in memory at a time, so one run's full distributions are kept while the other's model is
+   * loaded: the run whose model is already loaded goes first (no reload when B's model is the one
+   * the last job used).
+   */
+  private async executeKl(job: Job): Promise<void> {
+    const t0 = Date.now();
+    const { a, b } = job.request as KlRequest;
+    const signal = job.abort.signal;
+    const emit = (e: JobEvent) => safeEmit(job, e);
+    const specA = a.model?.trim() || this.defaultModel;
+    const specB = b.model?.trim() || this.defaultModel;
+    const bFirst = specA !== specB && this.model?.spec === specB;
+    const [first, second] = bFirst ? ([["B", b, specB], ["A", a, specA]] as const) : ([["A", a, specA], ["B", b, specB]] as const);
+    const read = async ([name, side, spec]: readonly [string, KlSide, string]) => {
+      if (this.model?.spec !== spec) emit({ type: "status", job: job.id, stage: `loading ${spec}` });
+      const model = await this.getModel(spec);
+      signal.throwIfAborted();
+      emit({ type: "status", job: job.id, stage: `reading ${name}` });
+      const e = encodeRequest(model, side);
+      return { model, run: { ids: e.ids, readouts: e.hooks, variant: e.variant, positions: e.positions ?? e.ids.map((_, i) => i) } };
+    };
+    const one = await read(first);
+    const reference = await lensDistributions(one.model, one.run, signal);
+    const two = await read(second);
+    const d = await divergencesFrom(two.model, reference, two.run, signal);
+    signal.throwIfAborted();
+    const runA = bFirst ? two.run : one.run;
+    const runB = bFirst ? one.run : two.run;
+    const result: KlResult = {
+      rows: d.rows,
+      layers: d.rows.map((hook) => (hook === "output" ? -1 : runA.readouts.indexOf(hook))),
+      columns: d.columns,
+      positions_a: runA.positions.slice(0, d.columns),
+      positions_b: runB.positions.slice(0, d.columns),
+      // The reference is the first run read: KL(ref ‖ run) is KL(A ‖ B) when A went first.
+      kl_ab: (bFirst ? d.runToRef : d.refToRun).map((row) => row.map((x) => round(x))),
+      kl_ba: (bFirst ? d.refToRun : d.runToRef).map((row) => row.map((x) => round(x))),
+    };
+    emit({ type: "kl", job: job.id, result, ms: Date.now() - t0 });
+  }
+}
+
+/** The request's tokens, readouts and read positions, as the CLI's lens options make them. */
+function encodeRequest(model: LoadedModel, r: KlSide) {
+  const tok = model.tokenizer;
+  const { hooks, points } = readoutHooks(r.points?.join(","), model.config);
+  const messages = r.messages?.length ? r.messages : undefined;
+  const chat = Boolean(r.chat || messages);
+  const prompt = messages ? messages.filter((m) => m.role === "user").at(-1)?.content ?? "" : r.prompt;
+  const ids = messages
+    ? tok.encodeChat(messages, { addGenerationPrompt: true })
+    : r.chat
+      ? tok.encodeChat([{ role: "user", content: r.prompt }], { addGenerationPrompt: true })
+      : tok.encode(r.prompt);
+  if (ids.length === 0) throw new UserError("the prompt tokenizes to nothing");
+  if (ids.length > MAX_PROMPT_TOKENS) throw new UserError(`the prompt is ${ids.length} tokens; this server reads at most ${MAX_PROMPT_TOKENS}`);
+  const positions = parsePositions(r.positions, ids.length);
+  return { ids, hooks, points, chat, prompt, positions, variant: r.variant ?? "logit" };
 }
 
 /** Prompts longer than this are refused (the lens over 2048 positions is already minutes on a CPU). */

@@ -22,7 +22,7 @@ import { toCsv } from "../outputs/csv.js";
 import { toHtml } from "../outputs/html.js";
 import { toPng } from "../outputs/png.js";
 import { toSvg } from "../outputs/svg.js";
-import { JobQueue, type JobEvent, type JobRequest, type ModelLoader } from "./jobs.js";
+import { JobQueue, type JobEvent, type JobRequest, type KlRequest, type ModelLoader } from "./jobs.js";
 
 export interface ServeOptions {
   host?: string;
@@ -73,6 +73,17 @@ const LENS_SCHEMA = {
     },
   },
 } as const;
+
+// One side of an exact-KL comparison: the lens fields that shape the cells (no targets, top-k or
+// generation: the KL is over whole distributions of the prompt's positions).
+const KL_SIDE_FIELDS = ["model", "prompt", "chat", "messages", "points", "variant", "positions"] as const;
+const KL_SIDE = {
+  type: "object",
+  additionalProperties: false,
+  required: ["prompt"],
+  properties: Object.fromEntries(KL_SIDE_FIELDS.map((k) => [k, LENS_SCHEMA.properties[k]])),
+};
+const KL_SCHEMA = { type: "object", additionalProperties: false, required: ["a", "b"], properties: { a: KL_SIDE, b: KL_SIDE } } as const;
 
 const EXPORT_TYPES: Record<string, { type: string; ext: string }> = {
   json: { type: "application/json; charset=utf-8", ext: "json" },
@@ -193,9 +204,8 @@ export async function createServer(options: ServeOptions): Promise<CreatedServer
 
   app.get("/api/status", async () => ({ queued: queue.size, model: queue.currentModel ?? null }));
 
-  app.post("/api/lens", { schema: { body: LENS_SCHEMA } }, async (req, reply) => {
-    const body = req.body as JobRequest;
-    // The stream: one JSON object per line (NDJSON), written as the job goes.
+  /** Runs a queued job as a stream: one JSON object per line (NDJSON), written as the job goes. */
+  const streamJob = async (reply: FastifyReply, submit: (send: (e: JobEvent) => void) => ReturnType<JobQueue["submit"]>) => {
     const res = reply.raw;
     let closed = false;
     const send = (e: JobEvent) => {
@@ -209,7 +219,7 @@ export async function createServer(options: ServeOptions): Promise<CreatedServer
       "Cache-Control": "no-store",
       "X-Content-Type-Options": "nosniff",
     });
-    const handle = queue.submit(body, send);
+    const handle = submit(send);
     // The client went away before the end: cancel its job (queued or running).
     res.on("close", () => {
       if (!res.writableEnded) {
@@ -219,7 +229,11 @@ export async function createServer(options: ServeOptions): Promise<CreatedServer
     });
     await handle.done;
     if (!closed) res.end();
-  });
+  };
+
+  app.post("/api/lens", { schema: { body: LENS_SCHEMA } }, async (req, reply) => streamJob(reply, (send) => queue.submit(req.body as JobRequest, send)));
+
+  app.post("/api/kl", { schema: { body: KL_SCHEMA } }, async (req, reply) => streamJob(reply, (send) => queue.submitKl(req.body as KlRequest, send)));
 
   app.post("/api/jobs/:id/cancel", { schema: { params: { type: "object", properties: { id: { type: "string", pattern: "^j[0-9]{1,12}$" } } } } }, async (req, reply) => {
     const { id } = req.params as { id: string };

@@ -6,7 +6,7 @@
  */
 import type { LensReport, ReportCell } from "../outputs/report.js";
 import { append, h } from "./dom.js";
-import type { ColorBy, RowKey } from "./lens-data.js";
+import type { ColorBy, ExactKl, RowKey } from "./lens-data.js";
 import { LensView, type ViewState } from "./view.js";
 
 /** The request as the API takes it (docs/serve-api.md). */
@@ -41,6 +41,7 @@ type JobEvent =
   | { type: "column"; job: string; position: number; cells: ReportCell[]; final: ReportCell }
   | { type: "progress"; job: string; done: number; total: number }
   | { type: "report"; job: string; report: LensReport; ms: number }
+  | { type: "kl"; job: string; result: ExactKl; ms: number }
   | { type: "error"; job: string; error: string }
   | { type: "cancelled"; job: string };
 
@@ -51,6 +52,8 @@ class Explorer {
   private jobId: string | undefined;
   private abort: AbortController | undefined;
   private compare: LensReport | undefined;
+  /** The exact per-cell KL of A and B, from POST /api/kl after both runs. */
+  private exactKl: ExactKl | undefined;
   private report: LensReport | undefined;
   /** Timings of the last run, for tests and the benchmark: ms to the first rows, to the end. */
   readonly timings: { firstRows?: number; report?: number } = {};
@@ -78,7 +81,7 @@ class Explorer {
   private readonly chips = h("div", { class: "ex-chips", id: "ask-chips" });
   private readonly cmpOn = h("input", { type: "checkbox", id: "cmp-on" });
   private readonly cmpPrompt = h("textarea", { id: "cmp-prompt", rows: 2, placeholder: "B: another prompt (empty: the same prompt)" });
-  private readonly cmpModel = h("input", { id: "cmp-model", list: "ask-models", placeholder: "B: another model (empty: the same)", size: 34 });
+  private readonly cmpModel = h("input", { id: "cmp-model", list: "ask-models", placeholder: "B: another model (empty: the same), e.g. the same model in another quantization", size: 90 });
   private readonly submitButton = h("button", { type: "submit", id: "ask-run", class: "ex-primary", text: "Run" });
   private readonly cancelButton = h("button", { type: "button", id: "ask-cancel", text: "Cancel", disabled: true });
   private readonly status = h("span", { id: "ex-status", class: "ex-status", role: "status" });
@@ -271,6 +274,7 @@ class Explorer {
     this.cancelButton.disabled = false;
     this.exports.textContent = "";
     this.compare = undefined;
+    this.exactKl = undefined;
     this.timings.firstRows = undefined;
     this.timings.report = undefined;
     document.body.dataset["state"] = "running";
@@ -286,9 +290,22 @@ class Explorer {
           if (this.compare.positions.length !== report.positions.length || this.compare.layers.length !== report.layers.length) {
             this.status.textContent = `B has ${this.compare.layers.length} readouts x ${this.compare.positions.length} positions, A ${report.layers.length} x ${report.positions.length}: cells are compared where both exist`;
           }
-          else this.status.textContent = "A and B done · colour: KL(A ‖ B) per cell, an estimate from the two top-k lists (or pick a target's rank change)";
+          else this.status.textContent = "A and B done · colour: KL(A ‖ B) per cell, an estimate from the two top-k lists until the exact one arrives";
           this.view.state.colorBy = "diff";
           this.view.refresh(report, this.compare);
+          // Then the exact KL over the whole vocabulary, computed by the server from both runs.
+          const status = this.status.textContent;
+          this.status.textContent = `${status} · computing the exact KL…`;
+          try {
+            this.exactKl = await this.streamKl(req, b);
+            if (this.exactKl && this.view) {
+              this.status.textContent = "A and B done · colour: the exact KL(A ‖ B) per cell over the whole vocabulary (or pick a target's rank change)";
+              this.view.refresh(report, this.compare, this.exactKl);
+            }
+          } catch (e) {
+            if ((e as Error).name === "AbortError") throw e;
+            this.status.textContent = `${status} · no exact KL: ${(e as Error).message}`;
+          }
         }
       }
       this.showExports();
@@ -388,6 +405,23 @@ class Explorer {
       }
     }
     return final;
+  }
+
+  /** The exact per-cell KL of two requests (POST /api/kl): the fields that shape the cells. */
+  private async streamKl(a: LensRequest, b: LensRequest): Promise<ExactKl | undefined> {
+    const side = (r: LensRequest) => ({ prompt: r.prompt, ...(r.model ? { model: r.model } : {}), ...(r.chat ? { chat: true } : {}), ...(r.messages ? { messages: r.messages } : {}), ...(r.points ? { points: r.points } : {}), ...(r.variant ? { variant: r.variant } : {}) });
+    const abort = (this.abort = new AbortController());
+    const res = await fetch("/api/kl", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ a: side(a), b: side(b) }), signal: abort.signal });
+    if (!res.ok || !res.body) throw new Error(((await res.json().catch(() => ({ error: res.statusText }))) as { error: string }).error);
+    const text = await res.text();
+    for (const line of text.split("\n")) {
+      if (!line.trim()) continue;
+      const e = JSON.parse(line) as JobEvent;
+      if (e.type === "kl") return e.result;
+      if (e.type === "error") throw new Error(e.error);
+      if (e.type === "cancelled") return undefined;
+    }
+    return undefined;
   }
 
   private show(report: LensReport): void {

@@ -7,7 +7,7 @@
 import type { LensReport } from "../outputs/report.js";
 import { rampRgb, RED_BLUE, rgbHex, rowLabel, textColorOn, BLUES, type Rgb } from "../outputs/presentation.js";
 import { h } from "./dom.js";
-import { cellAt, colorValue, isDiff, type ColorBy, type RowKey } from "./lens-data.js";
+import { cellAt, colorValue, exactKlAt, isDiff, type ColorBy, type ExactKl, type RowKey } from "./lens-data.js";
 
 export interface HeatmapCallbacks {
   hover(row: RowKey | null, col: number): void;
@@ -30,6 +30,7 @@ export class Heatmap {
   private colorBy: ColorBy = "prob";
   private log = false;
   private compare: LensReport | undefined;
+  private exact: ExactKl | undefined;
   cellW = 66;
   private hover: { row: RowKey; col: number } | null = null;
   private pinned: { row: RowKey; col: number } | null = null;
@@ -62,8 +63,9 @@ export class Heatmap {
     new ResizeObserver(() => this.queueDraw()).observe(this.scroller);
   }
 
-  setData(report: LensReport, rows: RowKey[], colorBy: ColorBy, log: boolean, compare?: LensReport): void {
+  setData(report: LensReport, rows: RowKey[], colorBy: ColorBy, log: boolean, compare?: LensReport, exact?: ExactKl): void {
     this.report = report;
+    this.exact = exact;
     this.rows = rows;
     this.colorBy = colorBy;
     this.log = log;
@@ -224,7 +226,7 @@ export class Heatmap {
           continue;
         }
         const other = this.compare ? cellAt(this.compare, row, c) : undefined;
-        const t = colorValue(report, cell, this.colorBy, this.log, other);
+        const t = colorValue(report, cell, this.colorBy, this.log, other, this.colorBy === "diff" && this.exact ? (exactKlAt(this.exact, row, c)?.ab ?? NaN) : undefined);
         const rgb = Number.isNaN(t) ? ([238, 240, 243] as Rgb) : rampRgb(t, stops);
         ctx.fillStyle = rgbHex(rgb);
         ctx.fillRect(x, y, cw - 1, CELL_H - 1);

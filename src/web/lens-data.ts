@@ -17,6 +17,26 @@ export function isDiff(by: ColorBy): boolean {
   return by === "diff" || by.startsWith("rankdiff:");
 }
 
+/**
+ * The exact per-cell KL of two runs over the whole vocabulary, as POST /api/kl answers it
+ * (docs/serve-api.md): rows by index into A's report.layers (-1: the output), the first `columns`
+ * columns, both directions in nats.
+ */
+export interface ExactKl {
+  layers: number[];
+  columns: number;
+  kl_ab: number[][];
+  kl_ba: number[][];
+}
+
+/** The exact KL at a cell, both directions; undefined where the two runs do not share the cell. */
+export function exactKlAt(exact: ExactKl | undefined, row: RowKey, col: number): { ab: number; ba: number } | undefined {
+  if (!exact || col >= exact.columns) return undefined;
+  const i = exact.layers.indexOf(row === "final" ? -1 : row);
+  if (i < 0) return undefined;
+  return { ab: exact.kl_ab[i]![col]!, ba: exact.kl_ba[i]![col]! };
+}
+
 /** The rank change of target i from A to B at a cell (B's rank minus A's; negative: B ranks it higher). */
 export function rankChange(a: ReportCell | undefined, b: ReportCell | undefined, i: number): number {
   const ra = a?.targets?.[i]?.rank;
@@ -53,8 +73,12 @@ export function displayRows(report: LensReport, point: string, outputOnTop: bool
   return outputOnTop ? ["final", ...rows.reverse()] : [...rows, "final"];
 }
 
-/** Position of a cell on the colour scale, in [0, 1]; NaN when the cell has no such value. */
-export function colorValue(report: LensReport, cell: ReportCell | undefined, by: ColorBy, log: boolean, other?: ReportCell): number {
+/**
+ * Position of a cell on the colour scale, in [0, 1]; NaN when the cell has no such value. `other` is
+ * B's cell (difference modes); `exact` is the exact KL(A ‖ B) of the cell when the server sent it
+ * (the difference view then shows it instead of the top-k estimate).
+ */
+export function colorValue(report: LensReport, cell: ReportCell | undefined, by: ColorBy, log: boolean, other?: ReportCell, exact?: number): number {
   if (!cell) return NaN;
   const V = report.model.vocab_size;
   const [kind, arg] = by.split(":") as [string, string | undefined];
@@ -73,6 +97,8 @@ export function colorValue(report: LensReport, cell: ReportCell | undefined, by:
     case "family":
       return probT(cell.families?.[i] ?? NaN, log);
     case "diff":
+      // With the exact KL, cells it does not cover (generated positions) stay blank, not estimated.
+      if (exact !== undefined) return Number.isFinite(exact) ? klT(exact) : NaN;
       return other ? klT(topKDivergence(cell, other)) : NaN;
     case "rankdiff":
       return other ? rankChangeT(rankChange(cell, other, i), V) : NaN;
@@ -112,7 +138,7 @@ export function topKDivergence(a: ReportCell, b: ReportCell): number {
 }
 
 /** The value of one cell for a colour mode, in words-ready numbers (for the legend and panel). */
-export function legendFor(by: ColorBy, report: LensReport, log: boolean): { label: string; ticks: [number, string][] } {
+export function legendFor(by: ColorBy, report: LensReport, log: boolean, exact = false): { label: string; ticks: [number, string][] } {
   const [kind, arg] = by.split(":") as [string, string | undefined];
   const i = Number(arg);
   const probTicks: [number, string][] = log ? [[0, "≤1e-6"], [1 / 3, "1e-4"], [2 / 3, "1e-2"], [1, "1"]] : [[0, "0"], [0.5, "50%"], [1, "100%"]];
@@ -132,7 +158,7 @@ export function legendFor(by: ColorBy, report: LensReport, log: boolean): { labe
     case "kl":
       return { label: "KL to the output (nats)", ticks: [[0, "0"], [Math.log1p(1) / Math.log1p(20), "1"], [1, "≥20"]] };
     case "diff":
-      return { label: "KL(A ‖ B) estimate (top-k), nats", ticks: [[0, "0"], [Math.log1p(1) / Math.log1p(20), "1"], [1, "≥20"]] };
+      return { label: exact ? "KL(A ‖ B), exact over the vocabulary, nats" : "KL(A ‖ B) estimate (top-k), nats", ticks: [[0, "0"], [Math.log1p(1) / Math.log1p(20), "1"], [1, "≥20"]] };
     case "rankdiff": {
       const V = report.model.vocab_size;
       const at = (d: number) => rankChangeT(d, V);

@@ -15,7 +15,7 @@ import type { LensReport, ReportCell } from "../outputs/report.js";
 import { BLUES, formatNats, formatProb, formatRank, rampRgb, RED_BLUE, rgbHex, rowLabel, rowTitle, SERIES_COLORS, spacedHex } from "../outputs/presentation.js";
 import { append, h, s } from "./dom.js";
 import { Heatmap } from "./heatmap.js";
-import { cellAt, commitmentLayers, displayRows, isDiff, layerOf, legendFor, pointsOf, rankChange, topKDivergence, type ColorBy, type RowKey } from "./lens-data.js";
+import { cellAt, commitmentLayers, displayRows, exactKlAt, isDiff, layerOf, legendFor, pointsOf, rankChange, topKDivergence, type ColorBy, type ExactKl, type RowKey } from "./lens-data.js";
 
 export interface ViewState {
   point: string;
@@ -33,6 +33,8 @@ export interface ViewOptions {
   onChange?: (state: ViewState) => void;
   /** A second report of the same shape: enables the "difference" colouring (A vs B). */
   compare?: LensReport;
+  /** The exact per-cell KL of A and B (POST /api/kl), once the server has computed it. */
+  exactKl?: ExactKl;
   state?: Partial<ViewState>;
   /** Leave out the header (the app has its own). */
   noHeader?: boolean;
@@ -86,9 +88,10 @@ export class LensView {
   }
 
   /** Redraws everything from `report` (after rows or columns arrived, or a new report). */
-  refresh(report: LensReport = this.report, compare: LensReport | undefined = this.options.compare): void {
+  refresh(report: LensReport = this.report, compare: LensReport | undefined = this.options.compare, exactKl: ExactKl | undefined = compare ? this.options.exactKl : undefined): void {
     this.report = report;
     this.options.compare = compare;
+    this.options.exactKl = exactKl;
     const n = report.positions.length;
     if (this.state.pinned.col >= n) this.state.pinned.col = Math.max(0, n - 1);
     if (isDiff(this.state.colorBy) && !compare) this.state.colorBy = "prob";
@@ -100,7 +103,7 @@ export class LensView {
     this.renderControls();
     const rows = displayRows(report, this.state.point, this.state.outputOnTop);
     this.heatmap.commitment = new Map(commitmentLayers(report).map((c) => [report.positions.indexOf(c.index - 1), c.layer]));
-    this.heatmap.setData(report, rows, this.state.colorBy, this.state.log, compare);
+    this.heatmap.setData(report, rows, this.state.colorBy, this.state.log, compare, exactKl);
     this.heatmap.setPinned(this.state.pinned);
     document.getElementById("ll-heat-hint")!.textContent = `${report.layers.length} readouts × ${n} positions · the column head is the input token (→ the token that came next); the cell is what that readout predicts next · hover, click to pin, arrow keys move the pin`;
     this.renderDetails();
@@ -246,7 +249,7 @@ export class LensView {
       ["kl", "KL to the output"],
       ...r.targets.flatMap((t, i): [string, string][] => [[`target:${i}`, `P(“${t.label}”)`], [`rank:${i}`, `rank of “${t.label}”`]]),
       ...r.families.map((f, i): [string, string] => [`family:${i}`, `family ${f.label}`]),
-      ...(this.options.compare ? [["diff", "A vs B: KL (estimate from top-k)"] as [string, string]] : []),
+      ...(this.options.compare ? [["diff", this.options.exactKl ? "A vs B: KL (exact)" : "A vs B: KL (estimate from top-k)"] as [string, string]] : []),
       ...(this.options.compare ? r.targets.map((t, i): [string, string] => [`rankdiff:${i}`, `A vs B: rank change of “${t.label}”`]) : []),
     ];
     const logBox = h("input", { type: "checkbox", id: "ll-log-color" });
@@ -260,7 +263,7 @@ export class LensView {
       st.outputOnTop = !st.outputOnTop;
       this.changed();
     });
-    const leg = legendFor(st.colorBy, r, st.log);
+    const leg = legendFor(st.colorBy, r, st.log, Boolean(this.options.exactKl));
     const stops = st.colorBy === "diff" ? RED_BLUE.slice(4) : isDiff(st.colorBy) ? RED_BLUE : BLUES;
     const grad = Array.from({ length: 11 }, (_, i) => `${rgbHex(rampRgb(i / 10, stops))} ${i * 10}%`).join(", ");
     append(this.controls, [
@@ -321,10 +324,21 @@ export class LensView {
     box.append(h("h3", { text: `top ${cell.top.length}` }), topTable(cell, next?.id));
     if (other) {
       const est = topKDivergence(cell, other);
+      const exact = exactKlAt(this.options.exactKl, row, col);
       box.append(
         h("h3", { text: "B (compared)" }),
         h("div", { class: "ll-stats ll-diff-stats" }, [
-          h("span", { title: "KL(A ‖ B) from the two top-k lists only (each list plus one bucket for the rest): an estimate, not the exact KL over the vocabulary" }, ["KL(A ‖ B) ≈ ", h("b", { class: "ll-diff-kl", "data-kl": est, text: formatNats(est) }), " nats ", h("span", { class: "ll-estimate", text: "estimate from top-k" })]),
+          exact
+            ? h("span", { title: "computed by the server over the whole vocabulary (POST /api/kl)" }, [
+                "KL(A ‖ B) ",
+                h("b", { class: "ll-diff-kl-exact", "data-kl": exact.ab, text: formatNats(exact.ab) }),
+                " · KL(B ‖ A) ",
+                h("b", { class: "ll-diff-kl-exact-ba", "data-kl": exact.ba, text: formatNats(exact.ba) }),
+                " nats ",
+                h("span", { class: "ll-exact", text: "exact" }),
+              ])
+            : null,
+          h("span", { title: "KL(A ‖ B) from the two top-k lists only (each list plus one bucket for the rest): an estimate, not the exact KL over the vocabulary" }, ["KL(A ‖ B) ≈ ", h("b", { class: "ll-diff-kl", "data-kl": est, text: formatNats(est) }), " nats ", h("span", { class: "ll-estimate", text: exact ? "top-k estimate" : "estimate from top-k" })]),
           ...r.targets.map((t, i) => {
             const d = rankChange(cell, other, i);
             return Number.isFinite(d) ? h("span", { class: "ll-rank-change", "data-index": i, "data-delta": d }, [`rank of ${t.label}: `, h("b", { text: `${formatRank(cell.targets![i]!.rank)} → ${formatRank(other.targets![i]!.rank)}` })]) : null;

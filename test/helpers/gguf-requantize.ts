@@ -5,8 +5,11 @@
  * matter to the tests, which compare two readings of the same written file).
  */
 import fs from "node:fs";
+import { byteLengthOf, dequantizeBlocks } from "../../src/formats/dequantize.js";
 
 const GGML_TYPE = { F32: 0, F16: 1, Q4_0: 2, Q4_1: 3, Q5_0: 6, Q5_1: 7, Q8_0: 8 } as const;
+/** Source types it reads besides F32 (dequantized by the product's own decoder first). */
+const SOURCE_TYPES: Record<number, string> = { 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 30: "BF16" };
 export type SimpleQuant = "Q4_0" | "Q4_1" | "Q5_0" | "Q5_1" | "Q8_0";
 const BLOCK_BYTES: Record<SimpleQuant, number> = { Q4_0: 18, Q4_1: 20, Q5_0: 22, Q5_1: 24, Q8_0: 34 };
 
@@ -40,6 +43,13 @@ function f16(x: number): number {
   mant &= 0x1fff;
   if (mant > 0x1000 || (mant === 0x1000 && h & 1)) h++;
   return h;
+}
+/** float32 -> IEEE half for any weight value, subnormals included (f16 above covers the normal range only). */
+function f16Any(x: number): number {
+  const a = Math.abs(x);
+  if (a >= 6.103515625e-5 || a === 0) return f16(x) & (a === 0 ? 0x8000 : 0xffff);
+  // Subnormal halves: multiples of 2^-24, rounded to nearest.
+  return (x < 0 ? 0x8000 : 0) | Math.round(a / 2 ** -24);
 }
 function half(h: number): number {
   const exp = (h >> 10) & 0x1f, mant = h & 0x3ff, s = h & 0x8000 ? -1 : 1;
@@ -86,10 +96,12 @@ export function quantizeBlocks(type: SimpleQuant, x: Float32Array): Buffer {
 }
 
 /**
- * Writes `to`: the GGUF `from` with every F32 tensor that `pick(name, shape)` selects quantized to
- * `type` (rows must be whole blocks of 32).
+ * Writes `to`: the GGUF `from` with every tensor that `pick(name, shape)` selects stored as `type`
+ * (quant rows must be whole blocks of 32). Tensors of `from` that are not F32 (a quantized model)
+ * are dequantized first; those not picked are then written as F32. The metadata (including
+ * general.file_type) is copied unchanged.
  */
-export function requantizeGguf(from: string, to: string, type: SimpleQuant, pick: (name: string, shape: number[]) => boolean): void {
+export function requantizeGguf(from: string, to: string, type: SimpleQuant | "F16", pick: (name: string, shape: number[]) => boolean): void {
   const b = fs.readFileSync(from);
   const r = new Reader(b);
   if (b.toString("latin1", 0, 4) !== "GGUF") throw new Error(`${from}: not a GGUF`);
@@ -121,15 +133,24 @@ export function requantizeGguf(from: string, to: string, type: SimpleQuant, pick
   for (const info of infos) {
     const count = info.dims.reduce((a, c) => a * c, 1);
     const shape = [...info.dims].reverse(); // ggml ne -> row-major, outermost first
-    let data: Buffer = b.subarray(dataStart + info.offset, dataStart + info.offset + (info.type === GGML_TYPE.F32 ? count * 4 : 0));
-    let newType = info.type;
-    if (info.type === GGML_TYPE.F32 && shape.length === 2 && shape[1]! % 32 === 0 && pick(info.name, shape)) {
+    let data: Buffer;
+    if (info.type === GGML_TYPE.F32) data = b.subarray(dataStart + info.offset, dataStart + info.offset + count * 4);
+    else {
+      const dtype = SOURCE_TYPES[info.type];
+      if (!dtype) throw new Error(`${from}: requantizeGguf cannot read ggml type ${info.type} (${info.name})`);
+      const raw = b.subarray(dataStart + info.offset, dataStart + info.offset + byteLengthOf(dtype, count));
+      const floats = dequantizeBlocks(dtype, raw, count);
+      data = Buffer.from(floats.buffer, floats.byteOffset, floats.byteLength);
+    }
+    let newType: number = GGML_TYPE.F32;
+    if (shape.length === 2 && shape[1]! % 32 === 0 && pick(info.name, shape)) {
       const floats = new Float32Array(count);
       Buffer.from(floats.buffer).set(data);
-      data = quantizeBlocks(type, floats);
+      if (type === "F16") {
+        data = Buffer.alloc(count * 2);
+        for (let i = 0; i < count; i++) data.writeUInt16LE(f16Any(floats[i]!), i * 2);
+      } else data = quantizeBlocks(type, floats);
       newType = GGML_TYPE[type];
-    } else if (info.type !== GGML_TYPE.F32) {
-      throw new Error(`${from}: requantizeGguf handles F32 sources only (${info.name})`);
     }
     const nameBytes = Buffer.from(info.name, "utf8");
     const entry = Buffer.alloc(8 + nameBytes.length + 4 + 8 * info.dims.length + 4 + 8);

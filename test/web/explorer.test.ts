@@ -19,6 +19,7 @@ import { loadModel } from "../../src/index.js";
 import type { LensReport } from "../../src/outputs/report.js";
 import { createServer, type CreatedServer } from "../../src/server/server.js";
 import { realSource } from "../helpers/real-models.js";
+import { smollm2Variants } from "./smollm2-variants.js";
 import { REPO_ROOT } from "../helpers/run-cli.js";
 
 const CHROMIUM = process.env["LOGIT_LENS_CHROMIUM"] || "/usr/bin/chromium";
@@ -53,6 +54,14 @@ describe("explorer in chromium", { skip: SKIP }, () => {
       return route.abort();
     });
     return p;
+  }
+
+  /** The exact KL the API computes for two runs (POST /api/kl). */
+  async function apiKl(body: unknown): Promise<{ layers: number[]; kl_ab: number[][]; kl_ba: number[][]; columns: number }> {
+    const text = await (await fetch(`${base}/api/kl`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) })).text();
+    const last = JSON.parse(text.trim().split("\n").at(-1)!) as { type: string; result: { layers: number[]; kl_ab: number[][]; kl_ba: number[][]; columns: number } };
+    assert.equal(last.type, "kl", text.slice(-300));
+    return last.result;
   }
 
   /** The API's answer to the same request, read straight from the stream. */
@@ -262,7 +271,7 @@ describe("explorer in chromium", { skip: SKIP }, () => {
     await page.uncheck("#ask-chat");
   });
 
-  test("compares two prompts: the difference view colours by KL between A and B", async () => {
+  test("compares two prompts: the difference view colours by the exact KL between A and B, the API's numbers", async () => {
     await page.fill("#ask-prompt", "The capital of France is");
     await page.click("#cmp summary");
     await page.check("#cmp-on");
@@ -271,8 +280,15 @@ describe("explorer in chromium", { skip: SKIP }, () => {
     assert.equal(await page.evaluate(() => (window as unknown as Win).lensView.state.colorBy), "diff");
     await clickCell(page, "final", 4);
     assert.equal(await page.locator("#cell-details .ll-topk").count(), 2, "A's and B's top-k side by side");
-    assert.match((await page.textContent("#ll-legend"))!, /estimate/);
-    assert.equal(await page.locator("#cell-details .ll-estimate").count(), 1, "the panel says the KL is an estimate");
+    assert.match((await page.textContent("#ll-legend"))!, /exact over the vocabulary/);
+    const api = await apiKl({ a: { prompt: "The capital of France is" }, b: { prompt: "The capital of Italy is" } });
+    const out = api.layers.indexOf(-1);
+    const shown = await page.$eval("#cell-details .ll-diff-kl-exact", (e) => Number(e.getAttribute("data-kl")));
+    assert.equal(shown, api.kl_ab[out]![4]);
+    assert.ok(shown > 0.1, `France and Italy differ at the output (${shown} nats)`);
+    await clickCell(page, 12, 1);
+    assert.equal(await page.$eval("#cell-details .ll-diff-kl-exact", (e) => Number(e.getAttribute("data-kl"))), api.kl_ab[api.layers.indexOf(12)]![1], "same text so far: ~0");
+    assert.equal(await page.locator("#cell-details .ll-estimate").count(), 1, "the top-k estimate is still shown, and says so");
     await page.screenshot({ path: path.join(os.tmpdir(), "explorer-compare-kl.png") });
     await page.selectOption("#ll-color-by", "rankdiff:0");
     assert.match((await page.textContent("#ll-legend"))!, /rank change/);
@@ -280,6 +296,36 @@ describe("explorer in chromium", { skip: SKIP }, () => {
     await page.evaluate(() => window.scrollTo(0, 0));
     await page.screenshot({ path: path.join(os.tmpdir(), "explorer-compare.png"), fullPage: true });
     await page.uncheck("#cmp-on");
+  });
+
+  test("the same model in F16 and Q4_0 side by side: the exact KL per cell shows what quantization does to the lens", async () => {
+    const { f16, q4 } = await smollm2Variants();
+    const prompt = "The capital of France is Paris. The capital of Germany is";
+    await page.fill("#ask-model", f16);
+    await page.fill("#ask-prompt", prompt);
+    await page.check("#cmp-on");
+    await page.fill("#cmp-prompt", "");
+    await page.fill("#cmp-model", q4);
+    await runAndWait(page);
+    assert.equal(await page.evaluate(() => (window as unknown as Win).lensView.state.colorBy), "diff");
+    assert.match((await page.textContent("#ll-legend"))!, /exact over the vocabulary/);
+    const api = await apiKl({ a: { model: f16, prompt }, b: { model: q4, prompt } });
+    const last = api.columns - 1;
+    await clickCell(page, "final", last);
+    assert.equal(await page.$eval("#cell-details .ll-diff-kl-exact", (e) => Number(e.getAttribute("data-kl"))), api.kl_ab[api.layers.indexOf(-1)]![last]);
+    // Which layers does Q4_0 move most? Mean KL(F16 ‖ Q4_0) over the positions, per readout.
+    const mean = (row: number[]) => row.reduce((a, b) => a + b, 0) / row.length;
+    const perLayer = api.layers.map((l, i) => ({ layer: l === -1 ? "output" : `L${l}`, kl: mean(api.kl_ab[i]!) }));
+    console.log(`F16 vs Q4_0, mean KL(F16 ‖ Q4_0) per readout over ${api.columns} positions: ${perLayer.map((p) => `${p.layer} ${p.kl.toFixed(2)}`).join(", ")}`);
+    assert.ok(perLayer.every((p) => Number.isFinite(p.kl) && p.kl >= 0));
+    assert.ok(perLayer.at(-1)!.kl > 0.05, "quantization moves the output distribution");
+    // The form's comparison (A's and B's model), the status line and the difference heatmap in one view.
+    await page.evaluate(() => document.getElementById("cmp")?.scrollIntoView());
+    await page.screenshot({ path: path.join(os.tmpdir(), "explorer-f16-q4.png") });
+    if (process.env["LOGIT_LENS_UPDATE_SCREENSHOT"]) fs.copyFileSync(path.join(os.tmpdir(), "explorer-f16-q4.png"), path.join(REPO_ROOT, "docs", "serve-compare.png"));
+    await page.uncheck("#cmp-on");
+    await page.fill("#ask-model", "");
+    await page.fill("#cmp-model", "");
   });
 
   test("screenshot for the README", async () => {

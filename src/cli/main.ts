@@ -38,9 +38,10 @@ Usage:
   logit-lens generate --model <model> --prompt <text> [--chat] [--max-new-tokens N] [options]
   logit-lens explain  --prompt <text> --layer L [--position P] [--concepts " sea, horse"]
                       [--vector "U[ sea] + U[ horse]"] [--family emoji] [--json]
-  logit-lens attribute --prompt <text> --target <text> [--versus <text>] [--position P] [--json]
+  logit-lens attribute --prompt <text> --target <text> [--versus <text>] [--position P]
+                      [--json | --out x.svg|x.png|x.html]   (bars per layer, heads heatmap)
   logit-lens patch    --from <prompt A> --prompt <prompt B> --target <text> [--versus <text>]
-                      [--layers 0-30] [--positions 3,5-7] [--map B:A,...] [--json]
+                      [--layers 0-30] [--positions 3,5-7] [--map B:A,...] [--json | --out x.svg|x.png|x.html]
   logit-lens sweep    --data <prompts.jsonl | corpus.txt> --out <folder> [--metrics kl,ce,top1,targets]
                       [--window 128] [--lens logit,linear:FILE] [--positions all|last] [--limit N]
                       [--bootstrap 1000] [--seed 0] [--unit-size 8]   (docs/sweep.md; resumable)

@@ -14,6 +14,7 @@ import { attnHookZ, blockHook } from "../architectures/forward.js";
 import { unembeddingOf } from "../architectures/index.js";
 import type { LoadedModel } from "../engine/model.js";
 import { UserError } from "../errors.js";
+import { pendingBytes, readInContext } from "../tokens/in-context.js";
 import { renderToken } from "../tokens/render.js";
 import { headParts } from "./heads.js";
 import { finalNormOf, unembeddingProducts } from "./unembedding.js";
@@ -26,10 +27,26 @@ export interface AttributionPart {
   value: number;
 }
 
+/** A token as shown: its text, and the character it completes after the context where it does (⟨A0⟩ → 🐠). */
+export interface ShownToken {
+  id: number;
+  text: string;
+  in_context?: string;
+}
+
+/** The context's token bytes up to and including `position`, read for candidates at that position. */
+export function shownToken(model: LoadedModel, contextIds: number[], id: number): ShownToken {
+  const tok = model.tokenizer;
+  const t: ShownToken = { id, text: renderToken(tok.tokenBytes(id)).text };
+  const inContext = readInContext(pendingBytes(contextIds.slice(-4).map((i) => tok.tokenBytes(i))), tok.tokenBytes(id));
+  if (inContext !== undefined) t.in_context = inContext;
+  return t;
+}
+
 export interface Attribution {
   position: number;
-  target: { id: number; text: string };
-  versus?: { id: number; text: string };
+  target: ShownToken;
+  versus?: ShownToken;
   /** What the parts add up to: the target's logit, or the difference of the two. */
   logit: number;
   /** The model's own value (the normed final residual through the unembedding). */
@@ -92,16 +109,16 @@ export async function attribute(model: LoadedModel, ids: number[], position: num
     for (let i = 0; i < H; i++) s += b[i]! * d[i]!;
     parts.push({ kind: "final_norm_bias", layer: -1, value: s });
   }
-  const text = (id: number) => renderToken(model.tokenizer.tokenBytes(id)).text;
+  const context = ids.slice(0, P + 1);
   const out: Attribution = {
     position: P,
-    target: { id: target, text: text(target) },
+    target: shownToken(model, context, target),
     logit: parts.reduce((a, p) => a + p.value, 0),
     model_logit: versus === undefined ? dots[target]! : dots[target]! - dots[versus]!,
     parts,
     convention: ATTRIBUTION_CONVENTION,
   };
-  if (versus !== undefined) out.versus = { id: versus, text: text(versus) };
+  if (versus !== undefined) out.versus = shownToken(model, context, versus);
   if (wantHeads) {
     const K = cfg.nHeads * cfg.headDim;
     const split = Array.from({ length: L }, (_, l) => headParts(model, l, run.hooks.get(attnHookZ(l))!.subarray(P * K, (P + 1) * K), direction));
@@ -114,7 +131,8 @@ export async function attribute(model: LoadedModel, ids: number[], position: num
 
 /** Terminal view: one line per block with attention and MLP bars (█ positive, ░ negative). */
 export function attributionText(a: Attribution, width = 30): string {
-  const what = a.versus ? `logit(${JSON.stringify(a.target.text)}) - logit(${JSON.stringify(a.versus.text)})` : `logit(${JSON.stringify(a.target.text)})`;
+  const shown = (t: ShownToken) => JSON.stringify(t.text) + (t.in_context !== undefined ? ` (→ ${t.in_context})` : "");
+  const what = a.versus ? `logit(${shown(a.target)}) - logit(${shown(a.versus)})` : `logit(${shown(a.target)})`;
   const max = Math.max(1e-9, ...a.parts.map((p) => Math.abs(p.value)));
   const bar = (v: number) => {
     const n = Math.round((Math.abs(v) / max) * width);

@@ -9,6 +9,11 @@ import { explainCell, explainText, resolveToken } from "./explain.js";
 import { attribute, attributionText } from "./attribution.js";
 import { patchSweep, patchText } from "./patching.js";
 import { renderToken } from "../tokens/render.js";
+import { attributionSvg, attributionWhat, patchSvg } from "../outputs/explain-charts.js";
+import { explainChartsHtml } from "../outputs/explain-html.js";
+import { pngFigureOptions, svgToPng } from "../outputs/png.js";
+import { writeFileAtomic } from "../outputs/write-file.js";
+import type { FigureOptions } from "../outputs/svg.js";
 
 export interface CommandDeps {
   loadModel(spec: string | undefined): Promise<LoadedModel>;
@@ -50,6 +55,33 @@ export function promptIds(model: LoadedModel, prompt: string | undefined, chat: 
   if (ids.length === 0) throw new UserError("the prompt tokenizes to nothing");
   if (ids.length > model.config.maxPositions) throw new UserError(`the prompt is ${ids.length} tokens, longer than the model's context of ${model.config.maxPositions}`);
   return ids;
+}
+
+type ChartFormat = "terminal" | "json" | "svg" | "png" | "html";
+const CHART_FORMATS: readonly ChartFormat[] = ["terminal", "json", "svg", "png", "html"];
+
+/** `--json`, `--format`, else the extension of `--out` (x.svg, x.png, x.html), else terminal text. */
+function chartFormat(o: { json?: boolean; format?: string; out?: string }): ChartFormat {
+  const ext = /\.(svg|png|html?)$/i.exec(o.out ?? "")?.[1]?.toLowerCase();
+  const byExtension = ext === "htm" ? "html" : ext;
+  const f = o.json ? "json" : o.format ?? byExtension ?? "terminal";
+  if (!(CHART_FORMATS as readonly string[]).includes(f)) throw new UserError(`this command writes ${CHART_FORMATS.join(", ")}, not '${f}'`);
+  if (f === "png" && !o.out) throw new UserError("--format png needs --out <file.png>");
+  return f as ChartFormat;
+}
+
+/** Writes a result as terminal text, JSON, or its figure (SVG, PNG, or an HTML page around the SVG). */
+async function emitChart(
+  format: ChartFormat,
+  o: { out?: string },
+  deps: CommandDeps,
+  r: { data: unknown; text: string; title: string; svg: (fig: FigureOptions) => string },
+): Promise<void> {
+  if (format === "json") return deps.emit(JSON.stringify(r.data), o.out);
+  if (format === "terminal") return deps.emit(r.text, o.out);
+  if (format === "svg") return deps.emit(r.svg({}), o.out);
+  if (format === "html") return deps.emit(explainChartsHtml(r.title, r.svg({}), r.text, r.data), o.out);
+  writeFileAtomic(o.out!, await svgToPng(r.svg(await pngFigureOptions())));
 }
 
 function wantsJson(o: { json?: boolean; format?: string }): boolean {
@@ -100,7 +132,7 @@ export function splitAtDifference(model: LoadedModel, target: string, versus: st
 
 export async function attributeCommand(o: AttributeCliOptions, deps: CommandDeps): Promise<number> {
   if (o.target === undefined) throw new UserError("attribute needs --target <text> (and optionally --versus <text>)");
-  const json = wantsJson(o);
+  const format = chartFormat(o);
   if (o.prompt === undefined) throw new UserError("attribute needs --prompt <text>");
   const model = await deps.loadModel(o.model);
   const ids = promptIds(model, o.prompt, o.chat, "attribute");
@@ -108,7 +140,8 @@ export async function attributeCommand(o: AttributeCliOptions, deps: CommandDeps
   if (split.prefix.length > 0 && o.position !== undefined) throw new UserError("--position cannot be combined with a --target/--versus pair that shares leading tokens (the attribution is read where they part)");
   const position = split.prefix.length > 0 ? ids.length + split.prefix.length - 1 : integer(o.position, "position", -1);
   const a = await attribute(model, [...ids, ...split.prefix], position, split.target, split.versus);
-  await deps.emit(json ? JSON.stringify(a) : attributionText(a), o.out);
+  const title = `direct logit attribution · ${attributionWhat(a)} · ${model.info.name}`;
+  await emitChart(format, o, deps, { data: a, text: attributionText(a), title, svg: (fig) => attributionSvg(a, fig) });
   return 0;
 }
 
@@ -144,7 +177,7 @@ function positionMap(spec: string): Map<number, number> {
 export async function patchCommand(o: PatchCliOptions, deps: CommandDeps): Promise<number> {
   if (o.from === undefined) throw new UserError("patch needs --from <prompt A> (the source of the residuals) and --prompt <prompt B>");
   if (o.target === undefined) throw new UserError("patch needs --target <text> (and optionally --versus <text>)");
-  const json = wantsJson(o);
+  const format = chartFormat(o);
   const model = await deps.loadModel(o.model);
   const idsB = promptIds(model, o.prompt, o.chat, "patch");
   const idsA = promptIds(model, o.from, o.chat, "patch");
@@ -157,6 +190,7 @@ export async function patchCommand(o: PatchCliOptions, deps: CommandDeps): Promi
   });
   const tokenText = (p: number) => renderToken(model.tokenizer.tokenBytes([...idsB, ...split.prefix][p]!)).text;
   const what = split.versus !== undefined ? `logit(${JSON.stringify(o.target)}) - logit(${JSON.stringify(o.versus)})` : `log P(${JSON.stringify(o.target)})`;
-  await deps.emit(json ? JSON.stringify(s) : patchText(s, tokenText, what), o.out);
+  const title = `activation patching · ${what} · ${model.info.name}`;
+  await emitChart(format, o, deps, { data: s, text: patchText(s, tokenText, what), title, svg: (fig) => patchSvg(s, model.config.nLayers, fig) });
   return 0;
 }

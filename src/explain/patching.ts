@@ -10,6 +10,8 @@
 import { blockHook } from "../architectures/forward.js";
 import { truncateCache, type LoadedModel, type ResidualPatch } from "../engine/model.js";
 import { UserError } from "../errors.js";
+import { renderToken } from "../tokens/render.js";
+import { shownToken, type ShownToken } from "./attribution.js";
 
 export interface PatchMetric {
   target: number;
@@ -23,6 +25,10 @@ export interface PatchSweep {
   /** The A position each patched B position reads from. */
   source_positions: number[];
   metric: string;
+  target: ShownToken;
+  versus?: ShownToken;
+  /** B's token at each patched position (the column labels). */
+  position_tokens: string[];
   clean: number; // A's own value
   corrupted: number; // B's own value
   /** [layer][position]: B's value with that one residual patched in from A. */
@@ -94,15 +100,20 @@ export async function patchSweep(
     }
     patched.push(row);
   }
-  return {
+  const text = (id: number) => renderToken(model.tokenizer.tokenBytes(id)).text;
+  const result: PatchSweep = {
     layers,
     positions,
     source_positions: source as number[],
     metric: metric.versus !== undefined ? "logit difference" : "log-probability",
+    target: shownToken(model, idsB, metric.target),
+    position_tokens: positions.map((p) => text(idsB[p]!)),
     clean: metricOf(a.logits!, V, metric),
     corrupted: metricOf(b.logits!, V, metric),
     patched,
   };
+  if (metric.versus !== undefined) result.versus = shownToken(model, idsB, metric.versus);
+  return result;
 }
 
 /** Terminal heatmap: one row per layer, one column per position, the recovered fraction (patched - B) / (A - B). */

@@ -207,6 +207,19 @@ export async function pngFontCoverage(): Promise<Set<number>> {
 }
 
 export async function toPng(report: LensReport): Promise<Uint8Array> {
+  return svgToPng(pngSvg(report, await loadFonts()));
+}
+
+/**
+ * Options for drawing another figure (the attribution and patching charts) for `svgToPng`: the
+ * bundled font, and text its fonts cannot draw replaced by its bytes.
+ */
+export async function pngFigureOptions(): Promise<{ mapText: (s: string) => string; fontFamily: string }> {
+  return { mapText: coveredText((await loadFonts()).coverage), fontFamily: "DejaVu Sans" };
+}
+
+/** Any of our SVG figures rasterised with the bundled fonts (see the top of this file). */
+export async function svgToPng(svg: string): Promise<Uint8Array> {
   let Resvg: typeof import("@resvg/resvg-js").Resvg;
   try {
     ({ Resvg } = await import("@resvg/resvg-js"));
@@ -214,7 +227,6 @@ export async function toPng(report: LensReport): Promise<Uint8Array> {
     throw new UserError("--format png needs the npm package @resvg/resvg-js (reinstall logit-lens's dependencies)");
   }
   const fonts = await loadFonts();
-  const svg = pngSvg(report, fonts);
   const size = /<svg[^>]* width="(\d+)" height="(\d+)"/.exec(svg);
   const zoom = size ? pngZoom(Number(size[1]), Number(size[2])) : 1;
 

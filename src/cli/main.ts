@@ -45,6 +45,9 @@ Usage:
   logit-lens sweep    --data <prompts.jsonl | corpus.txt> --out <folder> [--metrics kl,ce,top1,targets]
                       [--window 128] [--lens logit,linear:FILE] [--positions all|last] [--limit N]
                       [--bootstrap 1000] [--seed 0] [--unit-size 8]   (docs/sweep.md; resumable)
+  logit-lens sweep    ... --queue redis://host:6379 --enqueue [--no-wait]   queue the units (BullMQ)
+  logit-lens sweep worker --queue redis://host:6379 [--lock-seconds 30]      compute queued units
+  logit-lens sweep merge --out <folder>          summary, figure.svg/png, report.html of the units
   logit-lens query    <folder> "<SQL over rows / summary>" [--json]
   logit-lens linear fit --data <corpus.txt> --out <lens.safetensors> [--window 128] [--ridge 1e-3]
   logit-lens inspect  --model <model> [--json]
@@ -144,6 +147,11 @@ const OPTIONS = {
   limit: { type: "string" },
   "unit-size": { type: "string" },
   ridge: { type: "string" },
+  queue: { type: "string" },
+  "queue-name": { type: "string" },
+  enqueue: { type: "boolean" },
+  "no-wait": { type: "boolean" },
+  "lock-seconds": { type: "string" },
   "older-than": { type: "string" },
   "dry-run": { type: "boolean" },
   port: { type: "string" },
@@ -267,7 +275,7 @@ async function dispatch(argv: string[]): Promise<number> {
     case "generate":
       return lensCommand(options, progress, true);
     case "sweep":
-      return sweepCommand(options, { loadModel: (spec) => loadModel(spec, progress), emit });
+      return sweepCommand(rest, options, { loadModel: (spec) => loadModel(spec, progress), emit });
     case "query":
       return queryCommand(rest, options, { loadModel: (spec) => loadModel(spec, progress), emit });
     case "linear":

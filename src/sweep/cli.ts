@@ -1,5 +1,6 @@
 /**
- * Command-line entries of src/sweep: `sweep`, `query`, `linear fit`. main.ts parses the options
+ * Command-line entries of src/sweep: `sweep` (local, `--queue ... --enqueue`, `worker`, `merge`),
+ * `query`, `linear fit`. main.ts parses the options
  * and hands them here with its model loader, so these commands load models exactly as `lens` does.
  */
 import fs from "node:fs";
@@ -8,7 +9,8 @@ import { UserError } from "../errors.js";
 import type { LoadedModel } from "../engine/model.js";
 import { number } from "../cli/options.js";
 import { loadSweepData } from "./data.js";
-import { runSweep, type SweepSettings } from "./sweep.js";
+import { runSweep, type SweepSettings, type SweepSummary } from "./sweep.js";
+import { assertRedisReachable, DEFAULT_QUEUE_NAME, enqueueSweep, mergeCommandCore, runWorker } from "./queue.js";
 import { METRICS, type Metric } from "./rows.js";
 import { summaryTable } from "./table.js";
 import { formatTable, querySweep } from "./query.js";
@@ -29,6 +31,11 @@ export interface SweepCliOptions {
   json?: boolean;
   quiet?: boolean;
   ridge?: string;
+  queue?: string;
+  "queue-name"?: string;
+  enqueue?: boolean;
+  "no-wait"?: boolean;
+  "lock-seconds"?: string;
 }
 
 export interface SweepCliDeps {
@@ -49,7 +56,8 @@ function stderrLog(quiet: boolean | undefined): SweepSettings["log"] {
   };
 }
 
-export async function sweepCommand(o: SweepCliOptions, deps: SweepCliDeps): Promise<number> {
+/** The sweep's options checked, the model loaded, the data read: shared by a local run, the enqueuer and every worker. */
+async function prepareSweep(o: SweepCliOptions, deps: Pick<SweepCliDeps, "loadModel">): Promise<{ model: LoadedModel; settings: SweepSettings }> {
   if (!o.data) throw new UserError("sweep needs --data <prompts.jsonl | corpus.txt>");
   if (!o.out) throw new UserError("sweep needs --out <folder> (results are written there, and a rerun resumes there)");
   if (!fs.existsSync(o.data)) throw new UserError(`--data ${o.data} does not exist`);
@@ -75,16 +83,88 @@ export async function sweepCommand(o: SweepCliOptions, deps: SweepCliDeps): Prom
     } else throw new UserError(`unknown --lens '${spec}' (logit, linear:FILE)`);
   }
   const data = loadSweepData(o.data, model.tokenizer, { window, limit });
-  const outcome = await runSweep(model, { data, dataFile: o.data, window, metrics: metrics as Metric[], lenses, positions, unitSize, bootstrap, seed, out: o.out, log: stderrLog(o.quiet) });
-  const L = model.config.nLayers;
-  if (!o.quiet) {
-    const rate = outcome.seconds > 0 ? (outcome.tokensComputed * L) / outcome.seconds : 0;
-    process.stderr.write(
-      `sweep: ${outcome.unitsComputed} units computed, ${outcome.unitsSkipped} already done; ${outcome.tokensComputed} tokens x ${L} layers in ${outcome.seconds.toFixed(1)} s (${rate.toFixed(0)} tokens x layers/s)\n`,
-    );
+  return { model, settings: { data, dataFile: o.data, window, metrics: metrics as Metric[], lenses, positions, unitSize, bootstrap, seed, out: o.out, log: stderrLog(o.quiet) } };
+}
+
+/**
+ * The options a queue job carries: the user's sweep options with every path made absolute (a
+ * worker elsewhere finds the same files through a shared volume). The model spec stays as given
+ * (an alias or a path; each worker resolves it in its own cache).
+ */
+function jobOptions(o: SweepCliOptions): SweepCliOptions {
+  const abs = (p: string) => path.resolve(p);
+  const model = o.model && fs.existsSync(o.model) ? abs(o.model) : o.model;
+  const lens = o.lens?.split(",").map((s) => s.trim()).map((s) => (s.includes(":") ? `${s.slice(0, s.indexOf(":"))}:${abs(s.slice(s.indexOf(":") + 1))}` : s)).join(",");
+  const keep: (keyof SweepCliOptions)[] = ["metrics", "window", "positions", "unit-size", "bootstrap", "seed", "limit"];
+  const out: SweepCliOptions = { data: abs(o.data!), out: abs(o.out!), quiet: true, ...(model ? { model } : {}), ...(lens ? { lens } : {}) };
+  for (const k of keep) if (o[k] !== undefined) (out as Record<string, unknown>)[k] = o[k];
+  return out;
+}
+
+function queueName(o: SweepCliOptions): string {
+  const name = o["queue-name"] ?? DEFAULT_QUEUE_NAME;
+  if (!/^[A-Za-z0-9_.-]{1,100}$/.test(name)) throw new UserError(`--queue-name '${name}': letters, digits, '.', '_' and '-' only`);
+  return name;
+}
+
+function printOutcome(o: SweepCliOptions, L: number, outcome: { unitsComputed: number; unitsSkipped: number; tokensComputed: number; seconds: number }): void {
+  if (o.quiet) return;
+  const rate = outcome.seconds > 0 ? (outcome.tokensComputed * L) / outcome.seconds : 0;
+  process.stderr.write(
+    `sweep: ${outcome.unitsComputed} units computed, ${outcome.unitsSkipped} already done; ${outcome.tokensComputed} tokens x ${L} layers in ${outcome.seconds.toFixed(1)} s (${rate.toFixed(0)} tokens x layers/s)\n`,
+  );
+}
+
+async function emitSummary(o: SweepCliOptions, summary: SweepSummary, deps: SweepCliDeps): Promise<void> {
+  if (o.json) await deps.emit(JSON.stringify(summary, null, 2), undefined);
+  else await deps.emit(`${summaryTable(summary)}\n\nwrote ${path.join(o.out!, "parts/")} (rows, Parquet), summary.json, summary.txt, figure.svg, figure.png, report.html in ${o.out}`, undefined);
+}
+
+/**
+ * `sweep`: a local run (default); `sweep --queue URL --enqueue`: queue the units and follow them;
+ * `sweep worker --queue URL`: compute queued units; `sweep merge --out DIR`: the summary of a
+ * folder computed by workers.
+ */
+export async function sweepCommand(args: string[], o: SweepCliOptions, deps: SweepCliDeps): Promise<number> {
+  const [sub, extra] = args;
+  if (extra !== undefined || (sub !== undefined && sub !== "worker" && sub !== "merge")) throw new UserError(`unknown 'sweep' subcommand '${args.join(" ")}' (sweep, sweep worker, sweep merge)`);
+  if (sub === "worker") {
+    if (!o.queue) throw new UserError("sweep worker needs --queue redis://host:port");
+    const lockSeconds = number(o["lock-seconds"], "lock-seconds", 30, (n) => n >= 1 && n <= 86400, "seconds from 1 to 86400");
+    await runWorker<SweepCliOptions>({
+      url: o.queue,
+      queueName: queueName(o),
+      lockSeconds,
+      prepare: (jobOpts) => prepareSweep(jobOpts, deps),
+      log: o.quiet ? () => undefined : (line) => process.stderr.write(`${line}\n`),
+    });
+    return 0;
   }
-  if (o.json) await deps.emit(JSON.stringify(outcome.summary, null, 2), undefined);
-  else await deps.emit(`${summaryTable(outcome.summary)}\n\nwrote ${path.join(o.out, "parts/")} (rows, Parquet), summary.json, summary.txt, figure.svg in ${o.out}`, undefined);
+  if (sub === "merge") {
+    if (!o.out) throw new UserError("sweep merge needs --out <results folder>");
+    const bootstrap = o.bootstrap === undefined ? undefined : number(o.bootstrap, "bootstrap", 1000, (n) => Number.isInteger(n) && n >= 0 && n <= 1_000_000, "an integer from 0 to 1000000");
+    const seed = o.seed === undefined ? undefined : number(o.seed, "seed", 0, (n) => Number.isInteger(n) && n >= 0 && n < 2 ** 32, "an integer from 0 to 2^32-1");
+    const merged = await mergeCommandCore(o.out, { bootstrap, seed });
+    await emitSummary(o, merged.summary, deps);
+    return 0;
+  }
+  if (o.enqueue && !o.queue) throw new UserError("--enqueue needs --queue redis://host:port");
+  if (o.queue && !o.enqueue) throw new UserError("sweep --queue: add --enqueue to queue this sweep's units, or run 'sweep worker --queue ...' to compute queued units");
+  if (o.queue) await assertRedisReachable(o.queue, queueName(o));
+  const { model, settings } = await prepareSweep(o, deps);
+  const L = model.config.nLayers;
+  if (o.queue) {
+    const r = await enqueueSweep({ url: o.queue, queueName: queueName(o), model, settings, options: jobOptions(o), wait: !o["no-wait"], log: settings.log });
+    if (!r.merged) {
+      await deps.emit(`queued ${r.jobsAdded} units of ${r.unitsTotal} (${r.unitsAlreadyDone} already done) on ${o.queue}; start workers with 'logit-lens sweep worker --queue ${o.queue}', then 'logit-lens sweep merge --out ${o.out}'`, undefined);
+      return 0;
+    }
+    await emitSummary(o, r.merged.summary, deps);
+    return 0;
+  }
+  const outcome = await runSweep(model, settings);
+  printOutcome(o, L, outcome);
+  await emitSummary(o, outcome.summary, deps);
   return 0;
 }
 

@@ -52,7 +52,13 @@ function ticks(lo: number, hi: number): number[] {
   return out;
 }
 
-export function sweepFigure(summary: SweepSummary): string {
+export interface SweepFigureOptions {
+  /** Maps every text drawn (the PNG replaces what its fonts cannot draw; png.ts coveredText). */
+  mapText?: (s: string) => string;
+}
+
+export function sweepFigure(summary: SweepSummary, opts: SweepFigureOptions = {}): string {
+  const tx = opts.mapText ?? ((s: string) => s);
   const panels = panelsOf(summary);
   const L = summary.model.n_layers;
   const nLenses = new Set(summary.series.map((s) => s.lens)).size;
@@ -70,9 +76,9 @@ export function sweepFigure(summary: SweepSummary): string {
   out.push(`<title>${escapeXml(title)}</title>`);
   out.push(`<desc>${escapeXml(`Mean over ${summary.data.prompts} prompts of ${summary.data.file}, with percentile bootstrap 95% intervals over prompts (${summary.bootstrap.resamples} resamples, seed ${summary.bootstrap.seed}) as bands.`)}</desc>`);
   out.push(`<rect x="0" y="0" width="${width}" height="${height}" fill="#ffffff"/>`);
-  out.push(`<text x="${marginL}" y="27" font-size="16" font-weight="bold" fill="#111111">${escapeXml(truncate(title, width - 2 * marginL, 16, true))}</text>`);
+  out.push(`<text x="${marginL}" y="27" font-size="16" font-weight="bold" fill="#111111">${escapeXml(truncate(tx(title), width - 2 * marginL, 16, true))}</text>`);
   const sub = `${summary.model.architecture}, ${L} layers · ${summary.data.prompts} prompts from ${summary.data.file}${summary.data.window ? `, windows of ${summary.data.window} tokens` : ""} · bands: bootstrap 95% over prompts`;
-  out.push(`<text x="${marginL}" y="44" font-size="11.5" fill="#444444">${escapeXml(truncate(sub, width - 2 * marginL, 11.5))}</text>`);
+  out.push(`<text x="${marginL}" y="44" font-size="11.5" fill="#444444">${escapeXml(truncate(tx(sub), width - 2 * marginL, 11.5))}</text>`);
 
   // One colour per (lens, metric) series label, shared by all panels: lenses first.
   const keys: string[] = [];
@@ -134,7 +140,7 @@ export function sweepFigure(summary: SweepSummary): string {
   for (const k of keys) {
     const c = SERIES_COLORS[keys.indexOf(k) % SERIES_COLORS.length]!;
     out.push(`<rect x="${lx}" y="${ly - 9}" width="14" height="10" fill="${c}" fill-opacity="0.35" stroke="${c}"/>`);
-    out.push(`<text x="${lx + 20}" y="${ly}" fill="#222222">${escapeXml(truncate(k, legendW - 28, 11))}</text>`);
+    out.push(`<text x="${lx + 20}" y="${ly}" fill="#222222">${escapeXml(truncate(tx(k), legendW - 28, 11))}</text>`);
     ly += 16;
   }
   out.push(`</g>`);

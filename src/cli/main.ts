@@ -38,6 +38,8 @@ Usage:
   logit-lens generate --model <model> --prompt <text> [--chat] [--max-new-tokens N] [options]
   logit-lens explain  --prompt <text> --layer L [--position P] [--concepts " sea, horse"]
                       [--vector "U[ sea] + U[ horse]"] [--family emoji] [--json]
+  logit-lens explain  --prompt <text> --expand top|<token> [--expand-k 5 (1: greedy)] [--position P]
+                      (candidates that start a character, e.g. " ðŁ", expanded: 🐵 15 %, 🐳 8 %)
   logit-lens attribute --prompt <text> --target <text> [--versus <text>] [--position P]
                       [--json | --out x.svg|x.png|x.html]   (bars per layer, heads heatmap)
   logit-lens patch    --from <prompt A> --prompt <prompt B> --target <text> [--versus <text>]
@@ -132,6 +134,8 @@ const OPTIONS = {
   concepts: { type: "string" },
   vector: { type: "string" },
   family: { type: "string" },
+  expand: { type: "string" },
+  "expand-k": { type: "string" },
   target: { type: "string" },
   versus: { type: "string" },
   from: { type: "string" },

@@ -7,6 +7,7 @@ import type { LoadedModel } from "../engine/model.js";
 import { parseFamily } from "../lens/targets.js";
 import { explainCell, explainText, resolveToken } from "./explain.js";
 import { attribute, attributionText } from "./attribution.js";
+import { expandCandidate, expandTopCandidates, expansionText, type Expansion } from "./expand.js";
 import { patchSweep, patchText } from "./patching.js";
 import { renderToken } from "../tokens/render.js";
 import { attributionSvg, attributionWhat, patchSvg } from "../outputs/explain-charts.js";
@@ -31,6 +32,8 @@ export interface ExplainCliOptions {
   vector?: string;
   family?: string;
   "top-k"?: string;
+  expand?: string;
+  "expand-k"?: string;
   json?: boolean;
   format?: string;
   out?: string;
@@ -90,19 +93,41 @@ function wantsJson(o: { json?: boolean; format?: string }): boolean {
   return f === "json";
 }
 
+/**
+ * `explain --layer L`: the cell's snap; `explain --expand top|<token>`: candidates that start a
+ * character at --position, expanded into the characters they become (expand.ts). Both may be given.
+ */
 export async function explainCommand(o: ExplainCliOptions, deps: CommandDeps): Promise<number> {
-  const layer = integer(o.layer, "layer");
+  if (o.layer === undefined && o.expand === undefined) throw new UserError("explain needs --layer L (the cell's snap) and/or --expand top|<token> (characters a candidate becomes)");
+  const layer = o.layer !== undefined ? integer(o.layer, "layer") : undefined;
   const position = integer(o.position, "position", -1);
   const topK = integer(o["top-k"], "top-k", 10);
   if (topK < 1 || topK > 1000) throw new UserError(`--top-k must be from 1 to 1000, got ${topK}`);
+  const expandK = integer(o["expand-k"], "expand-k", 5);
+  if (o["expand-k"] !== undefined && o.expand === undefined) throw new UserError("--expand-k applies to --expand");
   const json = wantsJson(o);
   if (o.prompt === undefined) throw new UserError("explain needs --prompt <text>");
   const model = await deps.loadModel(o.model);
   const ids = promptIds(model, o.prompt, o.chat, "explain");
-  const concepts = o.concepts !== undefined ? o.concepts.split(",").filter((c) => c.length > 0) : [];
-  const family = o.family !== undefined ? parseFamily(model.tokenizer, o.family) : undefined;
-  const r = await explainCell(model, ids, { layer, position, topK, concepts, vector: o.vector, family });
-  await deps.emit(json ? JSON.stringify(r) : explainText(r), o.out);
+  const texts: string[] = [];
+  const result: Record<string, unknown> = {};
+  if (layer !== undefined) {
+    const concepts = o.concepts !== undefined ? o.concepts.split(",").filter((c) => c.length > 0) : [];
+    const family = o.family !== undefined ? parseFamily(model.tokenizer, o.family) : undefined;
+    const r = await explainCell(model, ids, { layer, position, topK, concepts, vector: o.vector, family });
+    if (o.expand === undefined) {
+      await deps.emit(json ? JSON.stringify(r) : explainText(r), o.out);
+      return 0;
+    }
+    Object.assign(result, r);
+    texts.push(explainText(r));
+  }
+  let expansions: Expansion[];
+  if (o.expand === "top") expansions = await expandTopCandidates(model, ids, position, topK, { k: expandK });
+  else expansions = [await expandCandidate(model, ids, position, resolveToken(model, o.expand!), { k: expandK })];
+  result["expansions"] = expansions;
+  texts.push(expansionText(expansions));
+  await deps.emit(json ? JSON.stringify(result) : texts.join("\n"), o.out);
   return 0;
 }
 

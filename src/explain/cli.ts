@@ -216,6 +216,6 @@ export async function patchCommand(o: PatchCliOptions, deps: CommandDeps): Promi
   const tokenText = (p: number) => renderToken(model.tokenizer.tokenBytes([...idsB, ...split.prefix][p]!)).text;
   const what = split.versus !== undefined ? `logit(${JSON.stringify(o.target)}) - logit(${JSON.stringify(o.versus)})` : `log P(${JSON.stringify(o.target)})`;
   const title = `activation patching · ${what} · ${model.info.name}`;
-  await emitChart(format, o, deps, { data: s, text: patchText(s, tokenText, what), title, svg: (fig) => patchSvg(s, model.config.nLayers, fig) });
+  await emitChart(format, o, deps, { data: s, text: patchText(s, tokenText, what), title, svg: (fig) => patchSvg(s, fig) });
   return 0;
 }

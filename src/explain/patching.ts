@@ -19,6 +19,8 @@ export interface PatchMetric {
 }
 
 export interface PatchSweep {
+  /** The model's layer count: layer n_layers is the final residual (before the final norm). */
+  n_layers: number;
   layers: number[];
   /** Positions in B that were patched. */
   positions: number[];
@@ -102,6 +104,7 @@ export async function patchSweep(
   }
   const text = (id: number) => renderToken(model.tokenizer.tokenBytes(id)).text;
   const result: PatchSweep = {
+    n_layers: L,
     layers,
     positions,
     source_positions: source as number[],

@@ -89,10 +89,11 @@ export function attributionSvg(a: Attribution, options: FigureOptions = {}): str
   const cellH = nH > 16 ? 10 : 14;
   const heatTop = top + plotH + 56;
   const heatH = heads ? nH * cellH : 0;
-  const width = Math.max(left + plotW + 150, 560);
-  const height = heads ? heatTop + heatH + 64 : top + plotH + 60;
   const what = attributionWhat(a);
   const title = `${what} at position ${a.position} = ${a.logit.toFixed(3)} (model ${a.model_logit.toFixed(3)})`;
+  // Wide enough for the bars and their key, and for the title up to 1,100 px.
+  const width = Math.max(left + plotW + 150, Math.min(1100, left + 20 + textWidth(map(`Direct logit attribution: ${title}`), 14, true)), 560);
+  const height = heads ? heatTop + heatH + 64 : top + plotH + 60;
 
   let s = svgOpen(width, height, font, `direct logit attribution: ${title}`);
   s += `<text x="${left}" y="20" font-size="14" font-weight="bold" fill="#111">${escapeXml(map(truncate(`Direct logit attribution: ${title}`, width - left - 10, 14, true)))}</text>`;
@@ -160,9 +161,10 @@ function sweepRowLabel(layer: number, nLayers: number): string {
 /**
  * The activation-patching heatmap: one row per patched layer (the last on top, as in the lens
  * figure), one column per patched position of prompt B, the recovered fraction in each cell.
- * `nLayers` names the row past the last layer ("final", the residual before the final norm).
+ * The row past the last layer (s.n_layers) is "final", the residual before the final norm.
  */
-export function patchSvg(s: PatchSweep, nLayers: number, options: FigureOptions = {}): string {
+export function patchSvg(s: PatchSweep, options: FigureOptions = {}): string {
+  const nLayers = s.n_layers;
   const map = options.mapText ?? ((t: string) => t);
   const font = options.fontFamily ?? FIGURE_FONT_FAMILY;
   const span = s.clean - s.corrupted;

@@ -8,6 +8,7 @@ import type { LensReport, ReportCell } from "../outputs/report.js";
 import { append, h } from "./dom.js";
 import type { ColorBy, ExactKl, RowKey } from "./lens-data.js";
 import { LensView, type ViewState } from "./view.js";
+import { whyFishPanel } from "./why-fish.js";
 
 /** The request as the API takes it (docs/serve-api.md). */
 interface LensRequest {
@@ -121,7 +122,7 @@ class Explorer {
         }
       });
     }
-    root.append(h("header", { class: "ex-header" }, [h("h1", null, ["logit lens ", h("span", { class: "ex-sub", text: "explorer" })]), h("span", { class: "ll-hint", text: "what every layer would predict if it were the last" })]), form, this.viewRoot);
+    root.append(h("header", { class: "ex-header" }, [h("h1", null, ["logit lens ", h("span", { class: "ex-sub", text: "explorer" })]), h("span", { class: "ll-hint", text: "what every layer would predict if it were the last" })]), form, this.viewRoot, whyFishPanel());
     void this.loadModels();
     const fromUrl = this.readUrl();
     if (fromUrl) {

@@ -52,7 +52,7 @@ test("patching figure: layers x positions cells with the recovered fraction (tin
   const B = [...A];
   B[1] = A[2]!;
   const s = await patchSweep(model, A, B, { target: 11, versus: 5 });
-  const svg = patchSvg(s, model.config.nLayers);
+  const svg = patchSvg(s);
   const cells = attr(svg, "cell");
   assert.equal(cells.length, s.layers.length * s.positions.length);
   const last = cells.find((c) => Number(c["data-layer"]) === model.config.nLayers && Number(c["data-position"]) === A.length - 1)!;

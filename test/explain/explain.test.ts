@@ -87,7 +87,7 @@ test("explain CLI: text and JSON; bad input is one line and exit 2", { timeout: 
     [["--layer", "99"], /^logit-lens: --layer 99 is out of range: this model has layers 0\.\.29\n$/],
     [["--layer", "3", "--vector", "U[ seahorse emoji]"], /^logit-lens: " seahorse emoji" is \d+ tokens \(.*\), not one: name one of them \(#id or its vocabulary string\)\n$/],
     [["--layer", "3", "--vector", "U[ sea] * 2"], /^logit-lens: --vector "U\[ sea\] \* 2": \+ or - was expected at character 9/],
-    [[], /^logit-lens: --layer is required\n$/],
+    [[], /^logit-lens: explain needs --layer L \(the cell's snap\) and\/or --expand top\|<token> \(characters a candidate becomes\)\n$/],
   ] as [string[], RegExp][]) {
     const bad = await runCli(["explain", "--quiet", "--prompt", PROMPT, ...args], { timeoutMs: 120_000 });
     assert.equal(bad.code, 2, bad.stderr);

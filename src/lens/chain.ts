@@ -10,7 +10,7 @@
  * checks the two against each other and against a full forward pass).
  */
 import { truncateCache, type KvCache, type LoadedModel } from "../engine/model.js";
-import type { LogitLens, LensOptions, LensResult } from "./logit-lens.js";
+import type { LensCell, LogitLens, LensOptions, LensResult } from "./logit-lens.js";
 import type { TextTarget } from "./targets.js";
 
 /** Per target, per read position: one chain probability per readout row, then the output's. */
@@ -64,4 +64,79 @@ export async function chainProbabilities(
     }
   }
   return { layers, final };
+}
+
+/** Most bytes of continuation residuals a ChainStream keeps (beyond it, chains come at the end). */
+export const CHAIN_STREAM_BUDGET_BYTES = 256 * 1024 * 1024;
+
+/**
+ * The same chain products, a group of readout rows at a time, so that a streaming client (the
+ * explorer) gets each row's whole-string probabilities with the row. The continuation runs (the
+ * model on each multi-token target's earlier tokens after every read position) are done once,
+ * right after the prompt's forward pass, and their residuals kept; each group of rows then only
+ * reads the lens over them. Every number is computed as `chainProbabilities` computes it (the same
+ * forward passes, the same lens graph), so the streamed values equal the final report's.
+ */
+export class ChainStream {
+  private constructor(
+    private readonly lens: LogitLens,
+    private readonly targets: TextTarget[],
+    private readonly options: Pick<LensOptions, "readouts" | "variant">,
+    /** [target][position index]: the continuation's residuals (undefined for one-token targets). */
+    private readonly runs: (Map<string, Float32Array> | undefined)[][],
+  ) {}
+
+  /** Bytes the continuation residuals of these targets and positions would take. */
+  static bytesFor(model: LoadedModel, lens: LogitLens, targets: TextTarget[], positions: number, options: Pick<LensOptions, "readouts" | "variant">): number {
+    const tokens = targets.reduce((n, t) => n + t.ids.length - 1, 0);
+    return tokens * positions * lens.hooksFor(options).hooks.length * model.config.hidden * 4;
+  }
+
+  /** Runs the continuations after `cache` (the prompt's, covering every read position). */
+  static async prepare(model: LoadedModel, lens: LogitLens, cache: KvCache, positions: number[], targets: TextTarget[], options: Pick<LensOptions, "readouts" | "variant">, signal?: AbortSignal): Promise<ChainStream> {
+    const forward = await model.forward(lens.hooksFor(options).hooks, "none");
+    const runs: (Map<string, Float32Array> | undefined)[][] = [];
+    for (const target of targets) {
+      const perPosition: (Map<string, Float32Array> | undefined)[] = [];
+      for (const p of positions) {
+        signal?.throwIfAborted();
+        perPosition.push(target.ids.length > 1 ? (await forward.run(target.ids.slice(0, -1), truncateCache(cache, p + 1))).hooks : undefined);
+      }
+      runs.push(perPosition);
+    }
+    return new ChainStream(lens, targets, options, runs);
+  }
+
+  /**
+   * Chain probabilities of the readouts `readoutIndices` (cells: their lens cells, row then
+   * position, tracking each target's first token) and of the output row: [target][position][row],
+   * the output's last.
+   */
+  async rows(readoutIndices: number[], cells: LensCell[][], final: LensCell[]): Promise<number[][][]> {
+    const readouts = this.lens.hooksFor(this.options).readouts;
+    const groupHooks = readoutIndices.map((i) => readouts[i]!);
+    // One target after another (one lens session, runs in sequence).
+    const all: number[][][] = [];
+    for (let t = 0; t < this.targets.length; t++) {
+      const target = this.targets[t]!;
+      {
+        const out: number[][] = [];
+        for (let i = 0; i < final.length; i++) {
+          const logp = [...cells.map((row) => row[i]!.trackedLogprobs[t]!), final[i]!.trackedLogprobs[t]!];
+          const run = this.runs[t]![i];
+          if (run) {
+            const rest = target.ids.slice(1);
+            const read = await this.lens.read(run, { readouts: groupHooks, variant: this.options.variant, topK: 1, tracked: rest });
+            for (let j = 0; j < rest.length; j++) {
+              groupHooks.forEach((_, r) => (logp[r]! += read.readouts[r]!.cells[j]!.trackedLogprobs[j]!));
+              logp[groupHooks.length]! += read.final[j]!.trackedLogprobs[j]!;
+            }
+          }
+          out.push(logp.map(Math.exp));
+        }
+        all.push(out);
+      }
+    }
+    return all;
+  }
 }

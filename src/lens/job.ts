@@ -9,7 +9,7 @@ import { LogitLens, type LensCell, type LensResult } from "./logit-lens.js";
 import type { LensVariant } from "./lens-graph.js";
 import { Sampler, type SamplingOptions } from "./sampling.js";
 import type { TextTarget, TokenFamily } from "./targets.js";
-import { chainProbabilities, type ChainProbs } from "./chain.js";
+import { CHAIN_STREAM_BUDGET_BYTES, ChainStream, chainProbabilities, type ChainProbs } from "./chain.js";
 
 export interface GenerateOptions {
   maxNewTokens: number;
@@ -37,8 +37,13 @@ export interface LensJob {
 export interface LiveOptions {
   /** Prompt readouts in groups of this many rows (LensOptions.rowGroup). */
   rowGroup?: number;
-  /** A group of prompt readouts is done: indices into `readouts`, cells per row then position, the output row. */
-  onRows?: (readoutIndices: number[], cells: LensCell[][], final: LensCell[]) => void;
+  /**
+   * A group of prompt readouts is done: indices into `readouts`, cells per row then position, the
+   * output row, and (when the job has multi-token targets and their continuations fit
+   * CHAIN_STREAM_BUDGET_BYTES) their whole-string probabilities: [target][position][row of the
+   * group, then the output], the numbers the result's chainProbs will hold.
+   */
+  onRows?: (readoutIndices: number[], cells: LensCell[][], final: LensCell[], chain?: number[][][]) => void;
   /** A generated token was chosen (index into the context). */
   onToken?: (index: number, id: number) => void;
   /** The lens at a generated position is done: one cell per readout, and the output's. */
@@ -73,7 +78,24 @@ export async function executeLensJob(model: LoadedModel, job: LensJob, progress:
 
   const t0 = Date.now();
   const live = job.live ?? {};
-  const first = await lens.apply(job.promptIds, { ...base, positions: job.positions, lastLogits: Boolean(job.generate), progress, rowGroup: live.rowGroup, onRows: live.onRows, signal: live.signal });
+  // Streaming: multi-token targets' chain products arrive with each group of rows (ChainStream),
+  // when their continuation runs fit the budget; otherwise they are computed at the end.
+  const promptPositions = job.positions ?? job.promptIds.map((_, i) => i);
+  const streamChains =
+    live.onRows !== undefined && job.targets.some((t) => t.ids.length > 1) && ChainStream.bytesFor(model, lens, job.targets, promptPositions.length, base) <= CHAIN_STREAM_BUDGET_BYTES;
+  let chainStream: ChainStream | undefined;
+  const streamedChains: number[][][][] = []; // per group: [target][position][row of the group, then the output]
+  const groups: number[][] = [];
+  const onRows = live.onRows && (async (rows: number[], cells: LensCell[][], final: LensCell[]) => {
+    const chain = chainStream && (await chainStream.rows(rows, cells, final));
+    if (chain) {
+      streamedChains.push(chain);
+      groups.push(rows);
+    }
+    live.onRows!(rows, cells, final, chain);
+  });
+  const onForward = streamChains ? async (cache: KvCache) => void (chainStream = await ChainStream.prepare(model, lens, cache, promptPositions, job.targets, base, live.signal)) : undefined;
+  const first = await lens.apply(job.promptIds, { ...base, positions: job.positions, lastLogits: Boolean(job.generate), progress, rowGroup: live.rowGroup, onRows, onForward, signal: live.signal });
   const lensMs = Date.now() - t0;
   const ids = [...job.promptIds];
   const result: LensResult = { ...first, readouts: first.readouts.map((r) => ({ ...r, cells: [...r.cells] })), final: [...first.final], positions: [...first.positions] };
@@ -116,8 +138,35 @@ export async function executeLensJob(model: LoadedModel, job: LensJob, progress:
   const generateMs = Date.now() - t1;
 
   const sequenceProbs = await teacherForcedProbabilities(model, ids, result, job.targets);
-  const chainProbs = await chainProbabilities(model, lens, ids, result, job.targets, base);
+  const chainProbs = chainStream
+    ? await assembleChains(model, lens, ids, result, job.targets, base, promptPositions.length, groups, streamedChains)
+    : await chainProbabilities(model, lens, ids, result, job.targets, base);
   return { ids, promptLength: job.promptIds.length, result, sequenceProbs, chainProbs, stopReason, timings: { lensMs, generateMs } };
+}
+
+/** The streamed chain products of the prompt's positions, then those of generated positions (computed now). */
+async function assembleChains(model: LoadedModel, lens: LogitLens, ids: number[], result: LensResult, targets: TextTarget[], base: { readouts: string[]; variant: LensVariant }, nPrompt: number, groups: number[][], streamed: number[][][][]): Promise<ChainProbs> {
+  const R = result.readouts.length;
+  const layers: number[][][] = targets.map(() => Array.from({ length: nPrompt }, () => new Array<number>(R)));
+  const final: number[][] = targets.map(() => new Array<number>(nPrompt));
+  groups.forEach((rows, g) => {
+    targets.forEach((_, t) => {
+      for (let i = 0; i < nPrompt; i++) {
+        const v = streamed[g]![t]![i]!;
+        rows.forEach((r, k) => (layers[t]![i]![r] = v[k]!));
+        final[t]![i] = v[rows.length]!;
+      }
+    });
+  });
+  if (result.positions.length > nPrompt) {
+    const generated: LensResult = { ...result, positions: result.positions.slice(nPrompt), readouts: result.readouts.map((r) => ({ ...r, cells: r.cells.slice(nPrompt) })), final: result.final.slice(nPrompt) };
+    const more = await chainProbabilities(model, lens, ids, generated, targets, base);
+    targets.forEach((_, t) => {
+      layers[t]!.push(...more.layers[t]!);
+      final[t]!.push(...more.final[t]!);
+    });
+  }
+  return { layers, final };
 }
 
 function appendStep(result: LensResult, step: LensResult, position: number): void {

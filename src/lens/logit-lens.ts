@@ -37,8 +37,10 @@ export interface LensOptions {
    * Every cell is computed exactly as without groups.
    */
   rowGroup?: number;
-  /** Called per group: indices into `readouts`, their cells (row, then position), and the output row. */
-  onRows?: (readoutIndices: number[], cells: LensCell[][], final: LensCell[]) => void;
+  /** Called per group: indices into `readouts`, their cells (row, then position), and the output row; awaited. */
+  onRows?: (readoutIndices: number[], cells: LensCell[][], final: LensCell[]) => void | Promise<void>;
+  /** Called once the forward pass is done, before the lens is read, with its cache (awaited). */
+  onForward?: (cache: KvCache) => void | Promise<void>;
   /** Stops between chunks with an AbortError. */
   signal?: AbortSignal;
   /**
@@ -107,35 +109,55 @@ export class LogitLens {
   /** Applies the lens: runs the model on `ids` (after `cache`, if given) and reads the lens at every readout and position. */
   async apply(ids: number[], options: LensOptions = {}, cache?: KvCache): Promise<LensResult> {
     const cfg = this.model.config;
-    const variant = options.variant ?? "logit";
-    const topK = Math.min(options.topK ?? 10, cfg.vocabSize);
-    const readouts = options.readouts ?? Array.from({ length: cfg.nLayers }, (_, l) => blockHook(l, "hook_resid_post"));
     // The last row of every position is the model's own output, the reference for KL: the final
     // residual through the lens's norm (logit lens), or the already-normed final residual through
     // the bare unembedding (raw variant). Either way it is exactly the model's logits.
-    const outputHook = variant === "logit" ? blockHook(cfg.nLayers - 1, "hook_resid_post") : "ln_final.hook_normalized";
-    const hooks = [...new Set([...readouts, outputHook])];
-    const positions = options.positions ?? ids.map((_, i) => i);
-    for (const p of positions) {
+    const { hooks } = this.hooksFor(options);
+    for (const p of options.positions ?? []) {
       if (!Number.isInteger(p) || p < 0 || p >= ids.length) throw new UserError(`position ${p} is out of range (0..${ids.length - 1})`);
     }
+    for (const t of options.tracked ?? []) if (t < 0 || t >= cfg.vocabSize) throw new UserError(`tracked token id ${t} is outside the vocabulary (0..${cfg.vocabSize - 1})`);
+    for (const f of options.families ?? []) if (f.length !== cfg.vocabSize) throw new Error("family mask length must equal the vocabulary size");
+
+    const forward = await this.model.forward(hooks, options.lastLogits ? "last" : "none");
+    const fwd = await forward.run(ids, cache);
+    await checkActivationsFinite(this.model, fwd.hooks, ids, cache); // NaN/Inf are an error, never a result
+    await options.onForward?.(fwd.cache);
+    const read = await this.read(fwd.hooks, options);
+    return { ...read, cache: fwd.cache, lastLogits: fwd.logits };
+  }
+
+  /** The hooks a lens reading of `options` needs from the forward pass: the readouts, then the output's. */
+  hooksFor(options: Pick<LensOptions, "readouts" | "variant"> = {}): { readouts: string[]; outputHook: string; hooks: string[] } {
+    const cfg = this.model.config;
+    const readouts = options.readouts ?? Array.from({ length: cfg.nLayers }, (_, l) => blockHook(l, "hook_resid_post"));
+    const outputHook = (options.variant ?? "logit") === "logit" ? blockHook(cfg.nLayers - 1, "hook_resid_post") : "ln_final.hook_normalized";
+    return { readouts, outputHook, hooks: [...new Set([...readouts, outputHook])] };
+  }
+
+  /**
+   * Reads the lens from residuals a forward pass exposed (`hooksFor(options).hooks`, each [T, hidden]):
+   * what `apply` does after its forward pass. The chain probabilities (chain.ts) read the
+   * continuation runs they keep this way, a group of rows at a time.
+   */
+  async read(fwdHooks: Map<string, Float32Array>, options: LensOptions = {}): Promise<Omit<LensResult, "cache" | "lastLogits">> {
+    const cfg = this.model.config;
+    const variant = options.variant ?? "logit";
+    const topK = Math.min(options.topK ?? 10, cfg.vocabSize);
+    const { readouts, outputHook } = this.hooksFor(options);
+    const T = fwdHooks.get(outputHook)!.length / cfg.hidden;
+    const positions = options.positions ?? Array.from({ length: T }, (_, i) => i);
     const tracked = options.tracked ?? [];
-    for (const t of tracked) if (t < 0 || t >= cfg.vocabSize) throw new UserError(`tracked token id ${t} is outside the vocabulary (0..${cfg.vocabSize - 1})`);
     const families = options.families ?? [];
-    for (const f of families) if (f.length !== cfg.vocabSize) throw new Error("family mask length must equal the vocabulary size");
     const tracking = tracked.length > 0 || families.length > 0;
     // The tracking graph wants at least one id and one family row: pad with dummies, drop them after.
     const trackedFeed = tracked.length ? tracked : [0];
     const familyFeed = new Float32Array(Math.max(1, families.length) * cfg.vocabSize);
     families.forEach((f, i) => familyFeed.set(f, i * cfg.vocabSize));
-
-    const forward = await this.model.forward(hooks, options.lastLogits ? "last" : "none");
-    const fwd = await forward.run(ids, cache);
-    await checkActivationsFinite(this.model, fwd.hooks, ids, cache); // NaN/Inf are an error, never a result
     const session = await this.lensSession(variant, tracking);
     const H = cfg.hidden;
-    const residOf = new Map(fwd.hooks);
-    if (options.translate) for (const hook of readouts) if (hook !== outputHook) residOf.set(hook, options.translate(hook, fwd.hooks.get(hook)!));
+    const residOf = new Map(fwdHooks);
+    if (options.translate) for (const hook of readouts) if (hook !== outputHook) residOf.set(hook, options.translate(hook, fwdHooks.get(hook)!));
     // Groups of readouts, each read with the output row last (the reference for KL). Without
     // rowGroup: one group, all readouts.
     const size = options.rowGroup && options.rowGroup > 0 ? options.rowGroup : readouts.length;
@@ -186,7 +208,7 @@ export class LogitLens {
       }
       group.forEach((i, r) => (readoutCells[i] = cellsByRow[r]!));
       if (final.length === 0) final = cellsByRow[R - 1]!;
-      options.onRows?.(group, group.map((i) => readoutCells[i]!), final);
+      await options.onRows?.(group, group.map((i) => readoutCells[i]!), final);
     }
     if (showProgress) options.progress!.done();
     return {
@@ -194,8 +216,6 @@ export class LogitLens {
       positions,
       readouts: readouts.map((hook, r) => ({ hook, layer: layerOf(hook), cells: readoutCells[r]! })),
       final,
-      cache: fwd.cache,
-      lastLogits: fwd.logits,
     };
   }
 }

@@ -11,7 +11,7 @@ import type { LensCell } from "../lens/logit-lens.js";
 import { divergencesFrom, lensDistributions } from "../lens/compare.js";
 import { executeLensJob, type GenerateOptions } from "../lens/job.js";
 import { parseFamily, parseTextTarget } from "../lens/targets.js";
-import { buildReport, REPORT_SCHEMA, reportToken, round, type LensReport, type ReportCell, type ReportToken, type ReportTopEntry } from "../outputs/report.js";
+import { buildReport, REPORT_SCHEMA, reportToken, round, type LensReport, type ReportCell, type ReportTargetValue, type ReportToken, type ReportTopEntry } from "../outputs/report.js";
 import { pendingBytes, readInContext } from "../tokens/in-context.js";
 import { createProgress } from "../progress.js";
 import { reassemble } from "../tokens/render.js";
@@ -257,14 +257,21 @@ export class JobQueue {
       if (shown !== undefined) e.in_context = shown;
       return e;
     };
-    const cell = (c: LensCell, position: number, withKl: boolean): ReportCell => {
+    /** chain(t): target t's whole-string probability at this cell, when it came with the rows. */
+    const cell = (c: LensCell, position: number, withKl: boolean, chain?: (t: number) => number): ReportCell => {
       const out: ReportCell = {
         position,
         top: c.topIds.map((id, k) => topEntry(id, k, c, position)),
         entropy: round(c.entropy),
         kl_to_final: withKl ? round(c.klToFinal) : 0,
       };
-      if (targets.length) out.targets = c.trackedLogprobs.map((lp, i) => ({ prob: round(Math.exp(lp)), rank: c.trackedRanks[i]!, logit: round(c.trackedLogits[i]!) }));
+      if (targets.length) {
+        out.targets = c.trackedLogprobs.map((lp, i) => {
+          const v: ReportTargetValue = { prob: round(Math.exp(lp)), rank: c.trackedRanks[i]!, logit: round(c.trackedLogits[i]!) };
+          if (chain && targets[i]!.ids.length > 1) v.sequence_prob = round(chain(i));
+          return v;
+        });
+      }
       if (families.length) out.families = c.familyProbs.map((p) => round(p));
       return out;
     };
@@ -285,13 +292,14 @@ export class JobQueue {
         live: {
           signal,
           rowGroup: rowGroupFor(hooks.length),
-          onRows: (rows, cells, final) => {
+          onRows: (rows, cells, final, chain) => {
+            // chain: [target][position][row of this group, then the output] (multi-token targets).
             emit({
               type: "rows",
               job: job.id,
               rows,
-              cells: cells.map((rowCells) => rowCells.map((c, i) => cell(c, readPositions[i]!, true))),
-              final: sentFinal ? [] : final.map((c, i) => cell(c, readPositions[i]!, false)),
+              cells: cells.map((rowCells, k) => rowCells.map((c, i) => cell(c, readPositions[i]!, true, chain && ((t) => chain[t]![i]![k]!)))),
+              final: sentFinal ? [] : final.map((c, i) => cell(c, readPositions[i]!, false, chain && ((t) => chain[t]![i]![rows.length]!))),
             });
             sentFinal = true;
             rowsDone += rows.length;

@@ -30,6 +30,7 @@ import { toPng } from "../outputs/png.js";
 import { attributeCommand, explainCommand, patchCommand } from "../explain/cli.js";
 import { applyPreset, seahorseStory } from "../explain/preset.js";
 import { lensTranslator, linearCommand, queryCommand, sweepCommand } from "../sweep/cli.js";
+import { tunedCommand } from "../tuned/cli.js";
 
 const HELP = `logit-lens: see what every layer of a language model would predict.
 
@@ -52,6 +53,9 @@ Usage:
   logit-lens sweep merge --out <folder>          summary, figure.svg/png, report.html of the units
   logit-lens query    <folder> "<SQL over rows / summary>" [--json]
   logit-lens linear fit --data <corpus.txt> --out <lens.safetensors> [--window 128] [--ridge 1e-3]
+  logit-lens tuned train --data <corpus.txt> --out <lens.safetensors> [--steps 250] [--windows-per-step 2]
+                      [--window 128] [--optimizer sgd|adam] [--lr-scale 1] [--seed 0]  (docs/tuned-lens.md)
+  logit-lens tuned eval --data <heldout.txt> --lens tuned:FILE[,linear:FILE] --out <folder> [--limit N]
   logit-lens inspect  --model <model> [--json]
   logit-lens models   fetch <alias> | list
   logit-lens cache    list | prune [--older-than DAYS] [--dry-run] [--json]
@@ -78,6 +82,8 @@ Lens options (lens and generate):
   --variant logit|raw      logit lens (final norm re-applied per residual) or raw unembedding
   --lens linear:FILE       the linear shortcut lens: each layer's residual first mapped by the
                            least-squares fit of 'logit-lens linear fit' (docs/sweep.md)
+  --lens tuned:FILE        the tuned lens: each layer's residual first mapped by the translator
+                           trained by 'logit-lens tuned train' (docs/tuned-lens.md)
   --format <f>             terminal (default), json, csv, html, svg, png
   --json                   same as --format json
   --compact                with json: each token's text and bytes once, top-k entries as
@@ -156,6 +162,11 @@ const OPTIONS = {
   enqueue: { type: "boolean" },
   "no-wait": { type: "boolean" },
   "lock-seconds": { type: "string" },
+  // tuned (src/tuned/)
+  steps: { type: "string" },
+  "windows-per-step": { type: "string" },
+  optimizer: { type: "string" },
+  "lr-scale": { type: "string" },
   "older-than": { type: "string" },
   "dry-run": { type: "boolean" },
   port: { type: "string" },
@@ -284,10 +295,12 @@ async function dispatch(argv: string[]): Promise<number> {
       return queryCommand(rest, options, { loadModel: (spec) => loadModel(spec, progress), emit });
     case "linear":
       return linearCommand(rest, options, { loadModel: (spec) => loadModel(spec, progress), emit });
+    case "tuned":
+      return tunedCommand(rest, options, { loadModel: (spec) => loadModel(spec, progress), emit });
     case "serve":
       return serveCommand(options, progress);
     default:
-      throw new UserError(`unknown command '${cmd}' (commands: lens, generate, explain, attribute, patch, sweep, query, linear, inspect, models, cache, serve; see --help)`);
+      throw new UserError(`unknown command '${cmd}' (commands: lens, generate, explain, attribute, patch, sweep, query, linear, tuned, inspect, models, cache, serve; see --help)`);
   }
 }
 

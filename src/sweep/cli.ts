@@ -15,6 +15,7 @@ import { METRICS, type Metric } from "./rows.js";
 import { summaryTable } from "./table.js";
 import { formatTable, querySweep } from "./query.js";
 import { fitLinearLens, linearTranslate, readLinearLens, saveLinearLens, translatorOf } from "./linear.js";
+import { readTunedLens } from "../tuned/storage.js";
 
 export interface SweepCliOptions {
   model?: string;
@@ -80,7 +81,11 @@ async function prepareSweep(o: SweepCliOptions, deps: Pick<SweepCliDeps, "loadMo
       const file = spec.slice(7);
       const lens = readLinearLens(file, model);
       lenses.push({ name: "linear", translator: translatorOf(lens, model.config.nLayers), file, sha256: lens.sha256 });
-    } else throw new UserError(`unknown --lens '${spec}' (logit, linear:FILE)`);
+    } else if (spec.startsWith("tuned:")) {
+      const file = spec.slice(6);
+      const lens = readTunedLens(file, model);
+      lenses.push({ name: "tuned", translator: translatorOf(lens, model.config.nLayers), file, sha256: lens.sha256 });
+    } else throw new UserError(`unknown --lens '${spec}' (logit, linear:FILE, tuned:FILE)`);
   }
   const data = loadSweepData(o.data, model.tokenizer, { window, limit });
   return { model, settings: { data, dataFile: o.data, window, metrics: metrics as Metric[], lenses, positions, unitSize, bootstrap, seed, out: o.out, log: stderrLog(o.quiet) } };
@@ -194,12 +199,17 @@ export async function linearCommand(args: string[], o: SweepCliOptions, deps: Sw
   return 0;
 }
 
-/** `lens --lens linear:FILE`: the translator and the words the report's lens description starts with. */
+/** `lens --lens linear:FILE | tuned:FILE`: the translator and the words the report's lens description starts with. */
 export function lensTranslator(spec: string, model: LoadedModel, variant: string, points: string[]): { fn: (hook: string, resid: Float32Array) => Float32Array; description: string } {
-  if (!spec.startsWith("linear:")) throw new UserError(`unknown --lens '${spec}' (logit, linear:FILE)`);
-  if (variant !== "logit") throw new UserError("--lens linear:FILE needs --variant logit (its maps end at the final residual, read through the final norm)");
-  if (points.some((p) => p !== "resid_post")) throw new UserError("--lens linear:FILE reads resid_post only (its maps are fitted per block output); drop --points");
-  const file = spec.slice(7);
+  const kind = spec.startsWith("linear:") ? "linear" : spec.startsWith("tuned:") ? "tuned" : undefined;
+  if (!kind) throw new UserError(`unknown --lens '${spec}' (logit, linear:FILE, tuned:FILE)`);
+  if (variant !== "logit") throw new UserError(`--lens ${kind}:FILE needs --variant logit (its maps end at the final residual, read through the final norm)`);
+  if (points.some((p) => p !== "resid_post")) throw new UserError(`--lens ${kind}:FILE reads resid_post only (its maps are made per block output); drop --points`);
+  const file = spec.slice(kind.length + 1);
+  if (kind === "tuned") {
+    const lens = readTunedLens(file, model);
+    return { fn: linearTranslate(lens), description: `Tuned lens (Belrose et al. 2023; ${path.basename(file)}, trained ${lens.metadata["steps"]} steps on ${lens.metadata["tokens"]} tokens): each layer's residual mapped by its trained affine translator` };
+  }
   const lens = readLinearLens(file, model);
   return { fn: linearTranslate(lens), description: `Linear shortcut lens (Din et al. 2024; ${path.basename(file)}, fitted on ${lens.metadata["tokens"]} tokens): each layer's residual mapped by least squares to the final residual` };
 }

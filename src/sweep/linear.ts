@@ -251,16 +251,27 @@ export async function saveLinearLens(file: string, lens: LinearLens): Promise<vo
 /** Reads a linear lens and checks it fits `model` (shape; a different model hash is a warning). */
 export function readLinearLens(file: string, model: LoadedModel): LinearLens {
   if (!fs.existsSync(file)) throw new UserError(`linear lens ${file} does not exist (make one with 'logit-lens linear fit')`);
+  const lens = readAffineLens(file, LINEAR_FORMAT, "a linear lens", model);
+  const md = lens.metadata;
+  if (md["model_sha256"] !== modelHash(model)) {
+    process.stderr.write(`logit-lens: warning: ${file} was fitted on ${md["model_name"]} (sha256 ${String(md["model_sha256"]).slice(0, 12)}…), not on this model's files (${modelHash(model).slice(0, 12)}…)\n`);
+  }
+  return lens;
+}
+
+/**
+ * Reads a file of per-layer affine maps in this module's layout (`layers.{l}.weight` [out, in],
+ * `layers.{l}.bias`, l < L-1; the linear lens and the tuned lens of src/tuned/ share it) whose
+ * metadata `format` is `format`, refusing one whose layer count or width differ from `model`'s.
+ */
+export function readAffineLens(file: string, format: string, what: string, model: LoadedModel): LinearLens {
   const st = readSafetensors(file);
   const md = st.metadata;
-  if (md["format"] !== LINEAR_FORMAT) throw new UserError(`${file} is not a linear lens (metadata format is ${JSON.stringify(md["format"] ?? null)}, expected ${LINEAR_FORMAT})`);
+  if (md["format"] !== format) throw new UserError(`${file} is not ${what} (metadata format is ${JSON.stringify(md["format"] ?? null)}, expected ${format})`);
   const H = Number(md["hidden_size"]);
   const L = Number(md["n_layers"]);
   if (H !== model.config.hidden || L !== model.config.nLayers) {
-    throw new UserError(`${file} was fitted for a model with ${L} layers x ${H} wide (${md["model_name"]}); this model has ${model.config.nLayers} x ${model.config.hidden}`);
-  }
-  if (md["model_sha256"] !== modelHash(model)) {
-    process.stderr.write(`logit-lens: warning: ${file} was fitted on ${md["model_name"]} (sha256 ${String(md["model_sha256"]).slice(0, 12)}…), not on this model's files (${modelHash(model).slice(0, 12)}…)\n`);
+    throw new UserError(`${file} was made for a model with ${L} layers x ${H} wide (${md["model_name"]}); this model has ${model.config.nLayers} x ${model.config.hidden}`);
   }
   const bytes = fs.readFileSync(file);
   const byName = new Map(st.tensors.map((t) => [t.name, t]));

@@ -91,13 +91,14 @@ export class TunedLensGradient {
 
   /**
    * Loss per layer (mean KL over the N tokens) and its gradient for translators A [R, H, H]
-   * ([in, out]), b [R, H], R = L - 1, at the residuals `resid` ([L][N * H]).
+   * ([in, out]), b [R, H] at the residuals `resid` ([R + 1][N * H]: the R layers', then the
+   * final one; all blocks' from `residuals`, R = L - 1).
    */
   async lossAndGradient(resid: Float32Array[], tokens: number, weight: Float32Array, bias: Float32Array): Promise<{ loss: number[]; gradWeight: Float32Array; gradBias: Float32Array }> {
     const cfg = this.model.config;
     const H = cfg.hidden;
     const V = cfg.vocabSize;
-    const R = cfg.nLayers - 1;
+    const R = resid.length - 1;
     const [targetSession, stepSession] = await Promise.all(this.sessions());
     const bytesPerLogit = unembeddingOf(cfg).softcap ? 32 : 12;
     const tokenChunk = Math.max(1, Math.min(tokens, Math.floor(CHUNK_BUDGET_BYTES / (V * bytesPerLogit))));
@@ -143,6 +144,26 @@ export class TunedLensGradient {
   }
 }
 
+/**
+ * Which windows each step reads: the data in a seeded shuffled order, reshuffled (seed + pass)
+ * for every pass over it, as a data loader does each epoch. [step][k] = prompt index.
+ */
+export function stepWindows(count: number, seed: number, steps: number, windowsPerStep: number): number[][] {
+  let order = shuffled(count, seed);
+  let cursor = 0;
+  const out: number[][] = [];
+  for (let step = 0; step < steps; step++) {
+    const batch: number[] = [];
+    for (let k = 0; k < windowsPerStep; k++) {
+      batch.push(order[cursor % count]!);
+      cursor++;
+      if (cursor % count === 0) order = shuffled(count, seed + cursor / count);
+    }
+    out.push(batch);
+  }
+  return out;
+}
+
 /** A seeded permutation of 0..n-1 (Fisher-Yates on the project's mulberry32). */
 function shuffled(n: number, seed: number): number[] {
   const rand = mulberry32(seed);
@@ -167,8 +188,7 @@ export async function trainTunedLens(model: LoadedModel, data: SweepData, s: Tra
   const bias = params.subarray(R * H * H);
   const flatGrad = new Float32Array(params.length);
   const opt = new Optimizer(s.optimizer, params.length);
-  const order = shuffled(data.count, s.seed);
-  let cursor = 0;
+  const schedule = stepWindows(data.count, s.seed, s.optimizer.steps, s.windowsPerStep);
   const lossHistory: number[] = [];
   let firstLoss: number[] = [];
   let lastLoss: number[] = [];
@@ -176,13 +196,7 @@ export async function trainTunedLens(model: LoadedModel, data: SweepData, s: Tra
   const started = Date.now();
   const steps = s.optimizer.steps;
   for (let step = 0; step < steps; step++) {
-    const windows: number[][] = [];
-    for (let k = 0; k < s.windowsPerStep; k++) {
-      windows.push(data.prompt(order[cursor % order.length]!).ids);
-      cursor++;
-      // Every pass over the data in a new order (as a data loader reshuffling each epoch).
-      if (cursor % order.length === 0) order.splice(0, order.length, ...shuffled(data.count, s.seed + cursor / order.length));
-    }
+    const windows = schedule[step]!.map((i) => data.prompt(i).ids);
     const batch = await grad.residuals(windows);
     const g = await grad.lossAndGradient(batch.resid, batch.tokens, weight, bias);
     flatGrad.set(g.gradWeight, 0);

@@ -15,6 +15,8 @@ import { UserError } from "../errors.js";
 import { loadSweepData } from "../sweep/data.js";
 import { readLinearLens, translatorOf } from "../sweep/linear.js";
 import { runSweep, type SweepSettings, type SweepSummary } from "../sweep/sweep.js";
+import { svgToPng } from "../outputs/png.js";
+import { writeFileAtomic } from "../outputs/write-file.js";
 import { DEFAULT_OPTIMIZER, type OptimizerKind } from "./optimizer.js";
 import { readTunedLens, saveTunedLens, tunedLensOf } from "./storage.js";
 import { trainTunedLens } from "./train.js";
@@ -153,8 +155,10 @@ async function evalCommand(o: TunedCliOptions, deps: TunedCliDeps): Promise<numb
   if (fs.existsSync(o.out) && !fs.statSync(o.out).isDirectory()) throw new UserError(`--out ${o.out} is a file; tuned eval writes a folder`);
   const data = loadSweepData(o.data, model.tokenizer, { window, limit });
   const outcome = await runSweep(model, { data, dataFile: o.data, window, metrics: ["kl", "ce"], lenses, positions: "all", unitSize: 8, bootstrap, seed, out: o.out, log: stderrLog(o.quiet) });
+  if (!outcome.complete) throw new UserError(`tuned eval stopped before every window was evaluated; rerun the same command to finish`);
   const table = evalTable(outcome.summary);
-  fs.writeFileSync(path.join(o.out, "table.md"), `${table}\n`);
-  await deps.emit(`${table}\n\nwrote table.md, figure.svg, summary.json and the Parquet rows (parts/) in ${o.out}`, undefined);
+  writeFileAtomic(path.join(o.out, "table.md"), `${table}\n`);
+  writeFileAtomic(path.join(o.out, "figure.png"), await svgToPng(fs.readFileSync(path.join(o.out, "figure.svg"), "utf8")));
+  await deps.emit(`${table}\n\nwrote table.md, figure.svg, figure.png, summary.json and the Parquet rows (parts/) in ${o.out}`, undefined);
   return 0;
 }

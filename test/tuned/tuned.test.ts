@@ -159,6 +159,14 @@ test("CLI: tuned train, lens --lens tuned:, sweep --lens tuned:, another model r
   const summary = JSON.parse(fs.readFileSync(path.join(out, "summary.json"), "utf8")) as { lenses: { name: string }[] };
   assert.deepEqual(summary.lenses.map((l) => l.name), ["logit", "tuned"]);
 
+  const evalDir = path.join(dir, "tuned-eval");
+  const ev = await runCli(["tuned", "eval", "--model", llama, "--data", TEXT, "--window", "16", "--limit", "3", "--lens", `tuned:${file}`, "--bootstrap", "10", "--out", evalDir, "--quiet"], { timeoutMs: 60_000 });
+  assert.equal(ev.code, 0, ev.stderr);
+  const table = fs.readFileSync(path.join(evalDir, "table.md"), "utf8");
+  assert.match(table, /\| layer \| KL logit \| KL tuned \| CE logit \| CE tuned \|/);
+  assert.match(table, /^\| 1 \| 0\.00 \[0\.00, 0\.00\] \| 0\.00 /m, "the last layer is the output: KL 0 for both");
+  assert.deepEqual([...fs.readFileSync(path.join(evalDir, "figure.png")).subarray(0, 4)], [0x89, 0x50, 0x4e, 0x47]);
+
   // Same shape, other weights: refused by hash. Other shape: refused by shape.
   for (const [model, why] of [[path.join(TINY, "llama_untied"), /was trained on .*not on this model/], [path.join(TINY, "gemma3"), /was made for a model with 2 layers x 64 wide/]] as const) {
     const bad = await runCli(["lens", "--model", model, "--prompt", "The devil is", "--lens", `tuned:${file}`, "--quiet"], { timeoutMs: 60_000 });

@@ -12,7 +12,7 @@
  */
 import type { Attribution } from "../explain/attribution.js";
 import type { PatchSweep } from "../explain/patching.js";
-import { RED_BLUE, SERIES_COLORS, rampRgb, rgbHex, textColorOn } from "./presentation.js";
+import { RED_BLUE, SERIES_COLORS, rampRgb, rgbHex, rowLabel, textColorOn } from "./presentation.js";
 import { FIGURE_FONT_FAMILY, escapeXml, textWidth, truncate, type FigureOptions } from "./svg.js";
 
 const COLORS = { attn: SERIES_COLORS[1]!, mlp: SERIES_COLORS[4]!, embed: SERIES_COLORS[9]!, bias: SERIES_COLORS[5]! };
@@ -153,9 +153,12 @@ export function attributionSvg(a: Attribution, options: FigureOptions = {}): str
   return s + `</svg>\n`;
 }
 
-/** Label of a sweep row: the residual entering layer l, or the final residual. */
+/**
+ * Label of a sweep row, as the lens figure labels readouts: patch layer l is the residual entering
+ * layer l ("L12 pre"), patch layer nLayers the final residual (the last layer's resid_post, "L29").
+ */
 function sweepRowLabel(layer: number, nLayers: number): string {
-  return layer >= nLayers ? "final" : `L${layer}`;
+  return layer >= nLayers ? rowLabel({ layer: nLayers - 1, point: "resid_post" }) : rowLabel({ layer, point: "resid_pre" });
 }
 
 /**
@@ -172,7 +175,7 @@ export function patchSvg(s: PatchSweep, options: FigureOptions = {}): string {
   const labels = s.position_tokens.map((t, i) => `${s.positions[i]} ${map(t)}`);
   const cellW = Math.max(40, Math.min(90, Math.max(...labels.map((t) => textWidth(t, 10))) + 8));
   const cellH = s.layers.length > 40 ? 10 : 16;
-  const left = 56;
+  const left = 70;
   const top = 64;
   const rows = [...s.layers.keys()].reverse(); // last layer on top
   const plotW = s.positions.length * cellW;

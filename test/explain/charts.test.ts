@@ -57,7 +57,9 @@ test("patching figure: layers x positions cells with the recovered fraction (tin
   assert.equal(cells.length, s.layers.length * s.positions.length);
   const last = cells.find((c) => Number(c["data-layer"]) === model.config.nLayers && Number(c["data-position"]) === A.length - 1)!;
   assert.ok(Math.abs(Number(last["data-fraction"]) - 1) < 1e-4, "the final residual of the last position restores A");
-  assert.match(svg, />final</);
+  // Rows labelled as the lens labels readouts: the residual entering layer 0, the last layer's output.
+  assert.match(svg, />L0 pre</);
+  assert.match(svg, new RegExp(`>L${model.config.nLayers - 1}</`));
   // Each column is labelled with its position and B's token there.
   assert.equal(s.position_tokens.length, s.positions.length);
   for (const p of s.positions) assert.match(svg, new RegExp(`text-anchor="middle">${p} `));

@@ -22,14 +22,14 @@ const RUNS = 7;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))]!;
 
-async function firstRows(base: string): Promise<{ tokens: number; first: number[]; report: number[]; last?: LensReport }> {
+async function firstRows(base: string, body: Record<string, unknown> = { prompt: PROMPT }): Promise<{ tokens: number; first: number[]; report: number[]; last?: LensReport }> {
   const first: number[] = [];
   const total: number[] = [];
   let tokens = 0;
   let last: LensReport | undefined;
   for (let i = 0; i < RUNS + 1; i++) {
     const t0 = performance.now();
-    const res = await fetch(`${base}/api/lens`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ prompt: PROMPT }) });
+    const res = await fetch(`${base}/api/lens`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
     const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
     let buf = "";
     let tFirst = 0;
@@ -53,6 +53,19 @@ async function firstRows(base: string): Promise<{ tokens: number; first: number[
     }
   }
   return { tokens, first, report: total, last };
+}
+
+/** The exact-KL job (POST /api/kl) of two prompts on the loaded model: request sent -> `kl` event. */
+async function exactKl(base: string): Promise<number[]> {
+  const times: number[] = [];
+  for (let i = 0; i < 4; i++) {
+    const t0 = performance.now();
+    const res = await fetch(`${base}/api/kl`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ a: { prompt: PROMPT }, b: { prompt: PROMPT.replace("fox", "cat") } }) });
+    const last = JSON.parse((await res.text()).trim().split("\n").at(-1)!) as { type: string };
+    if (last.type !== "kl") throw new Error(JSON.stringify(last));
+    if (i > 0) times.push(performance.now() - t0);
+  }
+  return times;
 }
 
 /** A report of `layers` x `positions` tiled from a real one. */
@@ -125,6 +138,11 @@ async function main(): Promise<void> {
   const port = (created.app.server.address() as { port: number }).port;
   created.setPort(port);
   const ttfr = await firstRows(`http://127.0.0.1:${port}`);
+  // A multi-token target: its whole-string probabilities stream with the rows (the continuation
+  // runs after every position happen before the first group).
+  const TARGET = " the lazy dog";
+  const withTarget = await firstRows(`http://127.0.0.1:${port}`, { prompt: PROMPT, track: [TARGET] });
+  const kl = await exactKl(`http://127.0.0.1:${port}`);
   await created.app.close();
   const big = tile(ttfr.last!, 80, 512);
   const hover = await hoverFrames(big);
@@ -139,6 +157,9 @@ async function main(): Promise<void> {
     `|---|---|---|`,
     `| time to first streamed rows, ${ttfr.tokens}-token prompt, SmolLM2-135M, warm (request sent -> first \`rows\` event), ${RUNS} runs | ${f(median(ttfr.first))} ms | ${f(pct(ttfr.first, 0.95))} / ${f(Math.max(...ttfr.first))} ms |`,
     `| whole report, same runs (all 30 readouts + output, top-10) | ${f(median(ttfr.report))} ms | ${f(pct(ttfr.report, 0.95))} / ${f(Math.max(...ttfr.report))} ms |`,
+    `| time to first streamed rows with a ${withTarget.last!.targets[0]!.ids.length}-token target ("${TARGET}", sequence_prob streamed), ${RUNS} runs | ${f(median(withTarget.first))} ms | ${f(pct(withTarget.first, 0.95))} / ${f(Math.max(...withTarget.first))} ms |`,
+    `| whole report with that target | ${f(median(withTarget.report))} ms | ${f(pct(withTarget.report, 0.95))} / ${f(Math.max(...withTarget.report))} ms |`,
+    `| exact KL of two ${ttfr.tokens}-token prompts (POST /api/kl: 31 rows x ${ttfr.tokens} positions x 49,152 tokens), ${kl.length} runs | ${f(median(kl))} ms | ${f(Math.max(...kl))} ms (max) |`,
     `| hover handler at 80 x 512 (mousemove -> overlay redrawn, details panel rebuilt), 400 moves | ${f(median(hover.handler))} ms | ${f(pct(hover.handler, 0.95))} / ${f(Math.max(...hover.handler))} ms |`,
     `| frame interval while hovering (one move per frame) | ${f(median(hover.frames))} ms | ${f(pct(hover.frames, 0.95))} / ${f(Math.max(...hover.frames))} ms |`,
     `| full heatmap redraw (scrolling), visible cells only | ${f(median(hover.redraw))} ms | ${f(pct(hover.redraw, 0.95))} / ${f(Math.max(...hover.redraw))} ms |`,

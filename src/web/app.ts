@@ -300,7 +300,8 @@ class Explorer {
           try {
             this.exactKl = await this.streamKl(req, b);
             if (this.exactKl && this.view) {
-              this.status.textContent = "A and B done · colour: the exact KL(A ‖ B) per cell over the whole vocabulary (or pick a target's rank change)";
+              const names = report.model.name === this.compare.model.name ? "" : ` (A: ${report.model.name}, B: ${this.compare.model.name})`;
+              this.status.textContent = `A and B done${names} · colour: the exact KL(A ‖ B) per cell over the whole vocabulary (or pick a target's rank change)`;
               this.view.refresh(report, this.compare, this.exactKl);
             }
           } catch (e) {

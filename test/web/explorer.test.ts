@@ -301,6 +301,7 @@ describe("explorer in chromium", { skip: SKIP }, () => {
   test("the same model in F16 and Q4_0 side by side: the exact KL per cell shows what quantization does to the lens", async () => {
     const { f16, q4 } = await smollm2Variants();
     const prompt = "The capital of France is Paris. The capital of Germany is";
+    while ((await page.locator("#ask-chips .ex-x").count()) > 0) await page.click("#ask-chips .ex-x"); // no targets: the KL view alone
     await page.fill("#ask-model", f16);
     await page.fill("#ask-prompt", prompt);
     await page.check("#cmp-on");
@@ -309,6 +310,7 @@ describe("explorer in chromium", { skip: SKIP }, () => {
     await runAndWait(page);
     assert.equal(await page.evaluate(() => (window as unknown as Win).lensView.state.colorBy), "diff");
     assert.match((await page.textContent("#ll-legend"))!, /exact over the vocabulary/);
+    assert.match((await page.textContent("#ex-status"))!, /A: SmolLM2-135M-Instruct\.F16\.gguf, B: SmolLM2-135M-Instruct\.Q4_0\.gguf/);
     const api = await apiKl({ a: { model: f16, prompt }, b: { model: q4, prompt } });
     const last = api.columns - 1;
     await clickCell(page, "final", last);
@@ -331,6 +333,9 @@ describe("explorer in chromium", { skip: SKIP }, () => {
   test("screenshot for the README", async () => {
     await page.fill("#ask-prompt", PROMPT);
     await runAndWait(page);
+    await page.fill("#ask-target", " 🐴");
+    await page.click("#ask-add-target"); // reruns with the target
+    await waitDone(page);
     await clickCell(page, 24, 11);
     await page.evaluate(() => {
       document.getElementById("cmp")?.removeAttribute("open");

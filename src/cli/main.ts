@@ -49,7 +49,7 @@ Usage:
                       [--window 128] [--lens logit,linear:FILE] [--positions all|last] [--limit N]
                       [--bootstrap 1000] [--seed 0] [--unit-size 8]   (docs/sweep.md; resumable)
   logit-lens sweep    ... --queue redis://host:6379 --enqueue [--no-wait]   queue the units (BullMQ)
-  logit-lens sweep worker --queue redis://host:6379 [--lock-seconds 30]      compute queued units
+  logit-lens sweep worker --queue redis://host:6379 [--model M] [--lock-seconds 30]   compute units
   logit-lens sweep merge --out <folder>          summary, figure.svg/png, report.html of the units
   logit-lens query    <folder> "<SQL over rows / summary>" [--json]
   logit-lens linear fit --data <corpus.txt> --out <lens.safetensors> [--window 128] [--ridge 1e-3]

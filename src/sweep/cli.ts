@@ -136,11 +136,19 @@ export async function sweepCommand(args: string[], o: SweepCliOptions, deps: Swe
   if (sub === "worker") {
     if (!o.queue) throw new UserError("sweep worker needs --queue redis://host:port");
     const lockSeconds = number(o["lock-seconds"], "lock-seconds", 30, (n) => n >= 1 && n <= 86400, "seconds from 1 to 86400");
+    // The model stays loaded across sweeps that use it (the data and settings are re-read per
+    // sweep); `--model` loads it before the first unit arrives.
+    let loaded: { spec: string | undefined; model: Promise<LoadedModel> } | null = null;
+    const loadModel = (spec: string | undefined) => {
+      if (!loaded || loaded.spec !== spec) loaded = { spec, model: deps.loadModel(spec) };
+      return loaded.model;
+    };
+    if (o.model) await assertRedisReachable(o.queue, queueName(o)).then(() => loadModel(o.model));
     await runWorker<SweepCliOptions>({
       url: o.queue,
       queueName: queueName(o),
       lockSeconds,
-      prepare: (jobOpts) => prepareSweep(jobOpts, deps),
+      prepare: (jobOpts) => prepareSweep(jobOpts, { loadModel }),
       log: o.quiet ? () => undefined : (line) => process.stderr.write(`${line}\n`),
     });
     return 0;

@@ -29,6 +29,13 @@ export { toHtml } from "./outputs/html.js";
 export { toSvg } from "./outputs/svg.js";
 export { toPng } from "./outputs/png.js";
 export { allHookNames } from "./architectures/forward.js";
+// Why the fish (issue 10, docs/seahorse.md): the snap at one cell, attribution per layer and head,
+// activation patching, character-starting candidates expanded, and their figures.
+export { explainCell, type ExplainResult } from "./explain/explain.js";
+export { attribute, type Attribution } from "./explain/attribution.js";
+export { patchSweep, type PatchSweep } from "./explain/patching.js";
+export { expandCandidate, expandTopCandidates, type Expansion } from "./explain/expand.js";
+export { attributionSvg, patchSvg } from "./outputs/explain-charts.js";
 export { FAMILIES, SUPPORTED_ARCHITECTURES, type Architecture } from "./architectures/index.js";
 export type { ModelConfig } from "./architectures/config.js";
 export { UserError } from "./errors.js";

@@ -7,7 +7,8 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { expandCandidate, expandTopCandidates } from "../../src/explain/expand.js";
+// Through the library's entry point (package.json "exports"), as a user imports it.
+import { expandCandidate, expandTopCandidates } from "../../src/index.js";
 import { loadReal } from "../helpers/real-models.js";
 import { rejectsOneLine } from "../helpers/assert-user-error.js";
 import { runCli } from "../helpers/run-cli.js";

@@ -108,7 +108,8 @@ export class ForwardSession {
       const label = this.streamed ? layerRange(piece, cfg.nLayers) : undefined;
       const session = await this.model.blocks.open(piece, label);
       const pieceFeeds: Record<string, ort.Tensor> = {};
-      for (const name of session.inputNames) pieceFeeds[name] = name === piece.cutInput ? resid! : feeds[name]!;
+      // (16-bit weights are graph inputs with a default that is never fed: graph/builder.ts halfWeight)
+      for (const name of session.inputNames) if (name === piece.cutInput || feeds[name]) pieceFeeds[name] = name === piece.cutInput ? resid! : feeds[name]!;
       const result = await runSession(session, pieceFeeds, this.pieces.length > 1 ? `forward graph (${layerRange(piece, cfg.nLayers)})` : "forward graph");
       Object.assign(out, result);
       resid = result["resid_out"];

@@ -13,7 +13,7 @@ import { externalBytes } from "../graph/slice.js";
 import { checkModelConfig, checkTokenizerFitsModel } from "../formats/sanity.js";
 import { recordCompiledSource, sweepStalePartials } from "../sources/cache-admin.js";
 import type { WeightSource } from "../architectures/layers.js";
-import { GraphBuilder, type Value } from "../graph/builder.js";
+import { GraphBuilder, isQuantizedExternal, type Value } from "../graph/builder.js";
 import { ort as runtime, type SessionTuning } from "../graph/session.js";
 import { readGguf } from "../formats/gguf.js";
 import { configFromGguf, ggufDisplayName, weightsFromGguf } from "../formats/gguf-model.js";
@@ -75,7 +75,7 @@ class GraphWeights implements WeightSource {
     if (!v) {
       if (!this.store.has(name)) throw new UserError(`model is missing tensor '${name}' needed by the ${this.g.name} graph`);
       const ext = this.store.external(name);
-      v = "scales" in ext ? this.g.quantizedWeight(name, ext) : this.g.weight(name, ext);
+      v = isQuantizedExternal(ext) ? this.g.quantizedWeight(name, ext) : ext.half ? this.g.halfWeight(name, ext, ext.half) : this.g.weight(name, ext);
       this.values.set(name, v);
     }
     return v;
@@ -163,7 +163,7 @@ export class LoadedModel {
     if (this.lensMatrix === undefined) {
       const name = unembeddingOf(this.config).matrix;
       const bytes = this.config.vocabSize * this.config.hidden * 4;
-      const wanted = this.store.isQuantized(name) && bytes <= 2 ** 30 && process.env["LOGIT_LENS_LENS_FP32"] !== "0";
+      const wanted = (this.store.isQuantized(name) || this.store.isHalf(name)) && bytes <= 2 ** 30 && process.env["LOGIT_LENS_LENS_FP32"] !== "0";
       this.lensMatrix = wanted ? new runtime.Tensor("float32", this.store.tensorF32(name).data, [this.config.vocabSize, this.config.hidden]) : null;
     }
     return this.lensMatrix ?? undefined;
@@ -200,7 +200,7 @@ export class LoadedModel {
   /** Bytes the lens holds beside the forward pieces: its unembedding (fp32 copy or mapped). */
   unembeddingBytes(): number {
     const u = unembeddingOf(this.config);
-    if (this.store.isQuantized(u.matrix) && this.config.vocabSize * this.config.hidden * 4 <= 2 ** 30 && process.env["LOGIT_LENS_LENS_FP32"] !== "0") {
+    if ((this.store.isQuantized(u.matrix) || this.store.isHalf(u.matrix)) && this.config.vocabSize * this.config.hidden * 4 <= 2 ** 30 && process.env["LOGIT_LENS_LENS_FP32"] !== "0") {
       return this.config.vocabSize * this.config.hidden * 4;
     }
     const g = new GraphBuilder("probe");

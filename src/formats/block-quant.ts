@@ -140,6 +140,134 @@ export function twoPlaneLayout(t: BlockQuantized): { data: Uint8Array; scales: F
   return { data, scales, mins };
 }
 
+/**
+ * What the cache stores for a quantized matrix: the 4-bit planes MatMulNBits reads, and the file's
+ * own scale codes (fp16 scales, 6-bit sub-block codes, fp16 or coded mins), which the graph turns
+ * into MatMulNBits' fp32 scales and our fp32 mins when onnxruntime loads it (constant folding, a
+ * pass over 1/16 to 1/32 of the weights). Why: fp32 scales and mins in the cache made it 1.2-1.5x
+ * the GGUF (4 + 1 + 1 bits per Q4_K weight against 4.5); with codes it is 1.0-1.08x.
+ *
+ * Planes: 4-bit formats keep one. 8-bit formats keep [high, low] nibble planes of u, their stored
+ * unsigned quant (Q8_0's int8 + 128, Q5's 5 bits, Q6_K's 6 bits), so that with the format's zero
+ * point zp = 16 zh + zl,
+ *   W = scale * (u - zp) + min = scale * (16 (high - zh) + (low - zl)) + min,
+ * both planes in one 4-bit product over [16x, x]. Every zero point is a whole number: MatMulNBits
+ * takes them as packed 4-bit integers (its fast path; float zero points are 30x slower), so only
+ * Q4_1/Q5_1 and the K-quants keep a min term.
+ *
+ * Cost in the cache against the file: Q4_0, Q4_1, Q8_0 1.0x; Q4_K 1.03x (its 6-bit codes stored a
+ * byte each); Q6_K 1.30x and the Q5 formats 1.55x, because their high plane (2 bits, 1 bit) is
+ * stored as 4-bit nibbles. Spreading those bits to nibbles in the graph instead was measured: it
+ * fits the cache to 1.0x, but onnxruntime keeps every folded intermediate until the whole graph is
+ * optimised (+200 MB at load for Gemma 3 270M's Q5_0 tensors; several GB for a Q5 8B).
+ */
+export interface CompactQuantized {
+  blockSize: number;
+  rows: number;
+  cols: number;
+  twoPlanes: boolean;
+  /** [rows, planes * blocks, blockSize / 2], the high plane first where there are two. */
+  data: Uint8Array;
+  /** fp16 bits [rows, groups]: the scale (K-quants: the super-block's d). */
+  d: Uint16Array;
+  /** Blocks per `d`: 1, or 8 (Q4_K, Q5_K) and 16 (Q6_K) sub-blocks per super-block. */
+  group: number;
+  /** [rows, blocks] sub-block scale codes (K-quants), int8 for Q6_K. */
+  sc?: Uint8Array;
+  scSigned?: boolean;
+  /** fp16 bits [rows, blocks]: Q4_1/Q5_1 mins. */
+  m?: Uint16Array;
+  /** fp16 bits [rows, groups], already negated, and [rows, blocks] codes: K-quant mins are negDmin * mc. */
+  negDmin?: Uint16Array;
+  mc?: Uint8Array;
+  /** Zero point of each plane (high first); [8] is MatMulNBits' default. */
+  zeroPoints: number[];
+}
+
+/** Per format: where the scale codes lie in a ggml block, and how planes relate to `repack`'s q. */
+const COMPACT: Record<string, { uShift: number; zeroPoints: number[]; d: number; m?: number; dmin?: number; kScales?: "k4" | "q6" }> = {
+  Q4_0: { uShift: 0, zeroPoints: [8], d: 0 }, // d (q - 8)
+  Q4_1: { uShift: 0, zeroPoints: [0], d: 0, m: 2 }, // d q + m
+  Q4_K: { uShift: 0, zeroPoints: [0], d: 0, dmin: 2, kScales: "k4" }, // d sc q - dmin mc
+  Q5_0: { uShift: 112, zeroPoints: [1, 0], d: 0 }, // d (q - 16)
+  Q5_1: { uShift: 128, zeroPoints: [0, 0], d: 0, m: 2 }, // d q + m
+  Q5_K: { uShift: 128, zeroPoints: [0, 0], d: 0, dmin: 2, kScales: "k4" }, // d sc q - dmin mc
+  Q6_K: { uShift: 96, zeroPoints: [2, 0], d: 208, kScales: "q6" }, // d sc (q - 32)
+  Q8_0: { uShift: 0, zeroPoints: [8, 0], d: 0 }, // d q, q int8 stored + 128
+};
+
+/** The cache's form of a quantized matrix (see CompactQuantized); rows reordered like `repack`. */
+export function compactRepack(dtype: string, raw: Uint8Array, rows: number, cols: number, rowOrder?: Int32Array): CompactQuantized {
+  const r = REPACKABLE[dtype];
+  const c = COMPACT[dtype];
+  if (!r || !c) throw new UserError(`tensor type ${dtype} cannot stay quantized`);
+  const rowBytes = (cols / r.ggmlBlock) * r.ggmlBytes;
+  if (raw.length < rows * rowBytes) throw new UserError(`${dtype}: ${rows}x${cols} needs ${rows * rowBytes} bytes, got ${raw.length}`);
+  const blocks = cols / r.blockSize;
+  const superBlocks = cols / r.ggmlBlock;
+  const group = r.ggmlBlock === 256 ? 256 / r.blockSize : 1;
+  const groups = blocks / group;
+  const twoPlanes = r.bits === 8;
+  const planeBytes = cols / 2;
+  const out: CompactQuantized = {
+    blockSize: r.blockSize,
+    rows,
+    cols,
+    twoPlanes,
+    data: new Uint8Array(rows * planeBytes * (twoPlanes ? 2 : 1)),
+    d: new Uint16Array(rows * groups),
+    group,
+    sc: c.kScales ? new Uint8Array(rows * blocks) : undefined,
+    scSigned: c.kScales === "q6",
+    m: c.m !== undefined ? new Uint16Array(rows * blocks) : undefined,
+    negDmin: c.dmin !== undefined ? new Uint16Array(rows * groups) : undefined,
+    mc: c.kScales === "k4" ? new Uint8Array(rows * blocks) : undefined,
+    zeroPoints: c.zeroPoints,
+  };
+  const unpack = UNPACKERS[dtype]!;
+  const q = new Uint8Array(cols);
+  const scratchScales = new Float32Array(blocks);
+  const scratchMins = new Float32Array(blocks);
+  const sm = new Int32Array(2);
+  const u16 = (b: Uint8Array, p: number) => b[p]! | (b[p + 1]! << 8);
+  for (let i = 0; i < rows; i++) {
+    const src = rowOrder ? rowOrder[i]! : i;
+    const row = raw.subarray(src * rowBytes, (src + 1) * rowBytes);
+    unpack(row, q, scratchScales, scratchMins);
+    if (!twoPlanes) {
+      const dst = out.data.subarray(i * planeBytes, (i + 1) * planeBytes);
+      for (let j = 0; j < planeBytes; j++) dst[j] = q[2 * j]! | (q[2 * j + 1]! << 4);
+    } else {
+      // u = q - uShift: the format's own unsigned quant, split into nibbles.
+      for (let j = 0; j < planeBytes; j++) {
+        const a = (q[2 * j]! - c.uShift) & 255, b = (q[2 * j + 1]! - c.uShift) & 255;
+        out.data[2 * i * planeBytes + j] = (a >> 4) | (b & 0xf0);
+        out.data[(2 * i + 1) * planeBytes + j] = (a & 15) | ((b & 15) << 4);
+      }
+    }
+    for (let s = 0; s < superBlocks; s++) {
+      const p = s * r.ggmlBytes;
+      if (group === 1) {
+        out.d[i * groups + s] = u16(row, p + c.d);
+        if (out.m) out.m[i * blocks + s] = u16(row, p + c.m!);
+        continue;
+      }
+      out.d[i * groups + s] = u16(row, p + c.d);
+      if (out.negDmin) out.negDmin[i * groups + s] = u16(row, p + c.dmin!) ^ 0x8000; // flip the sign bit
+      for (let b = 0; b < group; b++) {
+        const at = i * blocks + s * group + b;
+        if (c.kScales === "q6") out.sc![at] = row[p + 192 + b]!;
+        else {
+          scaleMinK4(row, p + 4, b, sm);
+          out.sc![at] = sm[0]!;
+          out.mc![at] = sm[1]!;
+        }
+      }
+    }
+  }
+  return out;
+}
+
 /** The value an element stands for, for tests and for dequantizing a repacked tensor. */
 export function repackedValue(t: BlockQuantized, row: number, col: number): number {
   const blocks = t.cols / t.blockSize;

@@ -17,13 +17,13 @@ import path from "node:path";
 import crypto from "node:crypto";
 import type { TensorRef } from "./tensor-ref.js";
 import { readTensorF32 } from "./dequantize.js";
-import { canRepack, repack, twoPlaneLayout, type BlockQuantized } from "./block-quant.js";
+import { canRepack, compactRepack, type CompactQuantized } from "./block-quant.js";
 import type { ExternalWeight, QuantizedExternal } from "../graph/builder.js";
 import type { Progress } from "../progress.js";
 import { UserError } from "../errors.js";
 
 /** Bump when the conversion changes, so stale converted files are not reused. */
-const FORMAT_VERSION = 4;
+const FORMAT_VERSION = 9;
 /** Big tensors start on a page (onnxruntime maps them); small ones (norms, scales) only need 64 bytes. */
 const PAGE = 4096;
 const SMALL = 64 * 1024;
@@ -41,8 +41,13 @@ export interface TensorTransform {
  * of row numbers, so the families need not declare it.
  */
 function keepsQuantized(entry: WeightEntry, dequantize: boolean): Int32Array | boolean {
+  if (dequantize || !canRepack(entry.ref.dtype, entry.ref.shape)) return false;
+  return rowOrderOf(entry);
+}
+
+/** `true` without a transform, the row order of a transform that only moves rows, else false. */
+function rowOrderOf(entry: WeightEntry): Int32Array | boolean {
   const { ref, transform } = entry;
-  if (dequantize || !canRepack(ref.dtype, ref.shape)) return false;
   if (!transform) return true;
   const rows = ref.shape[0]!;
   const probe = new Float32Array(rows * 2);
@@ -59,6 +64,24 @@ function keepsQuantized(entry: WeightEntry, dequantize: boolean): Int32Array | b
     order[i] = src;
   }
   return order;
+}
+
+/**
+ * Whether an F16/BF16 tensor stays 16-bit (in the cache and in memory): matrices without a
+ * conversion. Vectors (norms, biases) become fp32: they are small and used elementwise.
+ */
+function keepsHalf(entry: WeightEntry, dequantize: boolean): Int32Array | boolean {
+  const { ref } = entry;
+  if (dequantize || (ref.dtype !== "F16" && ref.dtype !== "BF16") || ref.shape.length !== 2) return false;
+  return rowOrderOf(entry);
+}
+
+/** A 16-bit matrix's raw bytes with its rows reordered (`order[i]`: the source row of row i). */
+function reorderRows(raw: Uint8Array, rows: number, order: Int32Array): Uint8Array {
+  const rowBytes = raw.length / rows;
+  const out = new Uint8Array(raw.length);
+  for (let i = 0; i < rows; i++) out.set(raw.subarray(order[i]! * rowBytes, (order[i]! + 1) * rowBytes), i * rowBytes);
+  return out;
 }
 
 /** Raw bytes of a tensor, as stored in its file. */
@@ -78,12 +101,12 @@ function readRaw(ref: TensorRef): Uint8Array {
   return out;
 }
 
-/** Mins [rows, blocks] -> [blocks, rows], the right-hand side of blockSums(x) @ mins^T. */
-function transposeMins(q: BlockQuantized, mins: Float32Array): Float32Array {
-  const blocks = q.cols / q.blockSize;
-  const out = new Float32Array(mins.length);
-  for (let r = 0; r < q.rows; r++) for (let b = 0; b < blocks; b++) out[b * q.rows + r] = mins[r * blocks + b]!;
-  return out;
+/** What onnxruntime holds for a compact matrix once loaded: 4-bit planes, fp32 scales and mins, zero points. */
+function residentBytes(q: CompactQuantized): number {
+  const planes = q.twoPlanes ? 2 : 1;
+  const blocks = q.rows * (q.cols / q.blockSize);
+  const zeroPointBytes = q.zeroPoints.some((z) => z !== 8) ? Math.ceil(planes * blocks / 2) : 0;
+  return (planes * q.rows * q.cols) / 2 + planes * blocks * 4 + (q.m || q.negDmin ? blocks * 4 : 0) + zeroPointBytes;
 }
 
 export interface WeightEntry {
@@ -98,9 +121,21 @@ interface Extent {
 
 interface IndexEntry extends Extent {
   shape: number[];
-  /** Present for a matrix kept block-quantized: where its scales and (transposed) mins lie. */
-  /** `twoPlanes`: an 8-bit format as [rows, 2 * cols] 4-bit (block-quant.ts, twoPlaneLayout). */
-  quant?: { blockSize: number; scales: Extent; minsT?: Extent; twoPlanes?: boolean };
+  /** An F16/BF16 matrix stored as it is in the file. */
+  half?: "float16" | "bfloat16";
+  /** Present for a matrix kept block-quantized: where its codes lie (block-quant.ts, CompactQuantized). */
+  quant?: {
+    blockSize: number;
+    twoPlanes: boolean;
+    group: number;
+    zeroPoints: number[];
+    residentBytes: number;
+    d: Extent;
+    sc?: Extent & { signed: boolean };
+    m?: Extent;
+    negDmin?: Extent;
+    mc?: Extent;
+  };
 }
 
 export class WeightStore {
@@ -126,17 +161,25 @@ export class WeightStore {
     const e = this.index.get(name);
     if (!e) throw new UserError(`model is missing tensor '${name}'`);
     const at = (x: Extent, shape: number[]): ExternalWeight => ({ location: "weights.bin", offset: x.offset, length: x.length, shape });
-    if (!e.quant) return at(e, e.shape);
+    if (!e.quant) return e.half ? { ...at(e, e.shape), half: e.half } : at(e, e.shape);
     const [n, k] = e.shape as [number, number];
-    const blocks = k / e.quant.blockSize;
-    const planes = e.quant.twoPlanes ? 2 : 1;
+    const q = e.quant;
+    const blocks = k / q.blockSize;
+    const groups = blocks / q.group;
+    const planes = q.twoPlanes ? 2 : 1;
     return {
-      blockSize: e.quant.blockSize,
+      blockSize: q.blockSize,
       shape: e.shape,
-      twoPlanes: !!e.quant.twoPlanes,
-      data: at(e, [n, planes * blocks, e.quant.blockSize / 2]),
-      scales: at(e.quant.scales, [n * planes * blocks]),
-      minsT: e.quant.minsT ? at(e.quant.minsT, [blocks, n]) : undefined,
+      twoPlanes: q.twoPlanes,
+      data: at(e, [n, planes * blocks, q.blockSize / 2]),
+      d: at(q.d, [n, groups]),
+      group: q.group,
+      sc: q.sc ? { ...at(q.sc, [n, blocks]), signed: q.sc.signed } : undefined,
+      m: q.m ? at(q.m, [n, blocks]) : undefined,
+      negDmin: q.negDmin ? at(q.negDmin, [n, groups]) : undefined,
+      mc: q.mc ? at(q.mc, [n, blocks]) : undefined,
+      zeroPoints: q.zeroPoints,
+      residentBytes: q.residentBytes,
     };
   }
 
@@ -151,6 +194,11 @@ export class WeightStore {
     return entry.transform ? entry.transform.apply(data, entry.ref.shape) : { data, shape: entry.ref.shape };
   }
 
+  /** An F16/BF16 matrix kept 16-bit. */
+  isHalf(name: string): boolean {
+    return !!this.index.get(name)?.half;
+  }
+
   isQuantized(name: string): boolean {
     return !!this.index.get(name)?.quant;
   }
@@ -159,7 +207,8 @@ export class WeightStore {
   get bytes(): number {
     let end = 0;
     for (const e of this.index.values()) {
-      for (const x of [e, e.quant?.scales, e.quant?.minsT]) if (x) end = Math.max(end, x.offset + x.length);
+      const q = e.quant;
+      for (const x of [e, q?.d, q?.sc, q?.m, q?.negDmin, q?.mc]) if (x) end = Math.max(end, x.offset + x.length);
     }
     return end;
   }
@@ -178,7 +227,7 @@ export class WeightStore {
       key.update(`${real}\n${st.size}\n${st.mtimeMs}\n`);
     }
     for (const [name, e] of [...entries].sort(([a], [b]) => (a < b ? -1 : 1))) {
-      key.update(`${name}:${e.ref.name}:${e.ref.dtype}:${e.transform?.id ?? ""}:${keepsQuantized(e, dequantize) ? "q" : "f"}\n`);
+      key.update(`${name}:${e.ref.name}:${e.ref.dtype}:${e.transform?.id ?? ""}:${keepsQuantized(e, dequantize) ? "q" : keepsHalf(e, dequantize) ? "h" : "f"}\n`);
     }
     const dir = path.join(cacheRoot, "compiled", key.digest("hex").slice(0, 24));
     const store = new WeightStore(dir, entries, dequantize);
@@ -197,6 +246,24 @@ export class WeightStore {
     } catch {
       return false;
     }
+  }
+
+  /** Writes a compact matrix's codes; returns where they lie. */
+  private writeCodes(q: CompactQuantized, write: (bytes: Uint8Array) => Extent): NonNullable<IndexEntry["quant"]> {
+    const bytes = (a: Uint8Array | Uint16Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+    return {
+      blockSize: q.blockSize,
+      twoPlanes: q.twoPlanes,
+      group: q.group,
+      zeroPoints: q.zeroPoints,
+      // What onnxruntime holds once the codes are expanded: 4-bit planes and fp32 scales and mins.
+      residentBytes: residentBytes(q),
+      d: write(bytes(q.d)),
+      sc: q.sc ? { ...write(q.sc), signed: !!q.scSigned } : undefined,
+      m: q.m ? write(bytes(q.m)) : undefined,
+      negDmin: q.negDmin ? write(bytes(q.negDmin)) : undefined,
+      mc: q.mc ? write(q.mc) : undefined,
+    };
   }
 
   private async convert(progress: Progress): Promise<void> {
@@ -223,15 +290,12 @@ export class WeightStore {
         const rowOrder = keepsQuantized(entry, this.dequantize);
         if (rowOrder) {
           const [rows, cols] = entry.ref.shape as [number, number];
-          const q = repack(entry.ref.dtype, readRaw(entry.ref), rows, cols, rowOrder === true ? undefined : rowOrder);
-          if (q.bits === 8) {
-            const planes = twoPlaneLayout(q);
-            const data = write(planes.data);
-            index[name] = { ...data, shape: [rows, cols], quant: { blockSize: q.blockSize, scales: write(asBytes(planes.scales)), minsT: write(asBytes(transposeMins(q, planes.mins))), twoPlanes: true } };
-          } else {
-            const data = write(q.data);
-            index[name] = { ...data, shape: [rows, cols], quant: { blockSize: q.blockSize, scales: write(asBytes(q.scales)), minsT: q.mins ? write(asBytes(transposeMins(q, q.mins))) : undefined } };
-          }
+          const q = compactRepack(entry.ref.dtype, readRaw(entry.ref), rows, cols, rowOrder === true ? undefined : rowOrder);
+          index[name] = { ...write(q.data), shape: [rows, cols], quant: this.writeCodes(q, write) };
+        } else if (keepsHalf(entry, this.dequantize)) {
+          const order = keepsHalf(entry, this.dequantize);
+          const raw = order === true ? readRaw(entry.ref) : reorderRows(readRaw(entry.ref), entry.ref.shape[0]!, order as Int32Array);
+          index[name] = { ...write(raw), shape: entry.ref.shape, half: entry.ref.dtype === "F16" ? "float16" : "bfloat16" };
         } else {
           let data = readTensorF32(entry.ref);
           let shape = entry.ref.shape;

@@ -12,11 +12,14 @@ export interface Value {
   readonly name: string;
 }
 
-export type ElemType = "float32" | "int64" | "int32" | "bool" | "uint8";
+export type ElemType = "float32" | "float16" | "bfloat16" | "int64" | "int32" | "bool" | "uint8" | "int8";
 
 export const ONNX_ELEM_TYPE: Record<ElemType, number> = {
   float32: onnx.TensorProto.DataType.FLOAT,
+  float16: onnx.TensorProto.DataType.FLOAT16,
+  bfloat16: onnx.TensorProto.DataType.BFLOAT16,
   uint8: onnx.TensorProto.DataType.UINT8,
+  int8: onnx.TensorProto.DataType.INT8,
   int64: onnx.TensorProto.DataType.INT64,
   int32: onnx.TensorProto.DataType.INT32,
   bool: onnx.TensorProto.DataType.BOOL,
@@ -29,26 +32,70 @@ export interface ExternalWeight {
   offset: number;
   length: number;
   shape: number[];
+  /** A 16-bit matrix kept 16-bit (see `halfWeight`); fp32 when absent. */
+  half?: "float16" | "bfloat16";
 }
 
 /**
- * A matrix [N, K] kept block-quantized (see formats/block-quant.ts) as 4-bit blocks of `blockSize`
- * along K: W = scale * (q - 8) + min. With `twoPlanes` (the 8-bit formats) each row holds a high
- * and a low plane, W = scale * (16 * (high - 8) + (low - 8)) + min, so `data` is [N, 2K / blockSize,
- * blockSize / 2]. `minsT` is [K / blockSize, N] where the format has mins.
+ * A matrix [N, K] kept block-quantized (see formats/block-quant.ts, CompactQuantized) as 4-bit
+ * blocks of `blockSize` along K: W = scale * (q - z) + min. With `twoPlanes` (the 8-bit formats)
+ * each row holds a high and a low plane, W = scale * (16 * (high - zh) + (low - zl)) + min. The
+ * scales and mins are stored as the file's codes and computed by the graph at load.
  */
 export interface QuantizedExternal {
   blockSize: number;
   shape: number[];
   twoPlanes: boolean;
+  /** [N, planes * K / blockSize, blockSize / 2] */
   data: ExternalWeight;
-  scales: ExternalWeight;
-  minsT?: ExternalWeight;
+  /** fp16 [N, K / blockSize / group] */
+  d: ExternalWeight;
+  group: number;
+  sc?: ExternalWeight & { signed: boolean };
+  /** fp16 [N, blocks] */
+  m?: ExternalWeight;
+  /** fp16 [N, groups] (negated d_min) and uint8 [N, blocks]: mins negDmin * mc. */
+  negDmin?: ExternalWeight;
+  mc?: ExternalWeight;
+  /** Each plane's zero point (high first); [8] is MatMulNBits' default. */
+  zeroPoints: number[];
+  /** Bytes onnxruntime holds for it once loaded (fp32 scales and mins), for memory planning. */
+  residentBytes: number;
+}
+
+export function isQuantizedExternal(ext: ExternalWeight | QuantizedExternal): ext is QuantizedExternal {
+  return "blockSize" in ext;
 }
 
 /** A graph value standing for a quantized matrix: `linear` and `gather` use it as it is. */
 export interface QuantizedValue extends Value {
-  readonly quant: { blockSize: number; n: number; k: number; twoPlanes: boolean; scales: Value; minsT?: Value };
+  readonly quant: {
+    blockSize: number;
+    n: number;
+    k: number;
+    twoPlanes: boolean;
+    /** fp32 [N, planes * blocks] */
+    scales: Value;
+    /** uint8 packed 4-bit zero points [N, planes * blocks / 2], absent for the default 8. */
+    zeroPoints?: Value;
+    /** Each plane's zero point as a number (what `zeroPoints` holds in every row). */
+    planeZeroPoints: number[];
+    /** fp32 [N, blocks] where the format has mins. */
+    mins?: Value;
+  };
+}
+
+/**
+ * A 16-bit matrix (F16/BF16 file) kept 16-bit in memory: ops see it widened to fp32 by a Cast that
+ * runs when the op runs, so only one matrix at a time exists as fp32. The Gather of embedding rows
+ * widens only the rows it takes.
+ */
+export interface HalfValue extends Value {
+  readonly half: { raw: Value };
+}
+
+export function isHalf(v: Value | undefined): v is HalfValue {
+  return !!v && "half" in v;
 }
 
 export function isQuantized(v: Value | undefined): v is QuantizedValue {
@@ -93,19 +140,62 @@ export class GraphBuilder {
     this.outputs.push(valueInfo(name, type, undefined));
   }
 
-  /** A quantized matrix: its blocks, scales and mins as external initializers. */
+  /**
+   * A quantized matrix: its planes as external initializers, and its fp32 scales and mins computed
+   * from the stored codes (onnxruntime folds these constant expressions once, at load).
+   */
   quantizedWeight(name: string, ext: QuantizedExternal): QuantizedValue {
-    this.weight(name, ext.data, "uint8");
-    const scales = this.weight(`${name}.scales`, ext.scales);
-    const minsT = ext.minsT ? this.weight(`${name}.mins_t`, ext.minsT) : undefined;
     const [n, k] = ext.shape as [number, number];
-    return { name, quant: { blockSize: ext.blockSize, n, k, twoPlanes: ext.twoPlanes, scales, minsT } };
+    const blocks = k / ext.blockSize;
+    const groups = blocks / ext.group;
+    const f32 = (v: Value) => this.op1("Cast", [v], { to: onnx.TensorProto.DataType.FLOAT });
+    const resident = (bytes: number) => `resident=${bytes}`; // read by graph/slice.ts externalBytes
+    this.weight(name, ext.data, "uint8", resident(ext.residentBytes));
+    // Each graph value below is computed from constants only: onnxruntime folds it at load. Folded
+    // intermediates stay in memory until the whole graph is optimised, so each array is made by
+    // one op (DequantizeLinear multiplies codes by block scales and casts in one step).
+    const planes = ext.twoPlanes ? 2 : 1;
+    const d = f32(this.weight(`${name}.d`, ext.d, "float16", resident(0))); // [N, groups]
+    const scale = ext.sc
+      ? this.op1("DequantizeLinear", [this.weight(`${name}.sc`, ext.sc, ext.sc.signed ? "int8" : "uint8", resident(0)), d], { axis: 1, block_size: ext.group })
+      : d;
+    const scales = planes === 2 ? this.concat([scale, scale], 1) : scale; // [N, planes * blocks]
+    let mins: Value | undefined;
+    if (ext.m) mins = f32(this.weight(`${name}.m`, ext.m, "float16", resident(0)));
+    if (ext.negDmin && ext.mc) {
+      const negDmin = f32(this.weight(`${name}.neg_dmin`, ext.negDmin, "float16", resident(0)));
+      mins = this.op1("DequantizeLinear", [this.weight(`${name}.mc`, ext.mc, "uint8", resident(0)), negDmin], { axis: 1, block_size: ext.group });
+    }
+    let zeroPoints: Value | undefined;
+    if (ext.zeroPoints.some((z) => z !== 8)) {
+      // Every row has the same pattern: each plane's blocks, two 4-bit zero points per byte.
+      const perRow = Array.from({ length: planes * blocks }, (_, b) => ext.zeroPoints[Math.floor(b / blocks)]!);
+      const packed = Array.from({ length: Math.ceil(perRow.length / 2) }, (_, j) => perRow[2 * j]! | ((perRow[2 * j + 1] ?? 0) << 4));
+      zeroPoints = this.op1("Expand", [this.constant(packed, "uint8", [1, packed.length]), this.ints([n, packed.length])]);
+    }
+    return { name, quant: { blockSize: ext.blockSize, n, k, twoPlanes: ext.twoPlanes, scales, zeroPoints, planeZeroPoints: ext.zeroPoints, mins } };
+  }
+
+  /**
+   * A 16-bit matrix kept 16-bit: the initializer is also declared a graph input (an overridable
+   * default that callers never feed), which keeps onnxruntime from folding its Cast to fp32 at
+   * load; the Cast then runs next to each use.
+   */
+  halfWeight(name: string, ext: ExternalWeight, type: "float16" | "bfloat16"): HalfValue {
+    const raw = this.weight(`${name}.${type}`, ext, type);
+    this.inputs.push(valueInfo(raw.name, type, ext.shape));
+    return { name: raw.name, half: { raw } };
+  }
+
+  private widen(v: Value): Value {
+    return this.op1("Cast", [v], { to: onnx.TensorProto.DataType.FLOAT });
   }
 
   /** A weight stored in an external file (zero copy: onnxruntime maps or reads it). */
-  weight(name: string, ext: ExternalWeight, type: ElemType = "float32"): Value {
+  weight(name: string, ext: ExternalWeight, type: ElemType = "float32", docString?: string): Value {
     this.initializers.push({
       name,
+      docString,
       dataType: ONNX_ELEM_TYPE[type],
       dims: ext.shape,
       dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
@@ -150,7 +240,7 @@ export class GraphBuilder {
     const outputNames = Array.from({ length: count }, (_, i) => (count === 1 ? base : `${base}:${i}`));
     // A quantized matrix in any op other than linear/gather is expanded to fp32 inside the graph
     // (onnxruntime folds that once at load): correct everywhere, compact where it matters.
-    const names = inputs.map((v) => (v ? (isQuantized(v) ? this.dequantized(v).name : v.name) : ""));
+    const names = inputs.map((v) => (v ? (isQuantized(v) ? this.dequantized(v).name : isHalf(v) ? this.widen(v.half.raw).name : v.name) : ""));
     const node: onnxProto.onnx.INodeProto = {
       opType,
       name: base,
@@ -186,39 +276,41 @@ export class GraphBuilder {
    * [rows, in]. A quantized w runs as MatMulNBits, with its mins added as blockSums(x) @ mins^T.
    */
   linear(x: Value, w: Value, bias?: Value): Value {
+    if (isHalf(w)) return this.op1("Gemm", [x, this.widen(w.half.raw), bias], { transB: 1 });
     if (!isQuantized(w)) return this.op1("Gemm", [x, w, bias], { transB: 1 });
-    const { blockSize, n, k, twoPlanes, scales, minsT } = w.quant;
+    const { blockSize, n, k, twoPlanes, scales, zeroPoints, mins } = w.quant;
     // Two planes: one product over [16x, x] against [high, low] (16x is exact in floating point).
     const a = twoPlanes ? this.concat([this.mul(x, this.scalar(16)), x], -1) : x;
     const kA = twoPlanes ? 2 * k : k;
-    let y = this.op("MatMulNBits", [a, { name: w.name }, scales], { K: kA, N: n, bits: 4, block_size: blockSize, accuracy_level: accuracyLevel() }, { domain: "com.microsoft" })[0]!;
-    if (minsT) {
+    let y = this.op("MatMulNBits", [a, { name: w.name }, scales, zeroPoints], { K: kA, N: n, bits: 4, block_size: blockSize, accuracy_level: accuracyLevel() }, { domain: "com.microsoft" })[0]!;
+    if (mins) {
       // Gemm's C input adds y in the same pass as the product (no extra pass over [rows, N]).
       const blockSums = this.reduceSum(this.reshape(x, [0, k / blockSize, blockSize]), [2], 0); // [rows, blocks]
-      y = this.op1("Gemm", [blockSums, minsT, y]);
+      y = this.op1("Gemm", [blockSums, mins, y], { transB: 1 });
     }
     return bias ? this.add(y, bias) : y;
   }
 
   /** Rows of a quantized matrix, dequantized: `rows` int64 indices, or every row when absent. */
   private dequantizeRows(w: QuantizedValue, rows?: Value): Value {
-    const { blockSize, n, k, twoPlanes, scales, minsT } = w.quant;
+    const { blockSize, k, twoPlanes, scales, planeZeroPoints, mins } = w.quant;
     const planes = twoPlanes ? 2 : 1;
-    const blocks = (planes * k) / blockSize;
-    const pick = (v: Value, axis = 0) => (rows ? this.gather(v, rows, axis) : v);
-    // [r, blocks, blockSize / 2] bytes, two 4-bit values per byte, the low nibble first -> q - 8
+    const blocks = k / blockSize;
+    const pick = (v: Value) => (rows ? this.gather(v, rows, 0) : v);
+    // [r, planes * blocks, blockSize / 2] bytes, two 4-bit values per byte, the low nibble first
     const bytes = pick({ name: w.name });
     const lo = this.op1("BitwiseAnd", [bytes, this.constant([15], "uint8", [])]);
     const hi = this.op1("BitShift", [bytes, this.constant([4], "uint8", [])], { direction: "RIGHT" });
-    const pairs = this.concat([this.unsqueeze(lo, [3]), this.unsqueeze(hi, [3])], 3); // [r, blocks, bytes, 2]
-    const q = this.sub(this.op1("Cast", [this.reshape(pairs, [-1, blocks, blockSize])], { to: onnx.TensorProto.DataType.FLOAT }), this.scalar(8));
-    let values = this.mul(q, this.unsqueeze(pick(this.reshape(scales, [n, blocks])), [2]));
+    const pairs = this.concat([this.unsqueeze(lo, [3]), this.unsqueeze(hi, [3])], 3); // [r, planes * blocks, bytes, 2]
+    const q = this.op1("Cast", [this.reshape(pairs, [-1, planes, blocks, blockSize])], { to: onnx.TensorProto.DataType.FLOAT });
+    const zero = this.constant(planeZeroPoints, "float32", [1, planes, 1, 1]);
+    let values = this.mul(this.sub(q, zero), this.reshape(pick(scales), [-1, planes, blocks, 1])); // [r, planes, blocks, blockSize]
     if (twoPlanes) {
-      const [high, low] = this.split(this.reshape(values, [-1, 2, k]), [1, 1], 1);
+      const [high, low] = this.split(values, [1, 1], 1);
       values = this.add(this.mul(high!, this.scalar(16)), low!);
     }
-    values = this.reshape(values, [-1, k / blockSize, blockSize]);
-    if (minsT) values = this.add(values, this.unsqueeze(this.transpose(pick(minsT, 1), [1, 0]), [2]));
+    values = this.reshape(values, [-1, blocks, blockSize]);
+    if (mins) values = this.add(values, this.unsqueeze(pick(mins), [2]));
     return this.reshape(values, [-1, k]);
   }
 
@@ -238,6 +330,7 @@ export class GraphBuilder {
   /** Rows (axis 0) of a matrix, quantized or not: the embedding lookup. */
   gather(data: Value, indices: Value, axis = 0): Value {
     if (isQuantized(data) && axis === 0) return this.dequantizeRows(data, indices);
+    if (isHalf(data)) return this.widen(this.op1("Gather", [data.half.raw, indices], { axis }));
     return this.op1("Gather", [data, indices], { axis });
   }
   softmax(x: Value, axis = -1): Value { return this.op1("Softmax", [x], { axis }); }

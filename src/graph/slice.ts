@@ -57,12 +57,18 @@ export function sliceGraph(g: GraphBuilder, spec: SliceSpec): GraphBuilder {
   return out;
 }
 
-/** Bytes of external data a graph's initializers reference (what a session of it maps). */
+/**
+ * Bytes a session of this graph holds for its weights: the external data its initializers
+ * reference, or, for a quantized matrix whose fp32 scales and mins are computed at load from
+ * stored codes, the `resident=` size the builder noted on it (the codes themselves count 0).
+ */
 export function externalBytes(g: GraphBuilder): number {
   let total = 0;
   for (const t of g.initializers) {
+    const resident = t.docString?.startsWith("resident=") ? Number(t.docString.slice(9)) : undefined;
     const length = t.externalData?.find((e) => e.key === "length")?.value;
-    if (length) total += Number(length);
+    if (resident !== undefined) total += resident;
+    else if (length) total += Number(length);
   }
   return total;
 }

@@ -17,7 +17,7 @@ import os from "node:os";
 import path from "node:path";
 import { REPACKABLE, canRepack, repack, repackedValue, splitNibbles } from "../../src/formats/block-quant.js";
 import { WeightStore, type TensorTransform, type WeightEntry } from "../../src/formats/weight-store.js";
-import { GraphBuilder } from "../../src/graph/builder.js";
+import { GraphBuilder, isQuantizedExternal } from "../../src/graph/builder.js";
 import { createSession, runSession, ort } from "../../src/graph/session.js";
 import { createProgress } from "../../src/progress.js";
 import { REPO_ROOT } from "../helpers/run-cli.js";
@@ -106,14 +106,14 @@ test("onnxruntime multiplies and gathers the stored quantized matrices like thei
     // Kept quantized: the store is about the size of the blocks, not of fp32 (1024 x 4 bytes each).
     const fp32Bytes = entries.size * ROWS * COLS * 4;
     assert.ok(store.bytes < fp32Bytes, `store holds ${store.bytes} bytes, fp32 would be ${fp32Bytes}`);
-    for (const name of entries.keys()) assert.ok("scales" in store.external(name), `${name} is stored quantized`);
+    for (const name of entries.keys()) assert.ok(isQuantizedExternal(store.external(name)), `${name} is stored quantized`);
 
     const g = new GraphBuilder("block-quant-test");
     const x = g.input("x", "float32", ["M", COLS]);
     const ids = g.input("ids", "int64", ["I"]);
     for (const name of entries.keys()) {
       const ext = store.external(name);
-      const w = "scales" in ext ? g.quantizedWeight(name, ext) : g.weight(name, ext);
+      const w = isQuantizedExternal(ext) ? g.quantizedWeight(name, ext) : g.weight(name, ext);
       g.output(g.linear(x, w), `${name}:linear`);
       g.output(g.gather(w, ids), `${name}:gather`);
       g.output(g.add(w, g.scalar(0)), `${name}:whole`); // any other op sees the fp32 matrix

@@ -6,6 +6,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { UserError } from "../errors.js";
+import { DEFAULT_MODEL } from "../sources/resolve.js";
 import type { LoadedModel } from "../engine/model.js";
 import { number } from "../cli/options.js";
 import { loadSweepData } from "./data.js";
@@ -98,10 +99,11 @@ async function prepareSweep(o: SweepCliOptions, deps: Pick<SweepCliDeps, "loadMo
  */
 function jobOptions(o: SweepCliOptions): SweepCliOptions {
   const abs = (p: string) => path.resolve(p);
-  const model = o.model && fs.existsSync(o.model) ? abs(o.model) : o.model;
+  const spec = o.model ?? DEFAULT_MODEL;
+  const model = fs.existsSync(spec) ? abs(spec) : spec;
   const lens = o.lens?.split(",").map((s) => s.trim()).map((s) => (s.includes(":") ? `${s.slice(0, s.indexOf(":"))}:${abs(s.slice(s.indexOf(":") + 1))}` : s)).join(",");
   const keep: (keyof SweepCliOptions)[] = ["metrics", "window", "positions", "unit-size", "bootstrap", "seed", "limit"];
-  const out: SweepCliOptions = { data: abs(o.data!), out: abs(o.out!), quiet: true, ...(model ? { model } : {}), ...(lens ? { lens } : {}) };
+  const out: SweepCliOptions = { model, data: abs(o.data!), out: abs(o.out!), quiet: true, ...(lens ? { lens } : {}) };
   for (const k of keep) if (o[k] !== undefined) (out as Record<string, unknown>)[k] = o[k];
   return out;
 }
@@ -140,6 +142,7 @@ export async function sweepCommand(args: string[], o: SweepCliOptions, deps: Swe
     // sweep); `--model` loads it before the first unit arrives.
     let loaded: { spec: string | undefined; model: Promise<LoadedModel> } | null = null;
     const loadModel = (spec: string | undefined) => {
+      if (spec !== undefined && fs.existsSync(spec)) spec = path.resolve(spec);
       if (!loaded || loaded.spec !== spec) loaded = { spec, model: deps.loadModel(spec) };
       return loaded.model;
     };

@@ -108,6 +108,14 @@ test("CLI: JSONL with targets and token sets, Parquet rows read back by DuckDB",
   const svg = fs.readFileSync(path.join(out, "figure.svg"), "utf8");
   assert.match(svg, /class="band"/);
   assert.match(svg, /probability at the last position/);
+  // The same figure as PNG and in the HTML report (with the table of means and intervals).
+  const png = fs.readFileSync(path.join(out, "figure.png"));
+  assert.deepEqual([...png.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+  assert.ok(png.readUInt32BE(16) >= 1000, `PNG width ${png.readUInt32BE(16)}`);
+  const html = fs.readFileSync(path.join(out, "report.html"), "utf8");
+  assert.match(html, /<svg[^>]*>[\s\S]*class="band"[\s\S]*<\/svg>/);
+  assert.match(html, new RegExp(`<tr><th scope="row">0</th><td><span class="mean">${kl.mean[0].toFixed(3)}</span>`));
+  assert.doesNotMatch(html, /<script(?! type="application\/json")/);
   // The query command itself.
   const qc = await runCli(["query", out, "SELECT layer, avg(kl) FROM rows GROUP BY layer ORDER BY layer"], { timeoutMs: 20_000 });
   assert.equal(qc.code, 0, qc.stderr);

@@ -73,17 +73,18 @@ export const CHAIN_STREAM_BUDGET_BYTES = 256 * 1024 * 1024;
  * The same chain products, a group of readout rows at a time, so that a streaming client (the
  * explorer) gets each row's whole-string probabilities with the row. The continuation runs (the
  * model on each multi-token target's earlier tokens after every read position) are done once,
- * right after the prompt's forward pass, and their residuals kept; each group of rows then only
- * reads the lens over them. Every number is computed as `chainProbabilities` computes it (the same
- * forward passes, the same lens graph), so the streamed values equal the final report's.
+ * right after the prompt's forward pass, and their residuals kept, all positions of a target side
+ * by side; each group of rows then reads the lens over them in one pass per target. Every cell is
+ * computed as `chainProbabilities` computes it (the same forward passes; the lens graph reads each
+ * position on its own, whatever else is in the batch), so the streamed values are the report's.
  */
 export class ChainStream {
   private constructor(
     private readonly lens: LogitLens,
     private readonly targets: TextTarget[],
     private readonly options: Pick<LensOptions, "readouts" | "variant">,
-    /** [target][position index]: the continuation's residuals (undefined for one-token targets). */
-    private readonly runs: (Map<string, Float32Array> | undefined)[][],
+    /** Per target: every hook's continuation residuals, position after position ([P * (n - 1), hidden]); undefined for one-token targets. */
+    private readonly runs: (Map<string, Float32Array> | undefined)[],
   ) {}
 
   /** Bytes the continuation residuals of these targets and positions would take. */
@@ -94,15 +95,23 @@ export class ChainStream {
 
   /** Runs the continuations after `cache` (the prompt's, covering every read position). */
   static async prepare(model: LoadedModel, lens: LogitLens, cache: KvCache, positions: number[], targets: TextTarget[], options: Pick<LensOptions, "readouts" | "variant">, signal?: AbortSignal): Promise<ChainStream> {
-    const forward = await model.forward(lens.hooksFor(options).hooks, "none");
-    const runs: (Map<string, Float32Array> | undefined)[][] = [];
+    const hooks = lens.hooksFor(options).hooks;
+    const forward = await model.forward(hooks, "none");
+    const H = model.config.hidden;
+    const runs: (Map<string, Float32Array> | undefined)[] = [];
     for (const target of targets) {
-      const perPosition: (Map<string, Float32Array> | undefined)[] = [];
-      for (const p of positions) {
-        signal?.throwIfAborted();
-        perPosition.push(target.ids.length > 1 ? (await forward.run(target.ids.slice(0, -1), truncateCache(cache, p + 1))).hooks : undefined);
+      const n = target.ids.length - 1;
+      if (n === 0) {
+        runs.push(undefined);
+        continue;
       }
-      runs.push(perPosition);
+      const joined = new Map(hooks.map((hook) => [hook, new Float32Array(positions.length * n * H)]));
+      for (let i = 0; i < positions.length; i++) {
+        signal?.throwIfAborted();
+        const run = await forward.run(target.ids.slice(0, -1), truncateCache(cache, positions[i]! + 1));
+        for (const hook of hooks) joined.get(hook)!.set(run.hooks.get(hook)!, i * n * H);
+      }
+      runs.push(joined);
     }
     return new ChainStream(lens, targets, options, runs);
   }
@@ -115,27 +124,24 @@ export class ChainStream {
   async rows(readoutIndices: number[], cells: LensCell[][], final: LensCell[]): Promise<number[][][]> {
     const readouts = this.lens.hooksFor(this.options).readouts;
     const groupHooks = readoutIndices.map((i) => readouts[i]!);
-    // One target after another (one lens session, runs in sequence).
     const all: number[][][] = [];
+    // One target after another (one lens session, runs in sequence).
     for (let t = 0; t < this.targets.length; t++) {
-      const target = this.targets[t]!;
-      {
-        const out: number[][] = [];
-        for (let i = 0; i < final.length; i++) {
-          const logp = [...cells.map((row) => row[i]!.trackedLogprobs[t]!), final[i]!.trackedLogprobs[t]!];
-          const run = this.runs[t]![i];
-          if (run) {
-            const rest = target.ids.slice(1);
-            const read = await this.lens.read(run, { readouts: groupHooks, variant: this.options.variant, topK: 1, tracked: rest });
-            for (let j = 0; j < rest.length; j++) {
-              groupHooks.forEach((_, r) => (logp[r]! += read.readouts[r]!.cells[j]!.trackedLogprobs[j]!));
-              logp[groupHooks.length]! += read.final[j]!.trackedLogprobs[j]!;
-            }
-          }
-          out.push(logp.map(Math.exp));
+      const rest = this.targets[t]!.ids.slice(1);
+      const run = this.runs[t];
+      const read = run && (await this.lens.read(run, { readouts: groupHooks, variant: this.options.variant, topK: 1, tracked: rest }));
+      const out: number[][] = [];
+      for (let i = 0; i < final.length; i++) {
+        const logp = [...cells.map((row) => row[i]!.trackedLogprobs[t]!), final[i]!.trackedLogprobs[t]!];
+        // Continuation j of position i is cell i * n + j of the joined run; it tracks rest[j].
+        for (let j = 0; read && j < rest.length; j++) {
+          const c = i * rest.length + j;
+          groupHooks.forEach((_, r) => (logp[r]! += read.readouts[r]!.cells[c]!.trackedLogprobs[j]!));
+          logp[groupHooks.length]! += read.final[c]!.trackedLogprobs[j]!;
         }
-        all.push(out);
+        out.push(logp.map(Math.exp));
       }
+      all.push(out);
     }
     return all;
   }

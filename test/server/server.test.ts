@@ -114,7 +114,8 @@ describe("serve: one job", () => {
 
   test("the report is the CLI's --json for the same request (lens and generate)", async () => {
     const cases: [unknown, string[]][] = [
-      [{ prompt: PROMPTS[0], track: [" Paris"], topK: 5, points: ["resid_mid", "resid_post"] }, ["lens", "--prompt", PROMPTS[0]!, "--track", " Paris", "--top-k", "5", "--points", "resid_mid,resid_post"]],
+      // " Paris, France" is several tokens: its sequence_prob streams with the rows (ChainStream) and must still be the CLI's.
+      [{ prompt: PROMPTS[0], track: [" Paris", " Paris, France"], topK: 5, points: ["resid_mid", "resid_post"] }, ["lens", "--prompt", PROMPTS[0]!, "--track", " Paris", "--track", " Paris, France", "--top-k", "5", "--points", "resid_mid,resid_post"]],
       [{ prompt: PROMPTS[2], chat: true, generate: { maxNewTokens: 5 } }, ["generate", "--prompt", PROMPTS[2]!, "--chat", "--max-new-tokens", "5"]],
     ];
     for (const [body, args] of cases) {

@@ -34,7 +34,7 @@ export function sweepHtml(summary: SweepSummary, svg: string): string {
 <link rel="icon" href="data:,">
 <style>
 body { font-family: "DejaVu Sans", system-ui, sans-serif; margin: 1.5rem; color: #111; }
-.figure svg { max-width: 100%; height: auto; }
+.figure svg { width: 100%; max-width: 1100px; height: auto; }
 table { border-collapse: collapse; font-size: 0.85rem; margin-top: 1rem; }
 th, td { padding: 0.2rem 0.6rem; border-bottom: 1px solid #e5e5e5; text-align: right; white-space: nowrap; }
 thead th { position: sticky; top: 0; background: #fff; }

@@ -23,9 +23,9 @@ const noRedis = redisServerPath() ? false : "redis-server is not installed (apt-
 
 const sweepArgs = (out: string) => ["sweep", "--model", TINY, "--data", TEXT, "--window", "64", "--limit", "96", "--unit-size", "4", "--bootstrap", "200", "--out", out];
 
-function startWorker(url: string, log: string): ChildProcess {
+function startWorker(url: string, log: string, extra: string[] = []): ChildProcess {
   const fd = fs.openSync(log, "a");
-  const child = spawn(process.execPath, [CLI_PATH, "sweep", "worker", "--queue", url, "--lock-seconds", "3"], { stdio: ["ignore", fd, fd] });
+  const child = spawn(process.execPath, [CLI_PATH, "sweep", "worker", "--queue", url, "--lock-seconds", "3", ...extra], { stdio: ["ignore", fd, fd] });
   fs.closeSync(fd);
   return child;
 }
@@ -135,6 +135,33 @@ test("queue errors are one line: unreachable Redis, --queue without --enqueue", 
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /must be a redis:\/\/ URL/);
   } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a unit that fails on bad input stops the enqueuer with the worker's one-line reason; queueing again retries it", { skip: noRedis, timeout: 120_000 }, async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ll-queue-"));
+  const redis = await RedisServer.start(path.join(dir, "redis"));
+  const worker = startWorker(redis.url, path.join(dir, "worker.log"), ["--queue-name", "bad-input"]);
+  try {
+    const jsonl = path.join(dir, "prompts.jsonl");
+    const long = "the cat sat on the mat ".repeat(60);
+    fs.writeFileSync(jsonl, [{ text: "The cat sat on the" }, { text: long, id: "too-long" }, { text: "A dog and a" }].map((l) => JSON.stringify(l)).join("\n") + "\n");
+    const args = ["sweep", "--model", TINY, "--data", jsonl, "--unit-size", "1", "--out", path.join(dir, "out"), "--queue", redis.url, "--enqueue", "--queue-name", "bad-input"];
+    const r = await runCli(args, { timeoutMs: 90_000 });
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /logit-lens: 1 unit\(s\) failed in the queue; first: [0-9a-f]+-unit-000001: prompt too-long is \d+ tokens, longer than the model's context of 128\n$/);
+    // The other units were computed; a rerun queues the failed one again (and it fails again).
+    assert.ok(fs.existsSync(path.join(dir, "out", "parts", "unit-000000.json")));
+    assert.ok(fs.existsSync(path.join(dir, "out", "parts", "unit-000002.json")));
+    const again = await runCli(args, { timeoutMs: 90_000 });
+    assert.equal(again.code, 2);
+    assert.match(again.stderr, /unit-000001: prompt too-long/);
+    assert.equal((fs.readFileSync(path.join(dir, "worker.log"), "utf8").match(/unit-000001 failed/g) ?? []).length, 2);
+  } finally {
+    worker.kill("SIGTERM");
+    await new Promise((res) => (worker.exitCode !== null ? res(null) : worker.once("exit", res)));
+    await redis.stop();
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -16,6 +16,7 @@
  * The results are the folder's unit files, merged by `mergeSweep` as after a local run.
  */
 import { createHash } from "node:crypto";
+import os from "node:os";
 import path from "node:path";
 import { Queue, UnrecoverableError, Worker, type Job, type ConnectionOptions } from "bullmq";
 import { UserError } from "../errors.js";
@@ -193,7 +194,7 @@ export interface WorkerOptions<O> {
 export async function runWorker<O>(w: WorkerOptions<O>): Promise<void> {
   let current: { key: string; runner: UnitRunner; layers: number } | null = null;
   let units = 0;
-  const name = `${process.env["HOSTNAME"] ?? "host"}:${process.pid}`;
+  const name = `${os.hostname()}:${process.pid}`;
   await assertRedisReachable(w.url, w.queueName);
   const worker = new Worker<SweepJobData<O>>(
     w.queueName,

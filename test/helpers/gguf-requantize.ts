@@ -30,10 +30,14 @@ class Reader {
   }
 }
 
+// One scratch word for the float's bits (a new array per call made a 135M-weight model take minutes).
+const SCRATCH_F32 = new Float32Array(1);
+const SCRATCH_U32 = new Uint32Array(SCRATCH_F32.buffer);
+
 function f16(x: number): number {
   // float32 -> IEEE half, round to nearest even (normal range is all the scales need).
-  const f = new Float32Array([x]);
-  const u = new Uint32Array(f.buffer)[0]!;
+  SCRATCH_F32[0] = x;
+  const u = SCRATCH_U32[0]!;
   const sign = (u >>> 16) & 0x8000;
   const exp = ((u >>> 23) & 0xff) - 127 + 15;
   let mant = u & 0x7fffff;
@@ -147,8 +151,9 @@ export function requantizeGguf(from: string, to: string, type: SimpleQuant | "F1
       const floats = new Float32Array(count);
       Buffer.from(floats.buffer).set(data);
       if (type === "F16") {
-        data = Buffer.alloc(count * 2);
-        for (let i = 0; i < count; i++) data.writeUInt16LE(f16Any(floats[i]!), i * 2);
+        const halves = new Uint16Array(count); // little-endian hosts, as GGUF files are
+        for (let i = 0; i < count; i++) halves[i] = f16Any(floats[i]!);
+        data = Buffer.from(halves.buffer);
       } else data = quantizeBlocks(type, floats);
       newType = GGML_TYPE[type];
     }

@@ -17,6 +17,16 @@ export function threadCount(): number {
   return Math.max(1, os.availableParallelism());
 }
 
+/**
+ * onnxruntime execution providers, in order of preference: LOGIT_LENS_EP (for example "webgpu"),
+ * else the CPU. The CPU is always the last resort, for ops the others do not have.
+ * (bench/gpu-probe.ts measures what a GPU machine gives; docs/big-models.md, "GPU".)
+ */
+function executionProviders(): string[] {
+  const wanted = (process.env["LOGIT_LENS_EP"] ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+  return [...wanted.filter((p) => p !== "cpu"), "cpu"];
+}
+
 export interface SessionTuning {
   /**
    * Let kernels read weights where they lie (the memory-mapped weights file) instead of keeping a
@@ -37,6 +47,7 @@ export async function createSession(g: GraphBuilder, dir: string, tuning: Sessio
   }
   try {
     return await ort.InferenceSession.create(file, {
+      executionProviders: executionProviders(),
       intraOpNumThreads: threadCount(),
       interOpNumThreads: 1,
       graphOptimizationLevel: "all",

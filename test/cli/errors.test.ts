@@ -15,6 +15,7 @@ import path from "node:path";
 import { readGguf } from "../../src/formats/gguf.js";
 import { runCli, REPO_ROOT, type CliResult } from "../helpers/run-cli.js";
 import { realModelPath } from "../helpers/real-models.js";
+import { writeGguf } from "../helpers/gguf-writer.js";
 
 const SMOL = "smollm2-135m-instruct";
 const TIMEOUT_MS = 60_000;
@@ -103,45 +104,6 @@ function writeU64(fd: number, at: number, value: number | bigint): void {
   const b = Buffer.alloc(8);
   b.writeBigUInt64LE(BigInt(value));
   fs.writeSync(fd, b, 0, 8, at);
-}
-
-type MetaValue = string | number | { u32: number } | { f32: number } | string[];
-
-/** A minimal GGUF v3 writer: metadata (strings, u32, f32, string arrays) and F32 tensors. */
-function writeGguf(file: string, metadata: Record<string, MetaValue>, tensors: { name: string; shape: number[] }[]): string {
-  const parts: Buffer[] = [];
-  const u32 = (v: number) => { const b = Buffer.alloc(4); b.writeUInt32LE(v); parts.push(b); };
-  const u64 = (v: number) => { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(v)); parts.push(b); };
-  const f32 = (v: number) => { const b = Buffer.alloc(4); b.writeFloatLE(v); parts.push(b); };
-  const str = (s: string) => { const b = Buffer.from(s, "utf8"); u64(b.length); parts.push(b); };
-  parts.push(Buffer.from("GGUF", "latin1"));
-  u32(3);
-  u64(tensors.length);
-  u64(Object.keys(metadata).length);
-  for (const [key, v] of Object.entries(metadata)) {
-    str(key);
-    if (typeof v === "string") { u32(8); str(v); }
-    else if (typeof v === "number") { u32(4); u32(v); }
-    else if (Array.isArray(v)) { u32(9); u32(8); u64(v.length); for (const s of v) str(s); }
-    else if ("u32" in v) { u32(4); u32(v.u32); }
-    else { u32(6); f32(v.f32); }
-  }
-  let offset = 0;
-  const sizes: number[] = [];
-  for (const t of tensors) {
-    str(t.name);
-    u32(t.shape.length);
-    for (const d of t.shape.slice().reverse()) u64(d); // ggml order: innermost first
-    u32(0); // F32
-    u64(offset);
-    const size = 4 * t.shape.reduce((a, b) => a * b, 1);
-    sizes.push(size);
-    offset += Math.ceil(size / 32) * 32;
-  }
-  let header = Buffer.concat(parts);
-  header = Buffer.concat([header, Buffer.alloc(Math.ceil(header.length / 32) * 32 - header.length)]);
-  fs.writeFileSync(file, Buffer.concat([header, Buffer.alloc(offset)]));
-  return file;
 }
 
 /** Copies a tiny Hugging Face fixture folder (test/fixtures/tiny/<arch>) to a temp folder. */

@@ -12,6 +12,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { runCli, REPO_ROOT, type CliResult } from "../helpers/run-cli.js";
+import { writeGguf, type GgufMeta } from "../helpers/gguf-writer.js";
 import { writeFileAtomic } from "../../src/outputs/write-file.js";
 import { readGguf } from "../../src/formats/gguf.js";
 import { readSafetensorsFolder } from "../../src/formats/safetensors.js";
@@ -74,45 +75,8 @@ function fillTensor(file: string, tensor: string, value: number): void {
   fs.writeFileSync(file, buf);
 }
 
-type Meta = string | number | boolean | { u32: number } | { f32: number } | { u64: bigint } | string[];
-
-/** A minimal GGUF v3 writer: metadata and zero-filled F32 tensors (shapes outermost first). */
-function writeGguf(file: string, metadata: Record<string, Meta>, tensors: { name: string; shape: number[] }[]): string {
-  const parts: Buffer[] = [];
-  const u32 = (v: number) => { const b = Buffer.alloc(4); b.writeUInt32LE(v); parts.push(b); };
-  const u64 = (v: number | bigint) => { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(v)); parts.push(b); };
-  const str = (s: string) => { const b = Buffer.from(s, "utf8"); u64(b.length); parts.push(b); };
-  parts.push(Buffer.from("GGUF", "latin1"));
-  u32(3);
-  u64(tensors.length);
-  u64(Object.keys(metadata).length);
-  for (const [key, v] of Object.entries(metadata)) {
-    str(key);
-    if (typeof v === "string") { u32(8); str(v); }
-    else if (typeof v === "number") { u32(4); u32(v); }
-    else if (typeof v === "boolean") { u32(7); parts.push(Buffer.from([v ? 1 : 0])); }
-    else if (Array.isArray(v)) { u32(9); u32(8); u64(v.length); for (const s of v) str(s); }
-    else if ("u32" in v) { u32(4); u32(v.u32); }
-    else if ("u64" in v) { u32(10); u64(v.u64); }
-    else { u32(6); const b = Buffer.alloc(4); b.writeFloatLE(v.f32); parts.push(b); }
-  }
-  let offset = 0;
-  for (const t of tensors) {
-    str(t.name);
-    u32(t.shape.length);
-    for (const d of t.shape.slice().reverse()) u64(d);
-    u32(0);
-    u64(offset);
-    offset += Math.ceil((4 * t.shape.reduce((a, b) => a * b, 1)) / 32) * 32;
-  }
-  let header = Buffer.concat(parts);
-  header = Buffer.concat([header, Buffer.alloc(Math.ceil(header.length / 32) * 32 - header.length)]);
-  fs.writeFileSync(file, Buffer.concat([header, Buffer.alloc(offset)]));
-  return file;
-}
-
 /** A small llama GGUF (2 blocks of tensors, tokenizer), with metadata overridden by `meta`. */
-function llamaGguf(name: string, meta: Record<string, Meta> = {}, opts: { vocab?: number; blocks?: number } = {}): string {
+function llamaGguf(name: string, meta: Record<string, GgufMeta> = {}, opts: { vocab?: number; blocks?: number } = {}): string {
   const vocab = opts.vocab ?? 8;
   const tokens = Array.from({ length: vocab }, (_, i) => `t${i}`);
   const tensors = [{ name: "token_embd.weight", shape: [8, 16] }, { name: "output_norm.weight", shape: [16] }];

@@ -19,6 +19,8 @@ import type { FigureOptions } from "../outputs/svg.js";
 export interface CommandDeps {
   loadModel(spec: string | undefined): Promise<LoadedModel>;
   emit(text: string, out: string | undefined): Promise<void>;
+  /** Cancels a long run (a patching sweep) between its steps: the explorer's server sets it. */
+  signal?: AbortSignal;
 }
 
 /** The options these commands read (a subset of the CLI's parsed options). */
@@ -212,6 +214,7 @@ export async function patchCommand(o: PatchCliOptions, deps: CommandDeps): Promi
     layers: o.layers !== undefined ? intList(o.layers, "layers") : undefined,
     positions: o.positions !== undefined ? intList(o.positions, "positions") : undefined,
     positionMap: map,
+    signal: deps.signal,
   });
   const tokenText = (p: number) => renderToken(model.tokenizer.tokenBytes([...idsB, ...split.prefix][p]!)).text;
   const what = split.versus !== undefined ? `logit(${JSON.stringify(o.target)}) - logit(${JSON.stringify(o.versus)})` : `log P(${JSON.stringify(o.target)})`;

@@ -52,7 +52,7 @@ export async function patchSweep(
   idsA: number[],
   idsB: number[],
   metric: PatchMetric,
-  options: { layers?: number[]; positions?: number[]; positionMap?: Map<number, number> } = {},
+  options: { layers?: number[]; positions?: number[]; positionMap?: Map<number, number>; signal?: AbortSignal } = {},
 ): Promise<PatchSweep> {
   const cfg = model.config;
   const L = cfg.nLayers;
@@ -87,6 +87,8 @@ export async function patchSweep(
     const rest = await model.forward([], "last", { cutsAt: [l] });
     try {
       for (let i = 0; i < positions.length; i++) {
+        // A sweep is layers x positions runs: the explorer's server cancels it between two of them.
+        options.signal?.throwIfAborted();
         const src = source[i]!;
         // Positions before the patched one cannot change (causal attention): they come from B's
         // KV cache, and only the patched position and those after it run.

@@ -7,6 +7,9 @@
 import { readoutHooks, parsePositions } from "../cli/options.js";
 import type { LoadedModel } from "../engine/model.js";
 import { UserError } from "../errors.js";
+import type { Attribution } from "../explain/attribution.js";
+import { attributeCommand, patchCommand, promptIds, type CommandDeps } from "../explain/cli.js";
+import type { PatchSweep } from "../explain/patching.js";
 import type { LensCell } from "../lens/logit-lens.js";
 import { divergencesFrom, lensDistributions } from "../lens/compare.js";
 import { executeLensJob, type GenerateOptions } from "../lens/job.js";
@@ -43,6 +46,8 @@ export type JobEvent =
   | { type: "progress"; job: string; done: number; total: number; unit: string }
   | { type: "report"; job: string; report: LensReport; ms: number }
   | { type: "kl"; job: string; result: KlResult; ms: number }
+  | { type: "attribution"; job: string; result: Attribution; ms: number }
+  | { type: "patching"; job: string; result: PatchSweep; ms: number }
   | { type: "error"; job: string; error: string }
   | { type: "cancelled"; job: string };
 
@@ -55,6 +60,33 @@ export type KlSide = Pick<JobRequest, "model" | "prompt" | "chat" | "messages" |
 export interface KlRequest {
   a: KlSide;
   b: KlSide;
+}
+
+/** Direct logit attribution at one position (POST /api/attribute): `logit-lens attribute`'s options. */
+export interface AttributeRequest {
+  model?: string;
+  prompt: string;
+  chat?: boolean;
+  /** --target: a token or text; --versus: the contrast for a logit difference. */
+  target: string;
+  versus?: string;
+  position?: number;
+}
+
+/** An activation-patching sweep (POST /api/patch): `logit-lens patch`'s options. */
+export interface PatchRequest {
+  model?: string;
+  /** Prompt B, the run patched (--prompt). */
+  prompt: string;
+  /** Prompt A, the source of the residuals (--from). */
+  from: string;
+  chat?: boolean;
+  target: string;
+  versus?: string;
+  /** --layers, --positions ("0-5,8") and --map ("5:4,6:5"), as the CLI takes them. */
+  layers?: string;
+  positions?: string;
+  map?: string;
 }
 
 /** The exact KL of each compared cell (src/lens/compare.ts), both directions, in nats. */
@@ -74,8 +106,8 @@ export interface KlResult {
 
 interface Job {
   id: string;
-  request: JobRequest | KlRequest;
-  kind: "lens" | "kl";
+  request: JobRequest | KlRequest | AttributeRequest | PatchRequest;
+  kind: "lens" | "kl" | "attribute" | "patch";
   emit: (e: JobEvent) => void;
   abort: AbortController;
   done: Promise<void>;
@@ -128,6 +160,16 @@ export class JobQueue {
     return this.enqueue("kl", request, emit);
   }
 
+  /** Queues a direct logit attribution (POST /api/attribute). */
+  submitAttribute(request: AttributeRequest, emit: (e: JobEvent) => void): { id: string; cancel: () => void; done: Promise<void> } {
+    return this.enqueue("attribute", request, emit);
+  }
+
+  /** Queues an activation-patching sweep (POST /api/patch). */
+  submitPatch(request: PatchRequest, emit: (e: JobEvent) => void): { id: string; cancel: () => void; done: Promise<void> } {
+    return this.enqueue("patch", request, emit);
+  }
+
   private enqueue(kind: Job["kind"], request: Job["request"], emit: (e: JobEvent) => void): { id: string; cancel: () => void; done: Promise<void> } {
     if (this.full) throw new QueueFullError(this.fullMessage());
     const id = `j${++this.counter}`;
@@ -164,6 +206,7 @@ export class JobQueue {
     this.running = job;
     try {
       if (job.kind === "kl") await this.executeKl(job);
+      else if (job.kind === "attribute" || job.kind === "patch") await this.executeWhyFish(job);
       else await this.execute(job);
     } catch (e) {
       if (job.abort.signal.aborted) safeEmit(job, { type: "cancelled", job: job.id });
@@ -323,6 +366,42 @@ export class JobQueue {
     this.reports.set(job.id, report);
     while (this.reports.size > this.options.keepReports) this.reports.delete(this.reports.keys().next().value!);
     emit({ type: "report", job: job.id, report, ms: Date.now() - t0 });
+  }
+
+  /**
+   * Attribution or patching: the CLI's own command (src/explain/cli.ts) runs on the model in memory
+   * and its `--json` text is the result, so the API and `logit-lens attribute|patch --json` cannot
+   * drift apart (one parser of targets, positions, layer lists and maps; one set of UserErrors).
+   */
+  private async executeWhyFish(job: Job): Promise<void> {
+    const t0 = Date.now();
+    const signal = job.abort.signal;
+    const emit = (e: JobEvent) => safeEmit(job, e);
+    const r = job.request as AttributeRequest | PatchRequest;
+    const spec = r.model?.trim() || this.defaultModel;
+    if (this.model?.spec !== spec) emit({ type: "status", job: job.id, stage: `loading ${spec}` });
+    const model = await this.getModel(spec);
+    signal.throwIfAborted();
+    emit({ type: "status", job: job.id, stage: "running" });
+    const prompts = job.kind === "patch" ? [r.prompt, (r as PatchRequest).from] : [r.prompt];
+    for (const p of prompts) {
+      const n = promptIds(model, p, r.chat, job.kind).length;
+      if (n > MAX_PROMPT_TOKENS) throw new UserError(`the prompt is ${n} tokens; this server reads at most ${MAX_PROMPT_TOKENS}`);
+    }
+    let json: string | undefined;
+    const deps: CommandDeps = { loadModel: async () => model, emit: async (text) => void (json = text), signal };
+    const common = { prompt: r.prompt, chat: r.chat, target: r.target, versus: r.versus, json: true };
+    if (job.kind === "attribute") {
+      const a = r as AttributeRequest;
+      await attributeCommand({ ...common, position: a.position === undefined ? undefined : String(a.position) }, deps);
+    } else {
+      const p = r as PatchRequest;
+      await patchCommand({ ...common, from: p.from, layers: p.layers, positions: p.positions, map: p.map }, deps);
+    }
+    signal.throwIfAborted();
+    const ms = Date.now() - t0;
+    if (job.kind === "attribute") emit({ type: "attribution", job: job.id, result: JSON.parse(json!) as Attribution, ms });
+    else emit({ type: "patching", job: job.id, result: JSON.parse(json!) as PatchSweep, ms });
   }
 
   /**

@@ -22,7 +22,7 @@ import { toCsv } from "../outputs/csv.js";
 import { toHtml } from "../outputs/html.js";
 import { toPng } from "../outputs/png.js";
 import { toSvg } from "../outputs/svg.js";
-import { JobQueue, type JobEvent, type JobRequest, type KlRequest, type ModelLoader } from "./jobs.js";
+import { JobQueue, type AttributeRequest, type JobEvent, type JobRequest, type KlRequest, type ModelLoader, type PatchRequest } from "./jobs.js";
 
 export interface ServeOptions {
   host?: string;
@@ -84,6 +84,38 @@ const KL_SIDE = {
   properties: Object.fromEntries(KL_SIDE_FIELDS.map((k) => [k, LENS_SCHEMA.properties[k]])),
 };
 const KL_SCHEMA = { type: "object", additionalProperties: false, required: ["a", "b"], properties: { a: KL_SIDE, b: KL_SIDE } } as const;
+
+// "Why the fish" (issue 10): `logit-lens attribute` and `logit-lens patch` options, by their CLI names.
+const TARGET = { type: "string", minLength: 1, maxLength: 200 } as const;
+const ATTRIBUTE_SCHEMA = {
+  type: "object",
+  additionalProperties: false,
+  required: ["prompt", "target"],
+  properties: {
+    model: LENS_SCHEMA.properties.model,
+    prompt: LENS_SCHEMA.properties.prompt,
+    chat: LENS_SCHEMA.properties.chat,
+    target: TARGET,
+    versus: TARGET,
+    position: { type: "integer", minimum: -100_000, maximum: 100_000 },
+  },
+} as const;
+const PATCH_SCHEMA = {
+  type: "object",
+  additionalProperties: false,
+  required: ["prompt", "from", "target"],
+  properties: {
+    model: LENS_SCHEMA.properties.model,
+    prompt: LENS_SCHEMA.properties.prompt,
+    from: LENS_SCHEMA.properties.prompt,
+    chat: LENS_SCHEMA.properties.chat,
+    target: TARGET,
+    versus: TARGET,
+    layers: text(1000),
+    positions: text(1000),
+    map: text(1000),
+  },
+} as const;
 
 const EXPORT_TYPES: Record<string, { type: string; ext: string }> = {
   json: { type: "application/json; charset=utf-8", ext: "json" },
@@ -234,6 +266,10 @@ export async function createServer(options: ServeOptions): Promise<CreatedServer
   app.post("/api/lens", { schema: { body: LENS_SCHEMA } }, async (req, reply) => streamJob(reply, (send) => queue.submit(req.body as JobRequest, send)));
 
   app.post("/api/kl", { schema: { body: KL_SCHEMA } }, async (req, reply) => streamJob(reply, (send) => queue.submitKl(req.body as KlRequest, send)));
+
+  app.post("/api/attribute", { schema: { body: ATTRIBUTE_SCHEMA } }, async (req, reply) => streamJob(reply, (send) => queue.submitAttribute(req.body as AttributeRequest, send)));
+
+  app.post("/api/patch", { schema: { body: PATCH_SCHEMA } }, async (req, reply) => streamJob(reply, (send) => queue.submitPatch(req.body as PatchRequest, send)));
 
   app.post("/api/jobs/:id/cancel", { schema: { params: { type: "object", properties: { id: { type: "string", pattern: "^j[0-9]{1,12}$" } } } } }, async (req, reply) => {
     const { id } = req.params as { id: string };

@@ -122,7 +122,7 @@ class Explorer {
         }
       });
     }
-    root.append(h("header", { class: "ex-header" }, [h("h1", null, ["logit lens ", h("span", { class: "ex-sub", text: "explorer" })]), h("span", { class: "ll-hint", text: "what every layer would predict if it were the last" })]), form, this.viewRoot, whyFishPanel());
+    root.append(h("header", { class: "ex-header" }, [h("h1", null, ["logit lens ", h("span", { class: "ex-sub", text: "explorer" })]), h("span", { class: "ll-hint", text: "what every layer would predict if it were the last" })]), form, this.viewRoot, whyFishPanel(() => this.whyFishContext()));
     void this.loadModels();
     const fromUrl = this.readUrl();
     if (fromUrl) {
@@ -213,6 +213,12 @@ class Explorer {
     if (this.families.length) req.trackFamily = [...this.families];
     if (this.gen.checked) req.generate = { maxNewTokens: Number(this.maxNew.value) || 20, temperature: Number(this.temperature.value) || 0, seed: Number(this.seed.value) || 0 };
     return req;
+  }
+
+  /** What the why-fish panel runs on: this form's model, prompt and chat template. */
+  private whyFishContext(): { model?: string; prompt: string; chat?: boolean } {
+    const r = this.request();
+    return { prompt: this.prompt.value, ...(r.model ? { model: r.model } : {}), ...(r.chat || r.messages ? { chat: true } : {}) };
   }
 
   private fill(st: AppState): void {

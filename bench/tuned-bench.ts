@@ -13,12 +13,13 @@
  *   npm run build && LOGIT_LENS_PYTHON=/path/to/venv/bin/python \
  *     TUNED_LENS_SITE=/folder/with/tuned_lens TFJS_NODE_MODULES=/folder/node_modules \
  *     node dist/bench/tuned-bench.js [--models smollm2-135m-instruct,gemma3-270m] [--steps 4]
- *       [--threads 2] [--data train.txt] [--out file.md]
+ *       [--threads 2] [--window 128] [--autocast none,bf16] [--no-engines] [--data train.txt]
+ *       [--out file.md]
  *
  * TUNED_LENS_SITE: `pip install --no-deps --target DIR tuned-lens` (its import needs only torch
  * and transformers; its declared dependencies would change the venv's packages). Without it, or
  * without LOGIT_LENS_PYTHON, the PyTorch rows are skipped with a note. TFJS_NODE_MODULES: a
- * node_modules folder with @tensorflow/tfjs-core, -backend-wasm and -backend-cpu 4.22.0
+ * node_modules folder with @tensorflow/tfjs and @tensorflow/tfjs-backend-wasm 4.22.0
  * (`npm install --prefix DIR ...`); without it the TF.js rows are skipped.
  * --data: a text file (default: The Devil's Dictionary from Debian's dict-devil, made with
  * tools/sweep/devils-dictionary.mjs).
@@ -48,6 +49,8 @@ const { values: args } = parseArgs({
     data: { type: "string" },
     out: { type: "string", default: path.join(os.tmpdir(), "logit-lens-tuned-bench.md") },
     window: { type: "string", default: "128" },
+    autocast: { type: "string", default: "none,bf16" },
+    "no-engines": { type: "boolean", default: false },
   },
 });
 const STEPS = Number(args.steps);
@@ -113,7 +116,7 @@ async function trainComparison(alias: string, text: string): Promise<TrainRow> {
   const dir = await referenceFolder(alias);
   const steps = stepWindows(data.count, settings.seed, STEPS, 1).map((w) => w.map((i) => data.prompt(i).ids));
   row.torch = [];
-  for (const autocast of ["none", "bf16"]) {
+  for (const autocast of args.autocast!.split(",")) {
     const job = path.join(os.tmpdir(), `ll-tuned-bench-${process.pid}.json`);
     fs.writeFileSync(job, JSON.stringify({ steps, threads: THREADS, autocast }));
     log(`${alias}: tuned-lens on PyTorch (${autocast === "bf16" ? "bf16 autocast" : "fp32"}), ${STEPS} steps`);
@@ -181,10 +184,10 @@ async function engineComparison(text: string): Promise<{ rows: GradRow[]; shape:
   if (!TFJS) return { rows, shape: `N ${N}, hidden ${H}, vocab ${V}` };
 
   const req = createRequire(path.join(TFJS, "noop.js"));
-  const tf = req("@tensorflow/tfjs-core") as Tf;
+  // The umbrella package: tfjs-core, the CPU backend, and the gradients registered (core alone has none).
+  const tf = req("@tensorflow/tfjs") as Tf;
   const op = (name: string) => tf[name] as TfFn;
   const [mul, add, sub, div, rsqrt, mean, square, logSoftmax, matMul, exp, sum] = ["mul", "add", "sub", "div", "rsqrt", "mean", "square", "logSoftmax", "matMul", "exp", "sum"].map(op) as TfFn[];
-  req("@tensorflow/tfjs-backend-cpu");
   const wasm = req("@tensorflow/tfjs-backend-wasm") as { setThreadsCount?: (n: number) => void };
   wasm.setThreadsCount?.(THREADS);
   // The unembedding and final-norm weight as the lens reads them (fp32).
@@ -250,8 +253,15 @@ async function main(): Promise<void> {
   const cpu = os.cpus()[0]?.model ?? "unknown CPU";
   const load = os.loadavg().map(f2).join(", ");
   const train: TrainRow[] = [];
-  for (const alias of args.models!.split(",")) train.push(await trainComparison(alias.trim(), text));
-  const engines = await engineComparison(text);
+  for (const alias of args.models!.split(",").filter(Boolean)) train.push(await trainComparison(alias.trim(), text));
+  let engines: Awaited<ReturnType<typeof engineComparison>> | undefined;
+  let enginesNote = "";
+  try {
+    engines = args["no-engines"] ? undefined : await engineComparison(text);
+  } catch (e) {
+    enginesNote = `engine comparison failed: ${(e as Error).message.split("\n")[0]}`;
+    log(enginesNote);
+  }
   const lines = [
     `## The tuned lens: training time (issue 9)`,
     ``,
@@ -269,7 +279,7 @@ async function main(): Promise<void> {
     }
     if (r.torchNote) lines.push(`| | tuned-lens: not run (${r.torchNote}) | | | | |`);
   }
-  lines.push(
+  if (engines) lines.push(
     ``,
     `One layer's loss and gradient (${engines.shape}; SmolLM2's layer 14; median of the warm runs, seconds):`,
     ``,
@@ -277,7 +287,8 @@ async function main(): Promise<void> {
     `|---|---|---|`,
     ...engines.rows.map((r) => `| ${r.engine} | ${f2(median(r.seconds))} | ${r.loss.toFixed(4)} |`),
   );
-  if (!TFJS) lines.push(``, `TF.js rows not run: TFJS_NODE_MODULES not set.`);
+  if (enginesNote) lines.push(``, enginesNote);
+  if (engines && !TFJS) lines.push(``, `TF.js rows not run: TFJS_NODE_MODULES not set.`);
   const md = lines.join("\n");
   process.stdout.write(`${md}\n`);
   fs.writeFileSync(args.out!, `${md}\n`);

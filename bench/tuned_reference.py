@@ -11,7 +11,8 @@ The loop is tuned-lens's `Train.execute` body (tuned_lens/scripts/train_loop.py)
 `TunedLens` module and its optimiser settings (ingredients.py: SGD, lr 1.0 x (1 - 0.9), momentum
 0.9, Nesterov, weight decay 1e-3; linear schedule, no warmup; grad norm clipped to 1). The script
 itself is not run: it needs torchdata's DataLoader2 (gone from torchdata since 0.8), wandb and a
-datasets pipeline. Two differences, both to do the same work as logit-lens:
+datasets pipeline. Two differences, both to do the same work as logit-lens (and a shim: tuned-lens 0.2.0 does not
+know Gemma 3's final norm, see main):
 - the translators trained are those of blocks 0..L-2 (hidden_states[1:L]); tuned-lens also trains
   one for the input embeddings (hidden_states[0]), one more layer of the same cost;
 - "autocast": "bf16" runs the lens forward under torch.autocast(bfloat16) as tuned-lens does (on a
@@ -30,7 +31,21 @@ def main() -> None:
     job = json.load(open(job_file))
     import torch as th
     from transformers import AutoModelForCausalLM, get_linear_schedule_with_warmup
-    from tuned_lens import TunedLens
+    from tuned_lens import TunedLens, model_surgery
+
+    # tuned-lens 0.2.0's get_final_norm lists the architectures it knows, and Gemma 3 is not among
+    # them (NotImplementedError: Unknown model type Gemma3TextModel). The final norm of such a
+    # model is `base_model.norm`, as for the Llama family it does know: give it that, and nothing
+    # else changes.
+    known = model_surgery.get_final_norm
+
+    def final_norm(model):
+        try:
+            return known(model)
+        except NotImplementedError:
+            return model.base_model.norm
+
+    model_surgery.get_final_norm = final_norm
 
     th.set_num_threads(int(job.get("threads", 2)))
     th.manual_seed(0)

@@ -61,7 +61,7 @@ export function tunedLensOf(model: LoadedModel, t: TrainedTranslators, s: TrainS
       steps: String(o.steps),
       windows_per_step: String(s.windowsPerStep),
       optimizer: o.kind === "sgd" ? "sgd (nesterov)" : "adam",
-      lr: String(baseLr(o)),
+      lr: String(Number(baseLr(o).toPrecision(6))),
       lr_scale: String(o.lrScale),
       lr_schedule: `linear warmup ${warmupSteps(o)} steps, then linear decay to 0`,
       momentum: String(o.momentum),

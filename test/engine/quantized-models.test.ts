@@ -3,7 +3,7 @@
  * file gives dequantized to fp32 (the path checked against transformers in
  * test/architectures/families.test.ts), at every hook point, in the logits and through the KV
  * cache. The tiny Llama fixture (llama.cpp's own GGUF, q/k rows permuted as llama.cpp stores them)
- * is re-quantized here; the K-quants need rows of 256 and are covered by test/formats/block-quant
+ * is re-quantized here (and written as F16, which stays 16-bit); the K-quants need rows of 256 and are covered by test/formats/block-quant
  * (every type, block level) and by the real Gemma 3 Q4_K_M in test/real/reference.test.ts.
  *
  * Tolerance 3e-4 x max(1, |value|): both paths use the same dequantized weights and differ only in
@@ -64,3 +64,30 @@ for (const type of ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"] as SimpleQuant[]) {
     assert.ok(maxRelDiff(o.logits!, r.logits!) > 1e-4, `${type} changed the weights`);
   });
 }
+
+test("tiny Llama in F16: matrices stay 16-bit (cache and memory) and the run equals the fp32 one exactly", async () => {
+  const file = path.join(tmp, "llama-F16.gguf");
+  requantizeGguf(SOURCE, file, "F16", (name) => name.endsWith(".weight") && !name.includes("norm"));
+  const source = await resolveModelSource(file, { progress: quiet });
+  const half = await LoadedModel.load(source, quiet);
+  const reference = await LoadedModel.load(source, quiet, { dequantize: true });
+  // q_proj is stored with llama.cpp's row permutation: kept 16-bit with its rows put back.
+  for (const name of ["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.down_proj.weight"]) {
+    assert.ok(half.store.isHalf(name), `${name} stays F16`);
+    assert.ok(!reference.store.isHalf(name));
+  }
+  // The cache holds the file's bytes, not an fp32 copy (norms are fp32 either way).
+  assert.ok(half.store.bytes <= 1.1 * fs.statSync(file).size, `cache ${half.store.bytes} B vs file ${fs.statSync(file).size} B`);
+  assert.ok(half.store.bytes < 0.6 * reference.store.bytes, `16-bit store ${half.store.bytes} B vs fp32 ${reference.store.bytes} B`);
+
+  // Widening f16 to f32 is exact, and the products see the same fp32 matrices: equal up to the
+  // kernels' summation order (1e-5 relative), through the KV cache too.
+  const hooks = allHookNames(half.config);
+  const ids = half.tokenizer.encode("The capital of France is Paris, and the capital of Spain is");
+  const [h, r] = [await (await half.forward(hooks, "all")).run(ids), await (await reference.forward(hooks, "all")).run(ids)];
+  let worst = maxRelDiff(h.logits!, r.logits!);
+  for (const name of hooks) worst = Math.max(worst, maxRelDiff(h.hooks.get(name)!, r.hooks.get(name)!));
+  const [h2, r2] = [await (await half.forward([], "last")).run([ids[3]!], h.cache), await (await reference.forward([], "last")).run([ids[3]!], r.cache)];
+  worst = Math.max(worst, maxRelDiff(h2.logits!, r2.logits!));
+  assert.ok(worst <= 1e-5, `F16: ${worst}`);
+});

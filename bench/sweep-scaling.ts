@@ -3,7 +3,10 @@
  * and 3 local `sweep worker` processes (BullMQ on a redis-server started here), on the same data.
  *
  *   npm run build && node dist/bench/sweep-scaling.js [--model smollm2-135m-instruct]
- *        [--data FILE] [--window 128] [--limit 16] [--workers 1,2,3] [--out FILE]
+ *        [--data FILE] [--window 128] [--limit 16] [--workers 1,2,3] [--threads N] [--out FILE]
+ *
+ * --threads N sets LOGIT_LENS_THREADS=N for every process (onnxruntime's threads; default all
+ * cores): with 1, each worker uses one core, which shows how processes scale on a small machine.
  *
  * Data: data/heldout.txt when it exists (tools/sweep/devils-dictionary.mjs), else the committed
  * excerpt test/fixtures/sweep/devil-excerpt.txt; --limit windows of --window tokens, one window per
@@ -30,6 +33,7 @@ const { values: a } = parseArgs({
     window: { type: "string", default: "128" },
     limit: { type: "string", default: "16" },
     workers: { type: "string", default: "1,2,3" },
+    threads: { type: "string" },
     out: { type: "string" },
   },
 });
@@ -40,6 +44,7 @@ if (!redisServerPath()) {
   process.exit(2);
 }
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "ll-sweep-bench-"));
+if (a.threads) process.env["LOGIT_LENS_THREADS"] = a.threads; // inherited by every child
 const common = ["--model", a.model!, "--data", data, "--window", a.window!, "--limit", a.limit!, "--unit-size", "1", "--metrics", "kl,ce,top1", "--bootstrap", "200"];
 
 function run(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string; seconds: number }> {
@@ -103,7 +108,7 @@ const loadAfter = loadavg();
 
 lines.push(`### Sweep throughput and queue scaling (${new Date().toISOString().slice(0, 10)})`);
 lines.push("");
-lines.push(`\`node dist/bench/sweep-scaling.js\` (bench/sweep-scaling.ts): ${a.model}, ${a.limit} windows of ${a.window} tokens from ${path.basename(data)} (${tokens} tokens x ${layers} layers), metrics kl, ce, top1, one window per unit. ${cpu}, ${os.cpus().length} cores; load average (1, 5, 15 min) ${loadBefore} before, ${loadAfter} after (the machine is shared). Wall clock of the whole command; queue workers had loaded the model before the clock started.`);
+lines.push(`\`node dist/bench/sweep-scaling.js\` (bench/sweep-scaling.ts): ${a.model}, ${a.limit} windows of ${a.window} tokens from ${path.basename(data)} (${tokens} tokens x ${layers} layers), metrics kl, ce, top1, one window per unit, onnxruntime threads per process: ${a.threads ?? "all cores"}. ${cpu}, ${os.cpus().length} cores; load average (1, 5, 15 min) ${loadBefore} before, ${loadAfter} after (the machine is shared). Wall clock of the whole command; queue workers had loaded the model before the clock started.`);
 lines.push("");
 lines.push("| run | workers | wall s | tokens x layers / s | notes |");
 lines.push("|---|---|---|---|---|");

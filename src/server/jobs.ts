@@ -1,8 +1,10 @@
 /**
  * Lens jobs for `logit-lens serve`: one model in memory, one job running at a time, a bounded queue
- * behind it. A job streams events as it goes (the report's skeleton, groups of rows, generated
+ * behind it. A lens job streams events as it goes (the report's skeleton, groups of rows, generated
  * tokens and their columns, progress) and ends with the full report, the same document the CLI's
- * `--json` prints for the same request. Jobs are cancelled by their client (disconnect or cancel).
+ * `--json` prints for the same request. Attribution and patching jobs (POST /api/attribute,
+ * /api/patch) end with the JSON of `logit-lens attribute|patch --json`. Jobs are cancelled by their
+ * client (disconnect or cancel).
  */
 import { readoutHooks, parsePositions } from "../cli/options.js";
 import type { LoadedModel } from "../engine/model.js";

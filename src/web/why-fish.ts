@@ -146,13 +146,13 @@ export function whyFishPanel(context?: () => WhyFishContext): HTMLElement {
   const runRows = context
     ? [
         h("div", { class: "ex-row" }, [
-          target,
-          versus,
+          h("label", null, ["target ", target]),
+          h("label", null, ["versus ", versus]),
           h("label", null, ["position ", position]),
           h("button", { type: "button", id: "wf-attribute", class: "ex-primary", text: "Attribute", title: "direct logit attribution on the explorer's model and prompt", onclick: () => void run("attribute") }),
           cancel,
         ]),
-        h("div", { class: "ex-row" }, [from, layers, positions, h("button", { type: "button", id: "wf-patch", text: "Patch A → B", title: "activation patching sweep: each residual of A written into the explorer's prompt B", onclick: () => void run("patch") })]),
+        h("div", { class: "ex-row" }, [h("span", { class: "ll-label", text: "A" }), from, layers, positions, h("button", { type: "button", id: "wf-patch", text: "Patch A → B", title: "activation patching sweep: each residual of A written into the explorer's prompt B", onclick: () => void run("patch") })]),
       ]
     : [];
   const panel = h("details", { class: "ll-card wf-panel", id: "why-fish" }, [

@@ -497,7 +497,10 @@ async function lensCommand(options: Options, progress: Progress, generate: boole
     points,
     generation: gen ? { maxNewTokens: gen.maxNewTokens, temperature: gen.sampling.temperature, topP: gen.sampling.topP, seed: gen.sampling.seed } : undefined,
   });
-  if (translate) report.lens.description = `${translate.description}, then ${report.lens.description}`;
+  if (translate) {
+    report.lens.translator = options.lens!.startsWith("tuned:") ? "tuned" : "linear";
+    report.lens.description = `${translate.description}, then ${report.lens.description}`;
+  }
   await writeReport(report, format, options);
   // The preset's story goes beside the report, never into a JSON stream on stdout.
   if (options.preset !== undefined) process[format === "terminal" || options.out ? "stdout" : "stderr"].write(`\n${seahorseStory(report)}\n`);

@@ -94,6 +94,15 @@ export function xterm256([r, g, b]: Rgb): number {
 /** Probabilities at or below this get the lightest colour on a log scale. */
 export const LOG_FLOOR = 1e-6;
 
+/**
+ * The lens's name as every view titles it: a translator lens (`--lens linear:FILE`, `tuned:FILE`)
+ * by its kind, else the logit lens or the raw unembedding.
+ */
+export function lensName(lens: { variant: string; translator?: string }): string {
+  if (lens.translator) return `${lens.translator} lens`;
+  return lens.variant === "raw" ? "raw unembedding" : "logit lens";
+}
+
 /** Position of a probability on the scale: linear, or log10 from LOG_FLOOR (1e-6) to 1. */
 export function probT(p: number, log = false): number {
   if (!Number.isFinite(p) || p <= 0) return 0;

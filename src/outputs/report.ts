@@ -68,7 +68,8 @@ export interface ReportLayer {
 export interface LensReport {
   schema: string;
   model: { name: string; architecture: string; n_layers: number; hidden_size: number; vocab_size: number; source: string };
-  lens: { variant: "logit" | "raw"; description: string; top_k: number; points: string[] };
+  /** `translator`: "linear" or "tuned" when a trained translator maps each residual first (--lens KIND:FILE). */
+  lens: { variant: "logit" | "raw"; translator?: "linear" | "tuned"; description: string; top_k: number; points: string[] };
   prompt: string;
   chat: boolean;
   /** Every token of the context: the prompt, then generated tokens. */

@@ -14,7 +14,7 @@
  * a browser.
  */
 import type { LensReport, ReportCell } from "./report.js";
-import { probColor, rowLabel, textColorFor } from "./presentation.js";
+import { lensName, probColor, rowLabel, textColorFor } from "./presentation.js";
 
 /** Options shared with the PNG renderer. */
 export interface FigureOptions {
@@ -163,7 +163,8 @@ export function toSvg(report: LensReport, options: FigureOptions = {}): string {
   const rowLabelW = Math.ceil(Math.max(...rows.map((r) => textWidth(r.label, LABEL_FONT)))) + 8;
 
   // Title and subtitle.
-  const variant = report.lens.variant === "logit" ? "Logit lens" : "Raw-unembedding lens";
+  const name = lensName(report.lens);
+  const variant = report.lens.translator || report.lens.variant === "logit" ? name[0]!.toUpperCase() + name.slice(1) : "Raw-unembedding lens";
   const points = report.lens.points.join(", ");
   const title = `${variant}: ${report.model.name}`;
   const subtitle = `${report.model.architecture}, ${report.model.n_layers} layers, ${report.model.hidden_size} wide; readout: ${points}`;

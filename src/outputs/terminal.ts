@@ -6,7 +6,7 @@
  * probability is printed as a number, so nothing is lost.
  */
 import type { LensReport, ReportCell } from "./report.js";
-import { rampRgb, rowLabel, textColorOn, xterm256 } from "./presentation.js";
+import { lensName, rampRgb, rowLabel, textColorOn, xterm256 } from "./presentation.js";
 
 const CELL = 13;
 const LABEL = 12;
@@ -57,7 +57,7 @@ export function terminalView(report: LensReport, options: { width: number; color
     const { bg, fg } = colour(prob);
     return `\x1b[48;5;${bg}m\x1b[38;5;${fg}m${s}\x1b[0m`;
   };
-  lines.push(`${report.model.name} (${report.model.architecture}, ${report.model.n_layers} layers) · ${report.lens.variant === "logit" ? "logit lens" : "raw unembedding"} · top-1 per cell${color ? ", colour = probability" : " with probability"}`);
+  lines.push(`${report.model.name} (${report.model.architecture}, ${report.model.n_layers} layers) · ${lensName(report.lens)} · top-1 per cell${color ? ", colour = probability" : " with probability"}`);
   const perBlock = Math.max(1, Math.floor((options.width - LABEL) / (CELL + 1)));
   const positions = report.positions;
   for (let start = 0; start < positions.length; start += perBlock) {

@@ -12,7 +12,7 @@
  *   #lens-text .ll-span[data-tokens]   ([data-commit] on generated tokens: their commitment layer)
  */
 import type { LensReport, ReportCell } from "../outputs/report.js";
-import { BLUES, formatNats, formatProb, formatRank, rampRgb, RED_BLUE, rgbHex, rowLabel, rowTitle, SERIES_COLORS, spacedHex } from "../outputs/presentation.js";
+import { BLUES, lensName, formatNats, formatProb, formatRank, rampRgb, RED_BLUE, rgbHex, rowLabel, rowTitle, SERIES_COLORS, spacedHex } from "../outputs/presentation.js";
 import { append, h, s } from "./dom.js";
 import { Heatmap } from "./heatmap.js";
 import { cellAt, commitmentLayers, displayRows, exactKlAt, isDiff, layerOf, legendFor, pointsOf, rankChange, topKDivergence, type ColorBy, type ExactKl, type RowKey } from "./lens-data.js";
@@ -145,7 +145,7 @@ export class LensView {
     append(this.headerBox, [
       h("div", { class: "ll-title" }, [
         h("h1", null, ["logit lens ", h("span", { class: "ll-model", text: m.name })]),
-        h("span", { class: "ll-badge", text: r.lens.variant === "raw" ? "raw unembedding" : "logit lens" }),
+        h("span", { class: "ll-badge", text: lensName(r.lens) }),
         r.chat ? h("span", { class: "ll-badge", text: "chat template" }) : null,
         gen ? h("span", { class: "ll-badge ll-badge-gen", text: "generation" }) : null,
       ]),

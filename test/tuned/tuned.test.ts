@@ -150,8 +150,11 @@ test("CLI: tuned train, lens --lens tuned:, sweep --lens tuned:, another model r
 
   const lens = await runCli(["lens", "--model", llama, "--prompt", "The devil is", "--lens", `tuned:${file}`, "--json", "--quiet"], { timeoutMs: 60_000 });
   assert.equal(lens.code, 0, lens.stderr);
-  const report = JSON.parse(lens.stdout) as { lens: { description: string } };
+  const report = JSON.parse(lens.stdout) as { lens: { description: string; translator?: string } };
   assert.match(report.lens.description, /^Tuned lens/);
+  assert.equal(report.lens.translator, "tuned");
+  const shown = await runCli(["lens", "--model", llama, "--prompt", "The devil is", "--lens", `tuned:${file}`, "--quiet"], { timeoutMs: 60_000 });
+  assert.match(shown.stdout, /· tuned lens ·/, "the terminal view names the tuned lens");
 
   const out = path.join(dir, "eval");
   const sw = await runCli(["sweep", "--model", llama, "--data", TEXT, "--window", "16", "--limit", "2", "--metrics", "kl", "--lens", `logit,tuned:${file}`, "--bootstrap", "10", "--out", out, "--quiet"], { timeoutMs: 60_000 });

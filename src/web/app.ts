@@ -6,9 +6,9 @@
  */
 import type { LensReport, ReportCell } from "../outputs/report.js";
 import { append, h } from "./dom.js";
-import type { ColorBy, ExactKl, RowKey } from "./lens-data.js";
+import { cellAt, type ColorBy, type ExactKl, type RowKey } from "./lens-data.js";
 import { LensView, type ViewState } from "./view.js";
-import { whyFishPanel } from "./why-fish.js";
+import { prefillWhyFish, whyFishPanel } from "./why-fish.js";
 
 /** The request as the API takes it (docs/serve-api.md). */
 interface LensRequest {
@@ -440,7 +440,16 @@ class Explorer {
       if (v?.color) state.colorBy = v.color;
       if (v?.log !== undefined) state.log = v.log;
       if (v?.point) state.point = v.point;
-      this.view = new LensView(this.viewRoot, report, { state, onChange: (s) => this.writeUrl(s) });
+      this.view = new LensView(this.viewRoot, report, {
+        state,
+        onChange: (s) => {
+          this.writeUrl(s);
+          // A pinned cell prefills the why-fish panel (its position; its top-1 as the target).
+          const shown = this.view?.report;
+          const position = shown?.positions[s.pinned.col];
+          if (shown && position !== undefined) prefillWhyFish(position, cellAt(shown, s.pinned.row, s.pinned.col)?.top[0]);
+        },
+      });
       (globalThis as unknown as { lensView: LensView }).lensView = this.view;
     } else this.view.refresh(report);
   }

@@ -38,6 +38,30 @@ export interface WhyFishContext {
   chat?: boolean;
 }
 
+/**
+ * A pinned cell of the lens prefills the panel: its position, and, while the target box is empty,
+ * the cell's top-1 token (as its text when that is whole characters, else as #id, which the CLI's
+ * token parser takes exactly). The user's own target is never overwritten.
+ */
+export function prefillWhyFish(position: number, top1?: { id: number; bytes: string }): void {
+  const pos = document.getElementById("wf-position") as HTMLInputElement | null;
+  const target = document.getElementById("wf-target") as HTMLInputElement | null;
+  if (!pos || !target) return;
+  pos.value = String(position);
+  if (top1 && target.value === "") target.value = wholeText(top1.bytes) ?? `#${top1.id}`;
+}
+
+/** A token's bytes (hex) as text, or undefined where they are not whole UTF-8 characters. */
+function wholeText(hex: string): string | undefined {
+  const bytes = new Uint8Array((hex.match(/../g) ?? []).map((b) => parseInt(b, 16)));
+  try {
+    const text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    return text.length > 0 ? text : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Reads a job's NDJSON stream to its end: the result event, or the job's one-line error. */
 async function runJob(route: "attribute" | "patch", body: unknown, signal: AbortSignal, onStatus: (text: string) => void): Promise<unknown> {
   const res = await fetch(`/api/${route}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body), signal });

@@ -2,7 +2,8 @@
  * "Why the fish" run from the explorer in a real browser (Debian's Chromium through playwright-core)
  * against the server on 127.0.0.1 with the real SmolLM2-135M, as a user would: type the prompt in
  * the explorer's form, open the why-fish panel, give a target and a contrast, press Attribute, and
- * read the drawn bars; then give prompt A and press Patch. Each bar and cell of the figure carries
+ * read the drawn bars; then give prompt A and press Patch; then run the lens, click a cell and
+ * attribute its top-1 at its position (prefilled by the click). Each bar and cell of the figure carries
  * the value of the API's JSON for the same request (which the server tests hold equal to the CLI's
  * --json). Screenshots: $TMPDIR/why-fish-run-*.png (and docs/why-fish-explorer.png with
  * LOGIT_LENS_UPDATE_SCREENSHOT=1).
@@ -104,12 +105,39 @@ describe("why the fish, run from the explorer in chromium", { skip: SKIP }, () =
     await page.locator("#why-fish").screenshot({ path: path.join(os.tmpdir(), "why-fish-run-patch.png") });
   });
 
+  test("a pinned cell of the lens prefills position and target, and Attribute runs on them", { timeout: 600_000 }, async () => {
+    await page.fill("#wf-target", "");
+    await page.fill("#wf-versus", "");
+    await page.click("#ask-run");
+    await page.waitForFunction(() => document.body.dataset["state"] === "done" || document.body.dataset["state"] === "error", null, { timeout: 300_000 });
+    assert.equal(await page.evaluate(() => document.body.dataset["state"]), "done", (await page.textContent("#ex-status")) ?? "");
+    // Click the output row at position 8 (" horse"), as a reader does.
+    const cell = await page.evaluate(() => {
+      const v = (window as unknown as { lensView: { cellRect(r: "final", c: number): DOMRect | null; report: { positions: number[]; final: { positions: { top: { id: number; text: string }[] }[] } } } }).lensView;
+      const rect = v.cellRect("final", 8)!;
+      return { x: rect.x + rect.width / 2, y: rect.y + rect.height / 2, position: v.report.positions[8]!, top1: v.report.final.positions[8]!.top[0]! };
+    });
+    await page.mouse.click(cell.x, cell.y);
+    assert.equal(await page.inputValue("#wf-position"), String(cell.position));
+    const target = await page.inputValue("#wf-target");
+    assert.ok(target.length > 0, "the empty target box got the cell's top-1");
+    await page.click("#wf-attribute");
+    await waitPanel(page);
+    const a = await api<Attribution>("/api/attribute", { prompt: FISH, target, position: cell.position });
+    assert.equal(a.target.id, cell.top1.id, "the attribution is of the pinned cell's top-1");
+    assert.equal(a.position, cell.position);
+    const bars = await page.$$eval("#why-fish-figure rect.bar", (els) => els.map((e) => ({ kind: e.getAttribute("data-kind"), layer: Number(e.getAttribute("data-layer")), value: Number(e.getAttribute("data-value")) })));
+    assert.equal(bars.length, a.parts.length);
+    for (const p of a.parts) assert.equal(bars.find((b) => b.kind === p.kind && b.layer === p.layer)!.value, p.value, `${p.kind} ${p.layer}`);
+    await page.screenshot({ path: path.join(os.tmpdir(), "why-fish-run-pinned.png"), fullPage: true });
+  });
+
   test("a bad request is a one-line message in the panel, and the page keeps working", { timeout: 300_000 }, async () => {
     await page.fill("#wf-from", "short");
     await page.click("#wf-patch");
     await page.waitForFunction(() => document.getElementById("why-fish")?.dataset["state"] === "error", null, { timeout: 120_000 });
     assert.match((await page.textContent("#why-fish-status")) ?? "", /^error: the prompts have different lengths/);
-    assert.equal(await page.$$eval("#why-fish-figure rect.cell", (els) => els.length) > 0, true, "the last figure stays");
+    assert.ok((await page.$$eval("#why-fish-figure rect.bar", (els) => els.length)) > 0, "the last figure stays");
     assert.deepEqual(errors, []);
   });
 });

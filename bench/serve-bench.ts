@@ -14,6 +14,7 @@ import { loadModel } from "../src/index.js";
 import { toHtml } from "../src/outputs/html.js";
 import type { LensReport, ReportCell } from "../src/outputs/report.js";
 import { createServer } from "../src/server/server.js";
+import { ndjsonEvents } from "../src/web/ndjson.js";
 
 const CHROMIUM = process.env["LOGIT_LENS_CHROMIUM"] || "/usr/bin/chromium";
 const PROMPT = "The quick brown fox jumps over the lazy dog, and then the dog chased the fox back into"; // 20 tokens on SmolLM2
@@ -30,21 +31,11 @@ async function firstRows(base: string, body: Record<string, unknown> = { prompt:
   for (let i = 0; i < RUNS + 1; i++) {
     const t0 = performance.now();
     const res = await fetch(`${base}/api/lens`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
-    const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
-    let buf = "";
     let tFirst = 0;
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buf += value;
-      let nl: number;
-      while ((nl = buf.indexOf("\n")) >= 0) {
-        const e = JSON.parse(buf.slice(0, nl)) as { type: string; report?: LensReport };
-        buf = buf.slice(nl + 1);
-        if (e.type === "start") tokens = e.report!.tokens.length;
-        if (e.type === "rows" && !tFirst) tFirst = performance.now() - t0;
-        if (e.type === "report") last = e.report;
-      }
+    for await (const e of ndjsonEvents<{ type: string; report?: LensReport }>(res.body!)) {
+      if (e.type === "start") tokens = e.report!.tokens.length;
+      if (e.type === "rows" && !tFirst) tFirst = performance.now() - t0;
+      if (e.type === "report") last = e.report;
     }
     // The first run loads the model and builds its sessions: not counted (warm figures).
     if (i > 0) {

@@ -9,6 +9,7 @@ import { append, h } from "./dom.js";
 import { cellAt, type ColorBy, type ExactKl, type RowKey } from "./lens-data.js";
 import { LensView, type ViewState } from "./view.js";
 import { prefillWhyFish, whyFishPanel } from "./why-fish.js";
+import { ndjsonEvents } from "./ndjson.js";
 
 /** The request as the API takes it (docs/serve-api.md). */
 interface LensRequest {
@@ -336,8 +337,6 @@ class Explorer {
       const err = (await res.json().catch(() => ({ error: res.statusText }))) as { error: string };
       throw new Error(err.error);
     }
-    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buf = "";
     let partial: LensReport | undefined;
     let final: LensReport | undefined;
     let drawQueued = false;
@@ -349,67 +348,57 @@ class Explorer {
         if (partial && !final) this.show(partial);
       });
     };
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buf += value;
-      let nl: number;
-      while ((nl = buf.indexOf("\n")) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        if (!line.trim()) continue;
-        const e = JSON.parse(line) as JobEvent;
-        switch (e.type) {
-          case "queued":
-            if (show) this.jobId = e.job;
-            this.status.textContent = e.ahead ? `queued: ${e.ahead} ahead` : "starting…";
-            break;
-          case "status":
-            this.status.textContent = e.stage === "running" ? "running…" : `${e.stage}…`;
-            break;
-          case "start":
-            partial = e.report;
-            redraw();
-            break;
-          case "rows":
-            if (!partial) break;
-            e.rows.forEach((ri, k) => (partial!.layers[ri]!.positions = e.cells[k]!));
-            if (e.final.length) partial.final.positions = e.final;
-            if (show && this.timings.firstRows === undefined) this.timings.firstRows = performance.now() - t0;
-            redraw();
-            break;
-          case "token":
-            if (!partial) break;
-            partial.tokens.push(e.token);
-            break;
-          case "column":
-            if (!partial) break;
-            partial.positions.push(e.position);
-            e.cells.forEach((c, k) => partial!.layers[k]!.positions.push(c));
-            partial.final.positions.push(e.final);
-            redraw();
-            break;
-          case "progress":
-            this.bar.max = e.total;
-            this.bar.value = e.done;
-            this.status.textContent = `${e.done} / ${e.total} rows`;
-            break;
-          case "report":
-            final = e.report;
-            if (show) {
-              this.timings.report = performance.now() - t0;
-              this.status.textContent = `done in ${(e.ms / 1000).toFixed(2)} s (first rows after ${((this.timings.firstRows ?? this.timings.report) / 1000).toFixed(2)} s)`;
-              this.show(final);
-              // The link's view state applies to the view it opened, not to later runs.
-              this.viewState = undefined;
-            }
-            break;
-          case "error":
-            throw new Error(e.error);
-          case "cancelled":
-            this.status.textContent = "cancelled";
-            return undefined;
-        }
+    for await (const e of ndjsonEvents<JobEvent>(res.body)) {
+      switch (e.type) {
+        case "queued":
+          if (show) this.jobId = e.job;
+          this.status.textContent = e.ahead ? `queued: ${e.ahead} ahead` : "starting…";
+          break;
+        case "status":
+          this.status.textContent = e.stage === "running" ? "running…" : `${e.stage}…`;
+          break;
+        case "start":
+          partial = e.report;
+          redraw();
+          break;
+        case "rows":
+          if (!partial) break;
+          e.rows.forEach((ri, k) => (partial!.layers[ri]!.positions = e.cells[k]!));
+          if (e.final.length) partial.final.positions = e.final;
+          if (show && this.timings.firstRows === undefined) this.timings.firstRows = performance.now() - t0;
+          redraw();
+          break;
+        case "token":
+          if (!partial) break;
+          partial.tokens.push(e.token);
+          break;
+        case "column":
+          if (!partial) break;
+          partial.positions.push(e.position);
+          e.cells.forEach((c, k) => partial!.layers[k]!.positions.push(c));
+          partial.final.positions.push(e.final);
+          redraw();
+          break;
+        case "progress":
+          this.bar.max = e.total;
+          this.bar.value = e.done;
+          this.status.textContent = `${e.done} / ${e.total} rows`;
+          break;
+        case "report":
+          final = e.report;
+          if (show) {
+            this.timings.report = performance.now() - t0;
+            this.status.textContent = `done in ${(e.ms / 1000).toFixed(2)} s (first rows after ${((this.timings.firstRows ?? this.timings.report) / 1000).toFixed(2)} s)`;
+            this.show(final);
+            // The link's view state applies to the view it opened, not to later runs.
+            this.viewState = undefined;
+          }
+          break;
+        case "error":
+          throw new Error(e.error);
+        case "cancelled":
+          this.status.textContent = "cancelled";
+          return undefined;
       }
     }
     return final;

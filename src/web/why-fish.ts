@@ -6,6 +6,7 @@
  * answers are that JSON), or opens such a file (or pasted JSON); the figures keep their tooltips
  * (each bar, head and cell's exact value).
  */
+import { ndjsonEvents } from "./ndjson.js";
 import type { Attribution } from "../explain/attribution.js";
 import type { PatchSweep } from "../explain/patching.js";
 import { attributionSvg, patchSvg } from "../outputs/explain-charts.js";
@@ -66,24 +67,12 @@ function wholeText(hex: string): string | undefined {
 async function runJob(route: "attribute" | "patch", body: unknown, signal: AbortSignal, onStatus: (text: string) => void): Promise<unknown> {
   const res = await fetch(`/api/${route}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body), signal });
   if (!res.ok || !res.body) throw new Error(((await res.json().catch(() => ({ error: res.statusText }))) as { error: string }).error);
-  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buf = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buf += value;
-    let nl: number;
-    while ((nl = buf.indexOf("\n")) >= 0) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      if (!line.trim()) continue;
-      const e = JSON.parse(line) as { type: string; ahead?: number; stage?: string; result?: unknown; error?: string; ms?: number };
-      if (e.type === "queued") onStatus(e.ahead ? `queued: ${e.ahead} ahead` : "starting…");
-      else if (e.type === "status") onStatus(e.stage === "running" ? `running ${route === "attribute" ? "attribution" : "the patching sweep"}…` : `${e.stage}…`);
-      else if (e.type === "error") throw new Error(e.error);
-      else if (e.type === "cancelled") throw new DOMException("cancelled", "AbortError");
-      else if (e.type === "attribution" || e.type === "patching") return e.result;
-    }
+  for await (const e of ndjsonEvents<{ type: string; ahead?: number; stage?: string; result?: unknown; error?: string; ms?: number }>(res.body)) {
+    if (e.type === "queued") onStatus(e.ahead ? `queued: ${e.ahead} ahead` : "starting…");
+    else if (e.type === "status") onStatus(e.stage === "running" ? `running ${route === "attribute" ? "attribution" : "the patching sweep"}…` : `${e.stage}…`);
+    else if (e.type === "error") throw new Error(e.error);
+    else if (e.type === "cancelled") throw new DOMException("cancelled", "AbortError");
+    else if (e.type === "attribution" || e.type === "patching") return e.result;
   }
   throw new Error("the server ended the job without a result");
 }

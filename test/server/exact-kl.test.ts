@@ -7,11 +7,11 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { blockHook } from "../../src/architectures/forward.js";
-import { loadModel } from "../../src/index.js";
 import { LogitLens, type LensCell } from "../../src/lens/logit-lens.js";
 import type { KlResult } from "../../src/server/jobs.js";
-import { createServer, type CreatedServer } from "../../src/server/server.js";
+import type { CreatedServer } from "../../src/server/server.js";
 import { loadReal, realSource } from "../helpers/real-models.js";
+import { startTestServer } from "../helpers/serve.js";
 
 const MODEL = "smollm2-135m-instruct";
 const A = "The capital of France is";
@@ -21,12 +21,7 @@ let server: CreatedServer;
 let base: string;
 
 before(async () => {
-  await realSource(MODEL);
-  server = await createServer({ port: 0, model: MODEL, load: (spec) => loadModel(spec) });
-  await server.app.listen({ host: "127.0.0.1", port: 0 });
-  const port = (server.app.server.address() as { port: number }).port;
-  server.setPort(port);
-  base = `http://127.0.0.1:${port}`;
+  ({ server, base } = await startTestServer(MODEL));
 });
 
 after(async () => {

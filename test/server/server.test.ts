@@ -15,6 +15,7 @@ import type { LensReport, ReportCell } from "../../src/outputs/report.js";
 import { createServer, type CreatedServer } from "../../src/server/server.js";
 import { runCli } from "../helpers/run-cli.js";
 import { realSource } from "../helpers/real-models.js";
+import { ndjsonEvents } from "../../src/web/ndjson.js";
 
 const MODEL = "smollm2-135m-instruct";
 const PROMPTS = ["The capital of France is", "Fish emoji: 🐠, horse emoji:", "One, two, three, four,", "def fibonacci(n):"];
@@ -34,23 +35,13 @@ async function lens(body: unknown, options: { stopAfter?: string; headers?: Reco
   const res = await fetch(`${base}/api/lens`, { method: "POST", headers: { "content-type": "application/json", ...options.headers }, body: typeof body === "string" ? body : JSON.stringify(body), signal: abort.signal });
   if (res.status !== 200) return { status: res.status, events: [], error: ((await res.json()) as { error: string }).error };
   const events: Ev[] = [];
-  const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
-  let buf = "";
   try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buf += value;
-      let nl: number;
-      while ((nl = buf.indexOf("\n")) >= 0) {
-        const e = JSON.parse(buf.slice(0, nl)) as Ev;
-        buf = buf.slice(nl + 1);
-        events.push(e);
-        options.onEvent?.(e);
-        if (options.stopAfter === e.type) {
-          abort.abort();
-          return { status: 200, events };
-        }
+    for await (const e of ndjsonEvents<Ev>(res.body!)) {
+      events.push(e);
+      options.onEvent?.(e);
+      if (options.stopAfter === e.type) {
+        abort.abort();
+        return { status: 200, events };
       }
     }
   } catch (e) {

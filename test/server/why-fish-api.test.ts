@@ -6,10 +6,10 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { loadModel } from "../../src/index.js";
-import { createServer, type CreatedServer } from "../../src/server/server.js";
+import type { CreatedServer } from "../../src/server/server.js";
 import { runCli } from "../helpers/run-cli.js";
-import { realSource } from "../helpers/real-models.js";
+import { ndjsonEvents } from "../../src/web/ndjson.js";
+import { startTestServer } from "../helpers/serve.js";
 
 const MODEL = "smollm2-135m-instruct";
 const FISH = "Fish emoji: 🐠, horse emoji:";
@@ -27,30 +27,15 @@ async function post(route: string, body: unknown, options: { headers?: Record<st
   const res = await fetch(`${base}${route}`, { method: "POST", headers: { "content-type": "application/json", ...options.headers }, body: typeof body === "string" ? body : JSON.stringify(body) });
   if (res.status !== 200) return { status: res.status, events: [], error: ((await res.json()) as { error: string }).error };
   const events: Ev[] = [];
-  const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
-  let buf = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buf += value;
-    let nl: number;
-    while ((nl = buf.indexOf("\n")) >= 0) {
-      const e = JSON.parse(buf.slice(0, nl)) as Ev;
-      buf = buf.slice(nl + 1);
-      events.push(e);
-      options.onEvent?.(e);
-    }
+  for await (const e of ndjsonEvents<Ev>(res.body!)) {
+    events.push(e);
+    options.onEvent?.(e);
   }
   return { status: 200, events };
 }
 
 before(async () => {
-  await realSource(MODEL);
-  server = await createServer({ port: 0, model: MODEL, load: (spec) => loadModel(spec) });
-  await server.app.listen({ host: "127.0.0.1", port: 0 });
-  const port = (server.app.server.address() as { port: number }).port;
-  server.setPort(port);
-  base = `http://127.0.0.1:${port}`;
+  ({ server, base } = await startTestServer(MODEL));
 });
 
 after(async () => {

@@ -16,10 +16,9 @@ import { after, before, describe, test } from "node:test";
 import type { Browser, Page } from "playwright-core";
 import type { Attribution } from "../../src/explain/attribution.js";
 import type { PatchSweep } from "../../src/explain/patching.js";
-import { loadModel } from "../../src/index.js";
-import { createServer, type CreatedServer } from "../../src/server/server.js";
-import { realSource } from "../helpers/real-models.js";
+import type { CreatedServer } from "../../src/server/server.js";
 import { REPO_ROOT } from "../helpers/run-cli.js";
+import { startTestServer } from "../helpers/serve.js";
 
 const CHROMIUM = process.env["LOGIT_LENS_CHROMIUM"] || "/usr/bin/chromium";
 const SKIP = fs.existsSync(CHROMIUM) ? false : `no browser: ${CHROMIUM} is absent (install it with: apt-get install -y chromium)`;
@@ -49,12 +48,7 @@ describe("why the fish, run from the explorer in chromium", { skip: SKIP }, () =
   }
 
   before(async () => {
-    await realSource(MODEL);
-    server = await createServer({ port: 0, model: MODEL, load: (spec) => loadModel(spec) });
-    await server.app.listen({ host: "127.0.0.1", port: 0 });
-    const port = (server.app.server.address() as { port: number }).port;
-    server.setPort(port);
-    base = `http://127.0.0.1:${port}`;
+    ({ server, base } = await startTestServer(MODEL));
     const { chromium } = await import("playwright-core");
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"] });
     page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });

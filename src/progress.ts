@@ -71,3 +71,20 @@ export function createProgress(options: { quiet?: boolean; stream?: NodeJS.Write
     },
   };
 }
+
+/**
+ * A one-line status for long loops (sweeps, training): redrawn in place on a terminal; elsewhere
+ * (logs, CI) printed at most every 10 s, and always when `final`. null when quiet.
+ */
+export function statusLine(quiet: boolean | undefined): ((line: string, final: boolean) => void) | null {
+  if (quiet) return null;
+  const tty = Boolean(process.stderr.isTTY);
+  let last = 0;
+  return (line, final) => {
+    if (tty) process.stderr.write(`\r\x1b[K${line}${final ? "\n" : ""}`);
+    else if (final || Date.now() - last > 10_000) {
+      last = Date.now();
+      process.stderr.write(`${line}\n`);
+    }
+  };
+}

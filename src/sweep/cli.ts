@@ -17,6 +17,7 @@ import { summaryTable } from "./table.js";
 import { formatTable, querySweep } from "./query.js";
 import { fitLinearLens, linearTranslate, readLinearLens, saveLinearLens, translatorOf } from "./linear.js";
 import { readTunedLens } from "../tuned/storage.js";
+import { statusLine } from "../progress.js";
 
 export interface SweepCliOptions {
   model?: string;
@@ -45,18 +46,6 @@ export interface SweepCliDeps {
   emit: (text: string, out: string | undefined) => Promise<void>;
 }
 
-function stderrLog(quiet: boolean | undefined): SweepSettings["log"] {
-  if (quiet) return null;
-  const tty = Boolean(process.stderr.isTTY);
-  let last = 0;
-  return (line, final) => {
-    if (tty) process.stderr.write(`\r\x1b[K${line}${final ? "\n" : ""}`);
-    else if (final || Date.now() - last > 10_000) {
-      last = Date.now();
-      process.stderr.write(`${line}\n`);
-    }
-  };
-}
 
 /** The sweep's options checked, the model loaded, the data read: shared by a local run, the enqueuer and every worker. */
 async function prepareSweep(o: SweepCliOptions, deps: Pick<SweepCliDeps, "loadModel">): Promise<{ model: LoadedModel; settings: SweepSettings }> {
@@ -89,7 +78,7 @@ async function prepareSweep(o: SweepCliOptions, deps: Pick<SweepCliDeps, "loadMo
     } else throw new UserError(`unknown --lens '${spec}' (logit, linear:FILE, tuned:FILE)`);
   }
   const data = loadSweepData(o.data, model.tokenizer, { window, limit });
-  return { model, settings: { data, dataFile: o.data, window, metrics: metrics as Metric[], lenses, positions, unitSize, bootstrap, seed, out: o.out, log: stderrLog(o.quiet) } };
+  return { model, settings: { data, dataFile: o.data, window, metrics: metrics as Metric[], lenses, positions, unitSize, bootstrap, seed, out: o.out, log: statusLine(o.quiet) } };
 }
 
 /**
@@ -204,7 +193,7 @@ export async function linearCommand(args: string[], o: SweepCliOptions, deps: Sw
   const ridge = number(o.ridge, "ridge", 1e-3, (n) => n >= 0 && n <= 1e6, "a number from 0 to 1e6");
   const model = await deps.loadModel(o.model);
   const data = loadSweepData(o.data, model.tokenizer, { window, limit });
-  const lens = await fitLinearLens(model, data, { ridge, dataFile: o.data, window, log: stderrLog(o.quiet) });
+  const lens = await fitLinearLens(model, data, { ridge, dataFile: o.data, window, log: statusLine(o.quiet) });
   await saveLinearLens(o.out, lens);
   await deps.emit(`wrote ${o.out}: linear lens for ${model.info.name}, ${lens.metadata["layers"]} layers fitted on ${lens.metadata["tokens"]} tokens (ridge ${ridge})`, undefined);
   return 0;

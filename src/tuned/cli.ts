@@ -20,6 +20,7 @@ import { writeFileAtomic } from "../outputs/write-file.js";
 import { DEFAULT_OPTIMIZER, type OptimizerKind } from "./optimizer.js";
 import { readTunedLens, saveTunedLens, tunedLensOf } from "./storage.js";
 import { trainTunedLens } from "./train.js";
+import { statusLine } from "../progress.js";
 
 export interface TunedCliOptions {
   model?: string;
@@ -42,18 +43,6 @@ export interface TunedCliDeps {
   emit: (text: string, out: string | undefined) => Promise<void>;
 }
 
-function stderrLog(quiet: boolean | undefined): ((line: string, final: boolean) => void) | null {
-  if (quiet) return null;
-  const tty = Boolean(process.stderr.isTTY);
-  let last = 0;
-  return (line, final) => {
-    if (tty) process.stderr.write(`\r\x1b[K${line}${final ? "\n" : ""}`);
-    else if (final || Date.now() - last > 10_000) {
-      last = Date.now();
-      process.stderr.write(`${line}\n`);
-    }
-  };
-}
 
 export async function tunedCommand(args: string[], o: TunedCliOptions, deps: TunedCliDeps): Promise<number> {
   const [sub, extra] = args;
@@ -80,7 +69,7 @@ async function trainCommand(o: TunedCliOptions, deps: TunedCliDeps): Promise<num
   const seed = number(o.seed, "seed", 0, (n) => Number.isInteger(n) && n >= 0 && n < 2 ** 32, "an integer from 0 to 2^32-1");
   const model = await deps.loadModel(o.model);
   const data = loadSweepData(o.data, model.tokenizer, { window, limit });
-  const settings = { optimizer: { ...DEFAULT_OPTIMIZER, kind, lrScale, steps }, windowsPerStep, seed, log: stderrLog(o.quiet) };
+  const settings = { optimizer: { ...DEFAULT_OPTIMIZER, kind, lrScale, steps }, windowsPerStep, seed, log: statusLine(o.quiet) };
   const trained = await trainTunedLens(model, data, settings);
   const lens = tunedLensOf(model, trained, settings, o.data, data, window);
   await saveTunedLens(o.out, lens);
@@ -154,7 +143,7 @@ async function evalCommand(o: TunedCliOptions, deps: TunedCliDeps): Promise<numb
   }
   if (fs.existsSync(o.out) && !fs.statSync(o.out).isDirectory()) throw new UserError(`--out ${o.out} is a file; tuned eval writes a folder`);
   const data = loadSweepData(o.data, model.tokenizer, { window, limit });
-  const outcome = await runSweep(model, { data, dataFile: o.data, window, metrics: ["kl", "ce"], lenses, positions: "all", unitSize: 8, bootstrap, seed, out: o.out, log: stderrLog(o.quiet) });
+  const outcome = await runSweep(model, { data, dataFile: o.data, window, metrics: ["kl", "ce"], lenses, positions: "all", unitSize: 8, bootstrap, seed, out: o.out, log: statusLine(o.quiet) });
   if (!outcome.complete) throw new UserError(`tuned eval stopped before every window was evaluated; rerun the same command to finish`);
   const table = evalTable(outcome.summary);
   writeFileAtomic(path.join(o.out, "table.md"), `${table}\n`);

@@ -63,29 +63,43 @@ function oneLine(text: string, max: number): string {
 export function toHtml(report: LensReport): string {
   const { script, style } = lensViewAssets();
   const title = `logit lens · ${report.model.name} · ${oneLine(report.prompt, 60)}`;
-  return `<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:">
-<meta name="generator" content="logit-lens (${escapeHtml(report.schema)})">
-<title>${escapeHtml(title)}</title>
-<link rel="icon" href="data:,">
-<style>
-html, body { margin: 0; padding: 0; }
-${inlineSafe(style, "style")}
-</style>
-</head>
-<body>
-<div id="lens-app"><noscript>This report needs JavaScript to draw its heatmap; the data is in the script element with id "lens-report".</noscript></div>
+  return htmlPage({
+    title,
+    generator: `logit-lens (${report.schema})`,
+    csp: "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:",
+    style: `html, body { margin: 0; padding: 0; }
+${inlineSafe(style, "style")}`,
+    body: `<div id="lens-app"><noscript>This report needs JavaScript to draw its heatmap; the data is in the script element with id "lens-report".</noscript></div>
 <script type="application/json" id="lens-report">${jsonForScript(report)}</script>
 <script>
 ${inlineSafe(script, "script")}
 </script>
 <script>
 LensView.renderLensReport(document.getElementById("lens-app"), JSON.parse(document.getElementById("lens-report").textContent));
-</script>
+</script>`,
+  });
+}
+
+/**
+ * A self-contained page, the shell of every HTML report (the lens, explain's charts, the sweep's):
+ * one file, styles inline, and a Content-Security-Policy that lets nothing in from outside.
+ */
+export function htmlPage(page: { title: string; generator: string; csp: string; style: string; body: string }): string {
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="${page.csp}">
+<meta name="generator" content="${escapeHtml(page.generator)}">
+<title>${escapeHtml(page.title)}</title>
+<link rel="icon" href="data:,">
+<style>
+${page.style}
+</style>
+</head>
+<body>
+${page.body}
 </body>
 </html>
 `;

@@ -4,7 +4,7 @@
  * script) and the summary table (mean and bootstrap 95 % interval per layer and series). The
  * summary JSON is embedded too, for tools that read the page.
  */
-import { escapeHtml, jsonForScript } from "../outputs/html.js";
+import { escapeHtml, htmlPage, jsonForScript } from "../outputs/html.js";
 import type { SweepSummary } from "./sweep.js";
 import { seriesName } from "./table.js";
 
@@ -23,27 +23,18 @@ export function sweepHtml(summary: SweepSummary, svg: string): string {
     rows.push(`<tr><th scope="row">${l}</th>${cells}</tr>`);
   }
   const inlineSvg = svg.replace(/^<\?xml[^>]*>\s*/, "");
-  return `<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
-<meta name="generator" content="logit-lens (${escapeHtml(summary.schema)})">
-<title>${escapeHtml(title)}</title>
-<link rel="icon" href="data:,">
-<style>
-body { font-family: "DejaVu Sans", system-ui, sans-serif; margin: 1.5rem; color: #111; }
+  return htmlPage({
+    title,
+    generator: `logit-lens (${summary.schema})`,
+    csp: "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+    style: `body { font-family: "DejaVu Sans", system-ui, sans-serif; margin: 1.5rem; color: #111; }
 .figure svg { width: 100%; max-width: 1100px; height: auto; }
 table { border-collapse: collapse; font-size: 0.85rem; margin-top: 1rem; }
 th, td { padding: 0.2rem 0.6rem; border-bottom: 1px solid #e5e5e5; text-align: right; white-space: nowrap; }
 thead th { position: sticky; top: 0; background: #fff; }
 .ci { color: #666; }
-p.meta { color: #444; max-width: 60rem; }
-</style>
-</head>
-<body>
-<h1>${escapeHtml(`Lens statistics by layer: ${summary.model.name}`)}</h1>
+p.meta { color: #444; max-width: 60rem; }`,
+    body: `<h1>${escapeHtml(`Lens statistics by layer: ${summary.model.name}`)}</h1>
 <p class="meta">${escapeHtml(`${summary.model.architecture}, ${summary.model.n_layers} layers · ${summary.data.prompts} prompts from ${summary.data.file}${summary.data.window ? `, windows of ${summary.data.window} tokens` : ""} · lenses: ${summary.lenses.map((l) => l.name + (l.file ? ` (${l.file})` : "")).join(", ")} · mean with a percentile bootstrap 95 % interval over prompts (${summary.bootstrap.resamples} resamples, seed ${summary.bootstrap.seed}). kl: KL(final ‖ layer) in nats; ce: cross-entropy against the next token in nats; top1: agreement with the output's top-1; target:/set: probability mass at the last position.`)}</p>
 <div class="figure">${inlineSvg}</div>
 <table>
@@ -52,8 +43,6 @@ p.meta { color: #444; max-width: 60rem; }
 ${rows.join("\n")}
 </tbody>
 </table>
-<script type="application/json" id="sweep-summary">${jsonForScript(summary)}</script>
-</body>
-</html>
-`;
+<script type="application/json" id="sweep-summary">${jsonForScript(summary)}</script>`,
+  });
 }

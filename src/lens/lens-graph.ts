@@ -58,12 +58,21 @@ export function buildLensGraph(w: (g: GraphBuilder) => WeightSource, u: Unembedd
   const top1Prob = g.op1("GatherElements", [p, g.slice(topIds!, [0], [1], [2])], { axis: 2 }); // [P, R, 1]
   const lse = g.add(g.sub(top1Logit, g.op1("Log", [top1Prob])), g.op1("Log", [sumP])); // [P, R, 1]
 
-  // Expected logit under each cell's own distribution (one dot product per row), and under the
-  // final distribution (one batched product per position).
-  const expLogit = g.div(g.reshape(g.matmul(g.unsqueeze(p, [2]), g.unsqueeze(logits, [3])), [0, 0, 1]), sumP); // [P, R, 1]
+  // Expected logits, as one batched product per position: G[p] = logits[p] @ p[p]^T, [R, R], with
+  // G[r, r'] = sum_v logits_r,v * p_r',v. Its diagonal is each cell's expected logit under its own
+  // distribution (for the entropy) and its last column the expected logit under the final
+  // distribution (for KL). The R x R product costs R/hidden of the unembedding's (5 % on SmolLM2)
+  // and runs as one efficient GEMM; the two [1 x V] @ [V x 1] products per row it replaces ran at
+  // a sixteenth of the kernel's speed and took 18 % of the lens graph (profiled on SmolLM2).
+  const G = g.op1("MatMul", [logits, g.transpose(p, [0, 2, 1])]); // [P, R, R]
+  const shapeP = g.slice(g.op1("Shape", [resid]), [0], [1], [0]); // [1]
+  const scalarR = g.reshape(g.slice(g.op1("Shape", [resid]), [1], [2], [0]), []);
+  const rowIndex = g.reshape(g.op1("Range", [g.constant([0], "int64", []), scalarR, g.constant([1], "int64", [])]), [1, -1, 1]); // [1, R, 1]
+  const diagonal = g.op1("GatherElements", [G, g.op1("Expand", [rowIndex, g.concat([shapeP, g.ints([1, 1])], 0)])], { axis: 2 }); // [P, R, 1]
+  const expLogit = g.div(diagonal, sumP); // [P, R, 1]
   const entropy = g.sub(lse, expLogit);
   const lastRow = (x: Value) => g.slice(x, [-1], [Number.MAX_SAFE_INTEGER], [1]);
-  const dots = g.div(g.matmul(logits, g.transpose(lastRow(p), [0, 2, 1])), lastRow(sumP)); // [P, R, 1]: sum_v p_final * logits_r
+  const dots = g.div(g.slice(G, [-1], [Number.MAX_SAFE_INTEGER], [2]), lastRow(sumP)); // [P, R, 1]: sum_v p_final * logits_r
   const crossFinal = g.sub(lastRow(dots), lastRow(lse)); // [P, 1, 1]
   const kl = g.sub(crossFinal, g.sub(dots, lse)); // [P, R, 1]
 

@@ -1,0 +1,59 @@
+/**
+ * The lens graph derives each cell's log-sum-exp, entropy and KL to the output from a few shared
+ * products (lens-graph.ts) instead of summing over the vocabulary per cell. These tests recompute
+ * them the plain way, in float64, from the full log-probabilities of every cell (compare.ts's
+ * separate LogSoftmax graph), on tiny models with and without logit soft-capping, with sub-block
+ * readouts and a row count that is not the default.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import path from "node:path";
+import { LoadedModel } from "../../src/engine/model.js";
+import { LogitLens } from "../../src/lens/logit-lens.js";
+import { lensDistributions } from "../../src/lens/compare.js";
+import { readoutHooks } from "../../src/cli/options.js";
+import { createProgress } from "../../src/progress.js";
+import { REPO_ROOT } from "../helpers/run-cli.js";
+
+const quiet = createProgress({ quiet: true });
+const tiny = (name: string) => LoadedModel.load({ kind: "hf-folder", dir: path.join(REPO_ROOT, "test/fixtures/tiny", name) }, quiet);
+
+for (const [family, points] of [
+  ["llama", "resid_post"],
+  ["gemma2", "resid_pre,attn_out,resid_post"],
+] as const) {
+  test(`${family}: every cell's entropy, KL to the output and log-sum-exp equal float64 sums over its full distribution`, async () => {
+    const model = await tiny(family);
+    const { hooks } = readoutHooks(points, model.config);
+    const ids = model.tokenizer.encode("The capital of France is Paris, and the capital of Italy is");
+    const positions = ids.map((_, i) => i);
+    const lens = await new LogitLens(model).apply(ids, { readouts: hooks, topK: 3 });
+    const dist = await lensDistributions(model, { ids, readouts: hooks, variant: "logit", positions });
+    const V = model.config.vocabSize;
+    const R = hooks.length + 1; // the output row last
+    const row = (p: number, r: number) => dist.logprobs.subarray((p * R + r) * V, (p * R + r + 1) * V);
+    let worstEntropy = 0;
+    let worstKl = 0;
+    for (let p = 0; p < positions.length; p++) {
+      const final = row(p, R - 1);
+      for (let r = 0; r < hooks.length; r++) {
+        const lp = row(p, r);
+        let entropy = 0;
+        let kl = 0;
+        for (let v = 0; v < V; v++) {
+          entropy -= Math.exp(lp[v]!) * lp[v]!;
+          kl += Math.exp(final[v]!) * (final[v]! - lp[v]!);
+        }
+        const cell = lens.readouts[r]!.cells[p]!;
+        worstEntropy = Math.max(worstEntropy, Math.abs(cell.entropy - entropy));
+        worstKl = Math.max(worstKl, Math.abs(cell.klToFinal - Math.max(0, kl)));
+        // log-probabilities of the top tokens: logit - logsumexp, the same numbers as the full row's
+        cell.topIds.forEach((id, i) => assert.ok(Math.abs(cell.topLogprobs[i]! - lp[id]!) < 1e-4, `${hooks[r]} position ${p}: top ${i} log-prob ${cell.topLogprobs[i]} vs ${lp[id]}`));
+      }
+      assert.ok(lens.final[p]!.klToFinal < 1e-5, `the output row's KL to itself is ~0 (position ${p})`);
+    }
+    // fp32 products over the vocabulary against float64 sums: a few 1e-5 nats
+    assert.ok(worstEntropy < 1e-4, `worst entropy difference ${worstEntropy}`);
+    assert.ok(worstKl < 1e-4, `worst KL difference ${worstKl}`);
+  });
+}

@@ -180,7 +180,30 @@ export class WeightStore {
       mc: q.mc ? at(q.mc, [n, blocks]) : undefined,
       zeroPoints: q.zeroPoints,
       residentBytes: q.residentBytes,
+      scalesPerRun: this.scalesPerRun(),
     };
+  }
+
+  private perRun?: boolean;
+  /**
+   * Whether this model's quantized matrices make their fp32 scales and mins from the stored codes
+   * at each run (graph/builder.ts, QuantizedExternal.scalesPerRun) rather than once at load. Held
+   * at load they take 2 bits per weight for the 4-bit K-quants (an fp32 scale and min per block of
+   * 32, against 4.5 bits per weight in the whole file): on the Llama-3-8B Q4_K_M shape that is
+   * 1.7 GB (peak RSS of a 64-token lens 7.96 GB held at load, 5.95 GB made per run). Made per
+   * run they cost a pass over 1/32 of each matrix per run: +9 % on a 64-token prefill there, but
+   * decoding (one token per run, memory bound) is 2.2x slower. So small models, where the fp32
+   * scales are a few MB, keep them; models whose scales and mins would pass 512 MiB make them per
+   * run. LOGIT_LENS_SCALES_AT_LOAD=1 / =0 forces either way.
+   */
+  private scalesPerRun(): boolean {
+    if (this.perRun === undefined) {
+      const forced = process.env["LOGIT_LENS_SCALES_AT_LOAD"];
+      let folded = 0;
+      for (const e of this.index.values()) if (e.quant) folded += e.quant.residentBytes - e.length;
+      this.perRun = forced === "1" ? false : forced === "0" ? true : folded > 512 * 2 ** 20;
+    }
+    return this.perRun;
   }
 
   /**

@@ -59,8 +59,13 @@ export interface QuantizedExternal {
   mc?: ExternalWeight;
   /** Each plane's zero point (high first); [8] is MatMulNBits' default. */
   zeroPoints: number[];
-  /** Bytes onnxruntime holds for it once loaded (fp32 scales and mins), for memory planning. */
+  /** Bytes onnxruntime holds for it once loaded with its fp32 scales and mins held, for memory planning. */
   residentBytes: number;
+  /**
+   * Make the fp32 scales and mins from the codes at each run, next to their use, instead of once at
+   * load (the store decides per model: weight-store.ts scalesPerRun). Ignored with int8 activations.
+   */
+  scalesPerRun?: boolean;
 }
 
 export function isQuantizedExternal(ext: ExternalWeight | QuantizedExternal): ext is QuantizedExternal {
@@ -74,14 +79,14 @@ export interface QuantizedValue extends Value {
     n: number;
     k: number;
     twoPlanes: boolean;
-    /** fp32 [N, planes * blocks] */
-    scales: Value;
+    /** Where the planes and the scale codes lie (the scales and mins are made from the codes by the graph). */
+    ext: QuantizedExternal;
     /** uint8 packed 4-bit zero points [N, planes * blocks / 2], absent for the default 8. */
     zeroPoints?: Value;
     /** Each plane's zero point as a number (what `zeroPoints` holds in every row). */
     planeZeroPoints: number[];
-    /** fp32 [N, blocks] where the format has mins. */
-    mins?: Value;
+    /** Whether the format has mins (Q4_1, Q5_1, the K-quants). */
+    hasMins: boolean;
   };
 }
 
@@ -109,6 +114,15 @@ export function isQuantized(v: Value | undefined): v is QuantizedValue {
  */
 function accuracyLevel(): number {
   return process.env["LOGIT_LENS_INT8"] === "1" ? 4 : 0;
+}
+
+/**
+ * Whether a quantized matrix's fp32 scales and mins are made from its codes at each run (the codes
+ * are 0.5 bits per weight, the fp32 arrays 2 bits for the 4-bit K-quants). MatMulNBits' int8 path
+ * packs the scales at load, so it needs them constant.
+ */
+function scalesPerRun(ext: QuantizedExternal): boolean {
+  return ext.scalesPerRun === true && accuracyLevel() === 0;
 }
 
 type AttrValue = number | number[] | string | { float: number } | { floats: number[] };
@@ -141,42 +155,82 @@ export class GraphBuilder {
   }
 
   /**
-   * A quantized matrix: its planes as external initializers, and its fp32 scales and mins computed
-   * from the stored codes (onnxruntime folds these constant expressions once, at load).
+   * A quantized matrix: its planes as an external initializer (MatMulNBits packs them at load), and
+   * its scale codes, from which the graph makes the fp32 scales and mins (`scalesAndMins`).
    */
   quantizedWeight(name: string, ext: QuantizedExternal): QuantizedValue {
     const [n, k] = ext.shape as [number, number];
     const blocks = k / ext.blockSize;
-    const groups = blocks / ext.group;
-    const f32 = (v: Value) => this.op1("Cast", [v], { to: onnx.TensorProto.DataType.FLOAT });
-    const resident = (bytes: number) => `resident=${bytes}`; // read by graph/slice.ts externalBytes
-    this.weight(name, ext.data, "uint8", resident(ext.residentBytes));
-    // Each graph value below is computed from constants only: onnxruntime folds it at load. Folded
-    // intermediates stay in memory until the whole graph is optimised, so each array is made by
-    // one op (DequantizeLinear multiplies codes by block scales and casts in one step).
     const planes = ext.twoPlanes ? 2 : 1;
-    // Two planes share each block's scale: the (small) codes are repeated before they are widened,
-    // so the only fp32 array made is the final [N, 2 * blocks] (measured: 0.2 GB less at load on
-    // the 8B shape, whose Q6_K tensors are two-plane with blocks of 16).
-    const twice = (v: Value) => (planes === 2 ? this.concat([v, v], 1) : v);
-    const d = f32(twice(this.weight(`${name}.d`, ext.d, "float16", resident(0)))); // [N, planes * groups]
-    const scales = ext.sc // [N, planes * blocks]
-      ? this.op1("DequantizeLinear", [twice(this.weight(`${name}.sc`, ext.sc, ext.sc.signed ? "int8" : "uint8", resident(0))), d], { axis: 1, block_size: ext.group })
-      : d;
-    let mins: Value | undefined;
-    if (ext.m) mins = f32(this.weight(`${name}.m`, ext.m, "float16", resident(0)));
-    if (ext.negDmin && ext.mc) {
-      const negDmin = f32(this.weight(`${name}.neg_dmin`, ext.negDmin, "float16", resident(0)));
-      mins = this.op1("DequantizeLinear", [this.weight(`${name}.mc`, ext.mc, "uint8", resident(0)), negDmin], { axis: 1, block_size: ext.group });
-    }
+    const codes = [ext.d, ext.sc, ext.m, ext.negDmin, ext.mc].reduce((sum, c) => sum + (c?.length ?? 0), 0);
+    // What a session holds for it (read by graph/slice.ts externalBytes for memory planning): the
+    // planes and, when the scales are expanded at each run, only the codes.
+    this.weight(name, ext.data, "uint8", `resident=${scalesPerRun(ext) ? ext.data.length + codes : ext.residentBytes}`);
     let zeroPoints: Value | undefined;
     if (ext.zeroPoints.some((z) => z !== 8)) {
       // Every row has the same pattern: each plane's blocks, two 4-bit zero points per byte.
+      // MatMulNBits only takes zero points that are constant at load (folded from this Expand).
       const perRow = Array.from({ length: planes * blocks }, (_, b) => ext.zeroPoints[Math.floor(b / blocks)]!);
       const packed = Array.from({ length: Math.ceil(perRow.length / 2) }, (_, j) => perRow[2 * j]! | ((perRow[2 * j + 1] ?? 0) << 4));
       zeroPoints = this.op1("Expand", [this.constant(packed, "uint8", [1, packed.length]), this.ints([n, packed.length])]);
     }
-    return { name, quant: { blockSize: ext.blockSize, n, k, twoPlanes: ext.twoPlanes, scales, zeroPoints, planeZeroPoints: ext.zeroPoints, mins } };
+    return { name, quant: { blockSize: ext.blockSize, n, k, twoPlanes: ext.twoPlanes, ext, zeroPoints, planeZeroPoints: ext.zeroPoints, hasMins: !!(ext.m || ext.negDmin) } };
+  }
+
+  private readonly codeValues = new Map<string, Value>();
+  /**
+   * One scale-code array of a quantized matrix. `perRun`: also declared a graph input (an
+   * overridable default nobody feeds), which keeps onnxruntime from folding what is computed from
+   * it, so the fp32 scales are made next to their use at each run and never all held at once.
+   * Otherwise a plain initializer: what is computed from it is folded once, at load.
+   */
+  private code(matrix: string, suffix: string, ext: ExternalWeight, type: ElemType, perRun: boolean): Value {
+    const name = perRun ? `${matrix}.${suffix}` : `${matrix}.${suffix}.at_load`;
+    let v = this.codeValues.get(name);
+    if (!v) {
+      v = this.weight(name, ext, type, "resident=0");
+      if (perRun) this.inputs.push(valueInfo(name, type, ext.shape));
+      this.codeValues.set(name, v);
+    }
+    return v;
+  }
+
+  private readonly expandedScales = new Map<string, { scales: Value; mins?: Value }>();
+  /**
+   * fp32 scales [rows, planes * blocks] and mins [rows, blocks] of a quantized matrix, from its
+   * codes: every row (`rows` absent) or the gathered `rows`. Each array is made by one op (a Cast,
+   * or a DequantizeLinear that multiplies codes by block scales and casts in one step): when they
+   * are folded at load, onnxruntime keeps every folded intermediate until the whole graph is
+   * optimised (a chain of ops per array peaked at 13.5 GB instead of 7.8 on the 8B shape).
+   */
+  private scalesAndMins(w: QuantizedValue, perRun: boolean, rows?: Value): { scales: Value; mins?: Value } {
+    const key = `${w.name}/${perRun}`;
+    const known = rows ? undefined : this.expandedScales.get(key);
+    if (known) return known;
+    const ext = w.quant.ext;
+    const f32 = (v: Value) => this.op1("Cast", [v], { to: onnx.TensorProto.DataType.FLOAT });
+    const pick = (v: Value) => (rows ? this.gather(v, rows, 0) : v);
+    const code = (suffix: string, e: ExternalWeight, type: ElemType) => pick(this.code(w.name, suffix, e, type, perRun));
+    // Two planes share each block's scale: the (small) codes are repeated before they are widened,
+    // so the only fp32 array made is the final [N, 2 * blocks] (measured: 0.2 GB less at load on
+    // the 8B shape, whose Q6_K tensors are two-plane with blocks of 16).
+    const twice = (v: Value) => (ext.twoPlanes ? this.concat([v, v], 1) : v);
+    // codes x their group's scale. Folded at load: one DequantizeLinear (one array, no
+    // intermediates). Per run: a Cast and a broadcast Mul, twice as fast as onnxruntime's blocked
+    // DequantizeLinear (measured: 1.0 vs 0.5 G elements/s on 2 threads), which matters when one
+    // token's run reads every matrix once.
+    const blockScaled = (codes: Value, groupScale: Value): Value =>
+      perRun
+        ? this.reshape(this.mul(this.reshape(f32(codes), [0, -1, ext.group]), this.unsqueeze(groupScale, [2])), [0, -1])
+        : this.op1("DequantizeLinear", [codes, groupScale], { axis: 1, block_size: ext.group });
+    const d = f32(twice(code("d", ext.d, "float16"))); // [rows, planes * groups]
+    const scales = ext.sc ? blockScaled(twice(code("sc", ext.sc, ext.sc.signed ? "int8" : "uint8")), d) : d;
+    let mins: Value | undefined;
+    if (ext.m) mins = f32(code("m", ext.m, "float16"));
+    if (ext.negDmin && ext.mc) mins = blockScaled(code("mc", ext.mc, "uint8"), f32(code("neg_dmin", ext.negDmin, "float16")));
+    const made = { scales, mins };
+    if (!rows) this.expandedScales.set(key, made);
+    return made;
   }
 
   /**
@@ -281,7 +335,8 @@ export class GraphBuilder {
   linear(x: Value, w: Value, bias?: Value): Value {
     if (isHalf(w)) return this.op1("Gemm", [x, this.widen(w.half.raw), bias], { transB: 1 });
     if (!isQuantized(w)) return this.op1("Gemm", [x, w, bias], { transB: 1 });
-    const { blockSize, n, k, twoPlanes, scales, zeroPoints, mins } = w.quant;
+    const { blockSize, n, k, twoPlanes, zeroPoints } = w.quant;
+    const { scales, mins } = this.scalesAndMins(w, scalesPerRun(w.quant.ext));
     // Two planes: one product over [16x, x] against [high, low] (16x is exact in floating point).
     const a = twoPlanes ? this.concat([this.mul(x, this.scalar(16)), x], -1) : x;
     const kA = twoPlanes ? 2 * k : k;
@@ -296,7 +351,10 @@ export class GraphBuilder {
 
   /** Rows of a quantized matrix, dequantized: `rows` int64 indices, or every row when absent. */
   private dequantizeRows(w: QuantizedValue, rows?: Value): Value {
-    const { blockSize, k, twoPlanes, scales, planeZeroPoints, mins } = w.quant;
+    const { blockSize, k, twoPlanes, planeZeroPoints } = w.quant;
+    // Gathered rows are made at each run from their own codes; the whole matrix (an op other than
+    // linear needs it) is folded to fp32 once, at load.
+    const { scales, mins } = this.scalesAndMins(w, rows !== undefined && scalesPerRun(w.quant.ext), rows);
     const planes = twoPlanes ? 2 : 1;
     const blocks = k / blockSize;
     const pick = (v: Value) => (rows ? this.gather(v, rows, 0) : v);
@@ -307,13 +365,13 @@ export class GraphBuilder {
     const pairs = this.concat([this.unsqueeze(lo, [3]), this.unsqueeze(hi, [3])], 3); // [r, planes * blocks, bytes, 2]
     const q = this.op1("Cast", [this.reshape(pairs, [-1, planes, blocks, blockSize])], { to: onnx.TensorProto.DataType.FLOAT });
     const zero = this.constant(planeZeroPoints, "float32", [1, planes, 1, 1]);
-    let values = this.mul(this.sub(q, zero), this.reshape(pick(scales), [-1, planes, blocks, 1])); // [r, planes, blocks, blockSize]
+    let values = this.mul(this.sub(q, zero), this.reshape(scales, [-1, planes, blocks, 1])); // [r, planes, blocks, blockSize]
     if (twoPlanes) {
       const [high, low] = this.split(values, [1, 1], 1);
       values = this.add(this.mul(high!, this.scalar(16)), low!);
     }
     values = this.reshape(values, [-1, blocks, blockSize]);
-    if (mins) values = this.add(values, this.unsqueeze(pick(mins), [2]));
+    if (mins) values = this.add(values, this.unsqueeze(mins, [2]));
     return this.reshape(values, [-1, k]);
   }
 

@@ -72,8 +72,10 @@ export async function createSession(g: GraphBuilder, dir: string, tuning: Sessio
 }
 
 function hasHalfWeights(g: GraphBuilder): boolean {
+  // halfWeight's raw matrices (graph inputs named `<matrix>.float16` / `.bfloat16`); the fp16 scale
+  // codes of quantized matrices are small and do not count.
   const half = new Set([ONNX_ELEM_TYPE.float16, ONNX_ELEM_TYPE.bfloat16]);
-  return g.inputs.some((v) => half.has(v.type?.tensorType?.elemType ?? -1));
+  return g.inputs.some((v) => half.has(v.type?.tensorType?.elemType ?? -1) && /\.(float16|bfloat16)$/.test(v.name ?? ""));
 }
 
 export type Feeds = Record<string, ort.Tensor>;

@@ -209,6 +209,17 @@ function residRows(feeds: Record<string, ort.Tensor>): number {
   return r ? r.size / (r.dims[r.dims.length - 1] as number) : 0;
 }
 
+/**
+ * Rows x vocabulary columns one lens-graph run multiplies, as a fraction of the vocabulary: the
+ * lens reads a tile [first, end) of it per run (src/lens/lens-graph.ts).
+ */
+function residRowsOverVocab(feeds: Record<string, ort.Tensor>, vocab: number): number {
+  const first = feeds["first"]?.data as BigInt64Array | undefined;
+  const end = feeds["end"]?.data as BigInt64Array | undefined;
+  const share = first && end ? Number(end[0]! - first[0]!) / vocab : 1;
+  return residRows(feeds) * share;
+}
+
 /** A forward-graph run is one fed input_ids, or (a later block of layers) a residual cut. */
 function isForwardRun(c: RecordedRun): boolean {
   const file = recorder.files.get(c.session) ?? "";
@@ -331,7 +342,7 @@ async function childLens(spec: Spec): Promise<object> {
   let profile: object | undefined;
   if (spec.profile) {
     try {
-      profile = await profileLens(lensCalls, spec.threads);
+      profile = await profileLens(lensCalls, spec.threads, model.config.vocabSize);
     } catch (e) {
       profile = { error: String((e as Error).message) };
     }
@@ -350,7 +361,7 @@ async function childLens(spec: Spec): Promise<object> {
     first,
     lens: out,
     pieces,
-    lensExecutedRows: lensCalls.reduce((a, c) => a + residRows(c.feeds), 0),
+    lensExecutedRows: Math.round(lensCalls.reduce((a, c) => a + residRowsOverVocab(c.feeds, model.config.vocabSize), 0)),
     lensChunks: lensCalls.length,
     lensTop1,
     hwm,
@@ -432,12 +443,13 @@ async function childForward(spec: Spec): Promise<object> {
  * Replays a few recorded lens-graph runs in a session of the same .onnx file with onnxruntime's
  * profiler on, and sums kernel time by operator type (scaled to one run per replayed chunk).
  */
-async function profileLens(calls: RecordedRun[], threads: number): Promise<object> {
+async function profileLens(calls: RecordedRun[], threads: number, vocab: number): Promise<object> {
   const file = calls[0] ? recorder.files.get(calls[0].session) : undefined;
   if (!file) return { error: "no recorded lens-graph run" };
   const feeds = calls.slice(0, 5).map((c) => c.feeds);
   const warm = feeds.length > 1 ? feeds.shift()! : feeds[0]!;
-  const rows = feeds.reduce((a, f) => a + residRows(f), 0);
+  // Rows-equivalents over the whole vocabulary (each run reads one tile of it).
+  const rows = feeds.reduce((a, f) => a + residRowsOverVocab(f, vocab), 0);
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "logit-lens-prof-"));
   try {
     const session = await runtime.InferenceSession.create(file, {
@@ -1264,7 +1276,7 @@ function modelSection(ctx: Context, r: ModelRun): string[] {
       `- Where the lens graph's time goes (onnxruntime profiler, ${l.profile.chunks} of ${l.profile.of} chunks of the ${r.spec.lens[0]}-token lens, kernel time ${secs(total)}): ${byOp
         .slice(0, 8)
         .map(([k, v]) => `${k} ${((100 * v) / total).toFixed(0)} %`)
-        .join(", ")}.${mm && peak ? ` The unembedding products alone: ${(executed / mm / 1e9).toFixed(1)} GFLOP/s (${((100 * executed) / mm / 1e9 / peak.gflops).toFixed(0)} % of the peak).` : ""} The lens graph multiplied ${l.lensExecutedRows} layer x position rows in ${l.lensChunks} runs, for ${cfg.nLayers * r.spec.lens[0]!} useful ones.`,
+        .join(", ")}.${mm && peak ? ` The unembedding products alone: ${(executed / mm / 1e9).toFixed(1)} GFLOP/s (${((100 * executed) / mm / 1e9 / peak.gflops).toFixed(0)} % of the peak).` : ""} The lens graph multiplied ${l.lensExecutedRows} layer x position rows by the whole vocabulary, in ${l.lensChunks} runs (a tile of the vocabulary each), for ${cfg.nLayers * r.spec.lens[0]!} useful ones.`,
     );
   }
   if (r.torchNote) notes.push(`- PyTorch column: ${r.torchNote}.`);

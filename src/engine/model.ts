@@ -44,6 +44,9 @@ export interface LoadOptions {
 }
 
 /** 75 % of the memory available now (what a run can take without pushing others out). */
+/** The lens's working buffers beside its unembedding (see unembeddingBytes). */
+const LENS_WORKING_BYTES = 384 * 2 ** 20;
+
 export function defaultMemoryBudget(): number {
   return Math.floor(0.75 * os.freemem());
 }
@@ -150,14 +153,15 @@ export class LoadedModel {
   private lensMatrix?: ort.Tensor | null;
 
   /**
-   * The unembedding as fp32 for the lens, when it is quantized and small: the lens multiplies it
-   * with every layer x position (the hot path), and onnxruntime's fp32 GEMM runs that 1.6x (4-bit)
-   * to 3x (8-bit as two planes) faster than MatMulNBits at lens shapes (measured on an AVX2 EPYC,
-   * [256 x 4096] @ [4096 x 16384]). Small: at most 1 GiB as fp32 (SmolLM2 113 MB, Gemma 3 270M
-   * 671 MB; not an 8B's 2.1 GB, which stays quantized). The rule depends on the model only, never
-   * on the memory budget, so a streamed run gives exactly the in-memory run's numbers; the copy
-   * counts against the budget like the lens session does. It lives in memory only, never in the
-   * cache. LOGIT_LENS_LENS_FP32=0 turns it off.
+   * The unembedding as fp32, when it is quantized (or 16-bit) and at most 1 GiB as fp32 (SmolLM2
+   * 113 MB, Gemma 3 270M 671 MB; not an 8B's 2.1 GB), for the graphs that multiply it with many
+   * rows at once over the whole vocabulary (the exact-KL view, the tuned lens, sweeps,
+   * attribution): onnxruntime's fp32 GEMM runs that 1.6x (4-bit) to 3x (8-bit as two planes)
+   * faster than MatMulNBits at lens shapes (measured on an AVX2 EPYC, [256 x 4096] @ [4096 x
+   * 16384]). The lens itself reads the unembedding a tile at a time and keeps such a copy only
+   * when it is small (`smallLensUnembedding`). The rule depends on the model only, never on the
+   * memory budget, so a streamed run gives exactly the in-memory run's numbers. It lives in memory
+   * only, never in the cache. LOGIT_LENS_LENS_FP32=0 turns it off.
    */
   lensUnembedding(): ort.Tensor | undefined {
     if (this.lensMatrix === undefined) {
@@ -167,6 +171,16 @@ export class LoadedModel {
       this.lensMatrix = wanted ? new runtime.Tensor("float32", this.store.tensorF32(name).data, [this.config.vocabSize, this.config.hidden]) : null;
     }
     return this.lensMatrix ?? undefined;
+  }
+
+  /**
+   * Whether the lens's tiles read the fp32 copy (`lensUnembedding`) rather than dequantizing each
+   * tile from the stored form: only when the copy is at most 256 MiB (SmolLM2's 113 MB: its tiles
+   * then cost one copy instead of a dozen dequantizing passes, 10 % of its lens), so that a big
+   * vocabulary (Gemma 3's 671 MB copy, more than the rest of that model) is never held twice.
+   */
+  smallLensUnembedding(): boolean {
+    return this.config.vocabSize * this.config.hidden * 4 <= 256 * 2 ** 20 && this.lensUnembedding() !== undefined;
   }
 
   /**
@@ -197,15 +211,17 @@ export class LoadedModel {
     return { disablePrepacking: this.lensUnembedding() !== undefined || !this.store.isQuantized(unembeddingOf(this.config).matrix) };
   }
 
-  /** Bytes the lens holds beside the forward pieces: its unembedding (fp32 copy or mapped). */
+  /**
+   * Bytes the lens holds beside the forward pieces: the unembedding as stored (the lens reads it a
+   * tile of the vocabulary at a time, dequantizing each tile per run: lens/lens-graph.ts) and its
+   * working buffers (lens/logit-lens.ts: a 64 MiB fp32 tile with the intermediates that make it,
+   * and 128 MiB of [rows x tile] buffers).
+   */
   unembeddingBytes(): number {
-    const u = unembeddingOf(this.config);
-    if ((this.store.isQuantized(u.matrix) || this.store.isHalf(u.matrix)) && this.config.vocabSize * this.config.hidden * 4 <= 2 ** 30 && process.env["LOGIT_LENS_LENS_FP32"] !== "0") {
-      return this.config.vocabSize * this.config.hidden * 4;
-    }
+    if (this.smallLensUnembedding()) return this.config.vocabSize * this.config.hidden * 4 + LENS_WORKING_BYTES;
     const g = new GraphBuilder("probe");
-    new GraphWeights(g, this.store).get(u.matrix);
-    return externalBytes(g);
+    new GraphWeights(g, this.store).get(unembeddingOf(this.config).matrix);
+    return externalBytes(g) + LENS_WORKING_BYTES;
   }
 
   /** Graph weights bound to a new builder (used by the lens graph). */

@@ -1,18 +1,26 @@
 /**
- * The lens as an onnxruntime graph, so that only compact results cross into JavaScript.
+ * The lens as onnxruntime graphs, over one tile of the vocabulary at a time, so that only compact
+ * per-tile results cross into JavaScript (src/lens/tile-merge.ts puts the tiles together).
+ *
+ * Why tiles of the vocabulary rather than chunks of positions over the whole vocabulary: every
+ * layer x position row of the lens is multiplied by the same unembedding, the biggest matrix of
+ * the model (262k x 640 for Gemma 3, 128k x 4096 for Llama 3 8B). Read a tile at a time, it can
+ * stay in the file's own quantized form in memory: each tile's rows are dequantized to fp32 inside
+ * the graph once per pass, for all the rows the pass reads (hundreds to thousands), which costs
+ * little next to the product. Before, the lens either kept a whole fp32 copy (671 MB for Gemma 3
+ * 270M, more than the rest of the model) or ran onnxruntime's 4-bit product, 1.6-3x slower at
+ * these shapes than fp32 GEMM.
  *
  * Input `resid` [P, R, hidden]: P positions x R readouts; for every position the last readout must
  * be the final layer's residual, so that its distribution is the model's own output (the reference
- * for KL). For each cell: logits = unembed(norm(resid)) with the norm's statistics recomputed from
- * that very residual (not a cached scale: TransformerLens #1076), then top-k, entropy, KL to final
- * and, in the tracking variant, the logit and rank of tracked ids and the mass of token families.
- *
- * This is the hot path (positions x readouts x vocabulary elements, a 262k vocabulary for Gemma),
- * so it is arranged to touch the [P, R, V] logits as few times as possible:
- *   p       = softmax(logits),  lse = logit_top1 - log(p_top1)
- *   entropy = lse - sum(p * logits)
- *   KL_r    = (D_final - lse_final) - (D_r - lse_r),  D_r = sum(p_final * logits_r)
- * where the D are one batched matrix product against the final distribution.
+ * for KL). For each row: logits = unembed(norm(resid)) over the tile [first, end), with the norm's
+ * statistics recomputed from that very residual (not a cached scale: TransformerLens #1076). Per
+ * row and tile the graph gives, with m the row's maximum in the tile and e = exp(logits - m):
+ *   top-k logits and ids, m, s0 = sum e, own = sum e * logits,
+ *   cross = sum_v logits_v * e_final,v (e of the position's final row, with that row's own m),
+ * and, when tracking, how many logits exceed each tracked token's logit (computed beforehand by
+ * the tracked-logits graph below), the tracked tokens' own logits in this tile, and each family's
+ * sum of e. The merge rescales these by exp(m - global max) and gives log-sum-exp, entropy and KL.
  */
 import { GraphBuilder, type Value } from "../graph/builder.js";
 import type { WeightSource } from "../architectures/layers.js";
@@ -23,77 +31,88 @@ export type LensVariant = "logit" | "raw";
 
 export interface LensGraphOptions {
   variant: LensVariant;
-  /** Add tracked-id logits and ranks and family masses (inputs `tracked_ids`, `family_mask`). */
+  /**
+   * The tile's fp32 rows are fed (input `tile_weight` [Vt, hidden], a view of an fp32 copy held in
+   * memory) instead of gathered from the stored matrix and dequantized in the graph.
+   */
+  fedTile: boolean;
+  /** Add tracked-id counts and family sums (inputs `tracked_ids`, `tracked_logits`, `family_mask`). */
   tracking: boolean;
 }
 
-export function buildLensGraph(w: (g: GraphBuilder) => WeightSource, u: Unembedding, hidden: number, vocab: number, opts: LensGraphOptions): GraphBuilder {
-  const g = new GraphBuilder(`lens-${opts.variant}${opts.tracking ? "-tracking" : ""}`);
+/** The rows' logits over fp32 unembedding rows `rows` ([V', hidden]): [P * R, V'], soft-capped as the model does. */
+function logitsOver(g: GraphBuilder, weights: WeightSource, u: Unembedding, resid: Value, hidden: number, variant: LensVariant, rows: Value): Value {
+  let x: Value = g.reshape(resid, [-1, hidden]);
+  if (variant === "logit") {
+    x = u.norm === "layernorm" ? layerNorm(g, x, weights.get(u.normWeight), weights.get(u.normBias!), u.eps) : rmsNorm(g, x, weights.get(u.normWeight), u.eps, u.norm === "rms_gemma");
+  }
+  let logits = g.linear(x, rows);
+  if (u.softcap) logits = g.mul(g.tanh(g.div(logits, g.scalar(u.softcap))), g.scalar(u.softcap));
+  return logits;
+}
+
+/** Reshapes [P * R, C] rows back to [P, R, C] using resid's own [P, R]. */
+function byPosition(g: GraphBuilder, resid: Value, rows: Value): Value {
+  const shapePR = g.slice(g.op1("Shape", [resid]), [0], [2], [0]);
+  return g.op1("Reshape", [rows, g.concat([shapePR, g.ints([-1])], 0)]);
+}
+
+export function buildLensTileGraph(w: (g: GraphBuilder) => WeightSource, u: Unembedding, hidden: number, opts: LensGraphOptions): GraphBuilder {
+  const g = new GraphBuilder(`lens-tile-${opts.variant}${opts.tracking ? "-tracking" : ""}${opts.fedTile ? "-fed" : ""}`);
   const weights = w(g);
   const resid = g.input("resid", "float32", ["P", "R", hidden]);
+  const first = g.input("first", "int64", []);
+  const end = g.input("end", "int64", []);
   const k = g.input("k", "int64", [1]);
+  // The tile's rows of the unembedding as fp32: fed, or gathered and dequantized (or widened) here,
+  // once per run.
+  const rows = opts.fedTile ? g.input("tile_weight", "float32", ["Vt", hidden]) : g.gather(weights.get(u.matrix), g.op1("Range", [first, end, g.constant([1], "int64", [])]), 0);
+  const logits = byPosition(g, resid, logitsOver(g, weights, u, resid, hidden, opts.variant, rows)); // [P, R, Vt]
 
-  let x: Value = g.reshape(resid, [-1, hidden]);
-  if (opts.variant === "logit") {
-    x =
-      u.norm === "layernorm"
-        ? layerNorm(g, x, weights.get(u.normWeight), weights.get(u.normBias!), u.eps)
-        : rmsNorm(g, x, weights.get(u.normWeight), u.eps, u.norm === "rms_gemma");
-  }
-  let logits = g.linear(x, weights.get(u.matrix)); // [P*R, V]
-  if (u.softcap) logits = g.mul(g.tanh(g.div(logits, g.scalar(u.softcap))), g.scalar(u.softcap));
-  const shapePR = g.slice(g.op1("Shape", [resid]), [0], [2], [0]);
-  logits = g.op1("Reshape", [logits, g.concat([shapePR, g.ints([-1])], 0)]); // [P, R, V]
-
-  // One fused Softmax gives the probabilities. The log-sum-exp then follows from the top token:
-  // p_top = exp(logit_top - lse), so lse = logit_top - log p_top (well conditioned: p_top >= 1/V).
-  // Softmax normalises with an fp32 sum over the whole vocabulary; its rounding (1e-4 on a 262k
-  // row) is measured and removed by summing p again as a matrix product with a column of ones
-  // (the GEMM kernel sums in short blocks, not one 262k-long chain as fp32 ReduceSum would):
-  // every use of p below divides by that sum. Only the logits and p ([P, R, V]) are ever alive.
-  const p = g.softmax(logits, -1);
-  const sumP = g.matmul(p, g.constant(new Float32Array(vocab).fill(1), "float32", [vocab, 1])); // [P, R, 1], ~1
   const [topLogits, topIds] = g.op("TopK", [logits, k], { axis: -1, largest: 1, sorted: 1 }, { outputs: 2 });
-  const top1Logit = g.slice(topLogits!, [0], [1], [2]); // [P, R, 1]
-  const top1Prob = g.op1("GatherElements", [p, g.slice(topIds!, [0], [1], [2])], { axis: 2 }); // [P, R, 1]
-  const lse = g.add(g.sub(top1Logit, g.op1("Log", [top1Prob])), g.op1("Log", [sumP])); // [P, R, 1]
-
-  // Expected logits, as one batched product per position: G[p] = logits[p] @ p[p]^T, [R, R], with
-  // G[r, r'] = sum_v logits_r,v * p_r',v. Its diagonal is each cell's expected logit under its own
-  // distribution (for the entropy) and its last column the expected logit under the final
-  // distribution (for KL). The R x R product costs R/hidden of the unembedding's (5 % on SmolLM2)
-  // and runs as one efficient GEMM; the two [1 x V] @ [V x 1] products per row it replaces ran at
-  // a sixteenth of the kernel's speed and took 18 % of the lens graph (profiled on SmolLM2).
-  const G = g.op1("MatMul", [logits, g.transpose(p, [0, 2, 1])]); // [P, R, R]
-  const shapeP = g.slice(g.op1("Shape", [resid]), [0], [1], [0]); // [1]
-  const scalarR = g.reshape(g.slice(g.op1("Shape", [resid]), [1], [2], [0]), []);
-  const rowIndex = g.reshape(g.op1("Range", [g.constant([0], "int64", []), scalarR, g.constant([1], "int64", [])]), [1, -1, 1]); // [1, R, 1]
-  const diagonal = g.op1("GatherElements", [G, g.op1("Expand", [rowIndex, g.concat([shapeP, g.ints([1, 1])], 0)])], { axis: 2 }); // [P, R, 1]
-  const expLogit = g.div(diagonal, sumP); // [P, R, 1]
-  const entropy = g.sub(lse, expLogit);
+  const max = g.slice(topLogits!, [0], [1], [2]); // [P, R, 1]: the row's maximum in the tile
+  // One fused Softmax pass gives p = e / z, with e = exp(logits - max) and z the kernel's own fp32
+  // sum; at the maximum p = 1 / z, so every sum against e is the same sum against p divided by
+  // p at the top token. The sums themselves are then taken again here, per row: each row's figures
+  // must not depend on which other rows share the run (a streamed group of rows must give the
+  // CLI's numbers exactly). s0 is a product with a column of ones (the GEMM kernel sums in short
+  // blocks: better rounding than one long fp32 chain), own an elementwise product summed per row,
+  // and cross one batched product per position against the final row's p ([R, Vt] @ [Vt, 1],
+  // whose rows do not interact).
+  const p = g.softmax(logits, -1); // [P, R, Vt]
+  const pTop = g.op1("GatherElements", [p, g.slice(topIds!, [0], [1], [2])], { axis: 2 }); // [P, R, 1]
+  const ones = g.op1("Expand", [g.constant([1], "float32", [1, 1]), g.concat([g.slice(g.op1("Shape", [logits]), [2], [3], [0]), g.ints([1])], 0)]); // [Vt, 1]
+  const s0 = g.div(g.matmul(p, ones), pTop); // [P, R, 1]
+  const own = g.div(g.reduceSum(g.mul(logits, p), [2]), pTop); // [P, R, 1]
   const lastRow = (x: Value) => g.slice(x, [-1], [Number.MAX_SAFE_INTEGER], [1]);
-  const dots = g.div(g.slice(G, [-1], [Number.MAX_SAFE_INTEGER], [2]), lastRow(sumP)); // [P, R, 1]: sum_v p_final * logits_r
-  const crossFinal = g.sub(lastRow(dots), lastRow(lse)); // [P, 1, 1]
-  const kl = g.sub(crossFinal, g.sub(dots, lse)); // [P, R, 1]
+  const cross = g.div(g.matmul(logits, g.transpose(lastRow(p), [0, 2, 1])), lastRow(pTop)); // [P, R, 1]
 
   g.output(topLogits!, "top_logits");
   g.output(topIds!, "top_ids", "int64");
-  g.output(g.reshape(lse, [0, 0]), "logsumexp");
-  g.output(g.reshape(entropy, [0, 0]), "entropy");
-  g.output(g.reshape(kl, [0, 0]), "kl_to_final");
+  g.output(g.reshape(max, [0, 0]), "max");
+  g.output(g.reshape(s0, [0, 0]), "sum_exp");
+  g.output(g.reshape(own, [0, 0]), "own");
+  g.output(g.reshape(cross, [0, 0]), "cross");
 
   if (opts.tracking) {
-    const tracked = g.input("tracked_ids", "int64", ["M"]); // at least one id (callers pad)
-    const familyMask = g.input("family_mask", "float32", ["F", "V"]); // 1 where a token is in the family
-    // Tracked ids: their logits, and their rank = how many tokens score strictly higher.
-    const trackedLogits = g.gather(logits, tracked, 2); // [P, R, M]
-    const higher = g.op1("Greater", [g.unsqueeze(logits, [3]), g.unsqueeze(trackedLogits, [2])]); // [P, R, V, M]
-    const rank = g.reduceSum(g.op1("Cast", [higher], { to: 6 /* int32 */ }), [2], 0); // [P, R, M]
-    // Families: summed probability of every member, one matrix product for all families.
-    const familyProb = g.div(g.matmul(p, g.transpose(familyMask, [1, 0])), sumP); // [P, R, F]
-    g.output(trackedLogits, "tracked_logits");
-    g.output(rank, "tracked_rank", "int32");
-    g.output(familyProb, "family_prob");
+    const trackedLogits = g.input("tracked_logits", "float32", ["P", "R", "M"]); // from the tracked-logits graph
+    const localIds = g.input("tracked_local", "int64", ["M"]); // id - first, clamped into the tile
+    const familyMask = g.input("family_mask", "float32", ["F", "Vt"]); // this tile's columns
+    // How many of the tile's logits are strictly higher than each tracked logit: [P, R, Vt, M] compared.
+    const higher = g.op1("Greater", [g.unsqueeze(logits, [3]), g.unsqueeze(trackedLogits, [2])]);
+    g.output(g.reduceSum(g.op1("Cast", [higher], { to: 6 /* int32 */ }), [2], 0), "higher", "int32"); // [P, R, M]
+    g.output(g.gather(logits, localIds, 2), "tracked_here"); // [P, R, M]: the tile's own value for ids inside it
+    g.output(g.div(g.matmul(p, g.transpose(familyMask, [1, 0])), pTop), "family_exp"); // [P, R, F]
   }
+  return g;
+}
+
+/** The logits of a few tracked ids at every row ([P, R, M]), computed as the tiles compute them. */
+export function buildTrackedLogitsGraph(w: (g: GraphBuilder) => WeightSource, u: Unembedding, hidden: number, variant: LensVariant): GraphBuilder {
+  const g = new GraphBuilder(`lens-tracked-${variant}`);
+  const weights = w(g);
+  const resid = g.input("resid", "float32", ["P", "R", hidden]);
+  const ids = g.input("tracked_ids", "int64", ["M"]);
+  g.output(byPosition(g, resid, logitsOver(g, weights, u, resid, hidden, variant, g.gather(weights.get(u.matrix), ids, 0))), "tracked_logits");
   return g;
 }

@@ -1,7 +1,8 @@
 /**
  * Runs the logit lens: one forward pass exposing the readout hook points, then the lens graph over
- * chunks of positions (the [readouts x positions x vocab] logits never exist all at once: for a
- * 262k vocabulary they would be gigabytes).
+ * one tile of the vocabulary at a time for all the rows read (lens-graph.ts), merged in float64
+ * (tile-merge.ts). The [readouts x positions x vocab] logits never exist all at once (for a 262k
+ * vocabulary they would be gigabytes), and the unembedding stays in its stored form.
  */
 import type ort from "onnxruntime-node";
 import { blockHook } from "../architectures/forward.js";
@@ -10,11 +11,16 @@ import type { LoadedModel, KvCache } from "../engine/model.js";
 import { createSession, runSession, ort as runtime } from "../graph/session.js";
 import { UserError } from "../errors.js";
 import type { Progress } from "../progress.js";
-import { buildLensGraph, type LensVariant } from "./lens-graph.js";
+import { buildLensTileGraph, buildTrackedLogitsGraph, type LensVariant } from "./lens-graph.js";
+import { TileMerge, type MergedRow, type TileOutputs } from "./tile-merge.js";
 import { checkActivationsFinite, checkLensOutputsFinite } from "./finite.js";
 
-/** Bytes one [readouts x positions x vocab] float buffer may take; the graph holds a few of them. */
+/** Bytes the [rows x tile] buffers of one lens run may take (logits, their exp, tracking comparisons). */
 const CHUNK_BUDGET_BYTES = 128 * 1024 * 1024;
+/** Bytes of one tile of the unembedding as fp32 (what the graph dequantizes it to). */
+const TILE_WEIGHT_BYTES = 64 * 1024 * 1024;
+/** Vocabulary columns per tile: wide enough for an efficient product, small enough to leave room for rows. */
+const TILE_COLUMNS = 8192;
 
 export interface LensOptions {
   topK?: number;
@@ -93,14 +99,18 @@ export class LogitLens {
 
   constructor(readonly model: LoadedModel) {}
 
-  private lensSession(variant: LensVariant, tracking: boolean): Promise<ort.InferenceSession> {
-    const key = `${variant}/${tracking}`;
+  /** The tile graph (or, `tracked`, the tracked-logits graph), reading the unembedding as the model stores it. */
+  private lensSession(variant: LensVariant, tracking: boolean, tracked = false): Promise<ort.InferenceSession> {
+    const key = `${variant}/${tracking}/${tracked}`;
     let s = this.lensSessions.get(key);
     if (!s) {
       const cfg = this.model.config;
-      // The unembedding as the model says the lens should read it (LoadedModel.lensUnembedding).
-      const g = buildLensGraph((gb) => this.model.lensWeightsFor(gb), unembeddingOf(cfg), cfg.hidden, cfg.vocabSize, { variant, tracking });
-      s = createSession(g, this.model.store.dir, this.model.lensTuning());
+      // The stored unembedding (quantized tiles are dequantized in the graph), or, when it is small,
+      // views of its fp32 copy fed as the tiles (LoadedModel.smallLensUnembedding).
+      const small = this.model.smallLensUnembedding();
+      const w = (gb: Parameters<LoadedModel["weightsFor"]>[0]) => (small && tracked ? this.model.lensWeightsFor(gb) : this.model.weightsFor(gb));
+      const g = tracked ? buildTrackedLogitsGraph(w, unembeddingOf(cfg), cfg.hidden, variant) : buildLensTileGraph(w, unembeddingOf(cfg), cfg.hidden, { variant, tracking, fedTile: small });
+      s = createSession(g, this.model.store.dir, { disablePrepacking: true });
       this.lensSessions.set(key, s);
     }
     return s;
@@ -155,7 +165,10 @@ export class LogitLens {
     const familyFeed = new Float32Array(Math.max(1, families.length) * cfg.vocabSize);
     families.forEach((f, i) => familyFeed.set(f, i * cfg.vocabSize));
     const session = await this.lensSession(variant, tracking);
+    const trackedSession = tracking ? await this.lensSession(variant, tracking, true) : undefined;
+    const small = this.model.smallLensUnembedding();
     const H = cfg.hidden;
+    const V = cfg.vocabSize;
     const residOf = new Map(fwdHooks);
     if (options.translate) for (const hook of readouts) if (hook !== outputHook) residOf.set(hook, options.translate(hook, fwdHooks.get(hook)!));
     // Groups of readouts, each read with the output row last (the reference for KL). Without
@@ -166,20 +179,29 @@ export class LogitLens {
     if (groups.length === 0) groups.push([]);
     const readoutCells: LensCell[][] = readouts.map(() => []);
     let final: LensCell[] = [];
-    const fullChunk = Math.floor(CHUNK_BUDGET_BYTES / ((readouts.length + 1) * cfg.vocabSize * (8 + (tracking ? 5 * trackedFeed.length : 0))));
-    const showProgress = options.progress && (groups.length > 1 || positions.length > Math.max(1, fullChunk));
-    if (showProgress) options.progress!.start(`lens over ${readouts.length} readouts x ${positions.length} positions`, groups.length * positions.length);
+    // Per [row, column] cell: the logits and their exp (fp32), and for rank counting the
+    // [rows, tile, M] comparison (1 byte) and its int32 cast (4 bytes).
+    const bytesPerCell = 8 + (tracking ? 5 * trackedFeed.length : 0);
+    // The tiles depend on the model only, so that every row's sums are taken over the same
+    // stretches of the vocabulary whatever else is read beside it (a streamed group of rows gives
+    // the same numbers as the whole lens); positions are split to keep the buffers in budget.
+    const tile = Math.min(V, TILE_COLUMNS, Math.max(1, Math.floor(TILE_WEIGHT_BYTES / (H * 4))));
+    const plan = (R: number) => ({ tile, chunk: Math.max(1, Math.floor(CHUNK_BUDGET_BYTES / (R * tile * bytesPerCell))) });
+    const runs = groups.reduce((sum, group) => {
+      const { tile, chunk } = plan(group.length + 1);
+      return sum + Math.ceil(positions.length / chunk) * Math.ceil(V / tile);
+    }, 0);
+    const showProgress = options.progress && runs > 1;
+    if (showProgress) options.progress!.start(`lens over ${readouts.length} readouts x ${positions.length} positions`, runs);
     let done = 0;
+    const k = BigInt64Array.from([BigInt(topK)]);
     for (const group of groups) {
       options.signal?.throwIfAborted();
       const groupHooks = group.map((i) => readouts[i]!);
       // When the last readout already is the final residual (the default), it doubles as the reference.
       const rows = groupHooks[groupHooks.length - 1] === outputHook ? groupHooks : [...groupHooks, outputHook];
       const R = rows.length;
-      // Budget per position: the logits and probabilities ([R, V] floats each), and for rank counting
-      // the [R, V, M] comparison (1 byte) and its int32 cast (4 bytes).
-      const bytesPerPosition = R * cfg.vocabSize * (8 + (tracking ? 5 * trackedFeed.length : 0));
-      const chunk = Math.max(1, Math.floor(CHUNK_BUDGET_BYTES / bytesPerPosition));
+      const { tile, chunk } = plan(R);
       const cellsByRow: LensCell[][] = rows.map(() => []);
       for (let start = 0; start < positions.length; start += chunk) {
         options.signal?.throwIfAborted();
@@ -190,21 +212,45 @@ export class LogitLens {
           const src = residOf.get(hook)!;
           pos.forEach((p, i) => resid.set(src.subarray(p * H, (p + 1) * H), (i * R + r) * H));
         });
-        const feeds: Record<string, ort.Tensor> = {
-          resid: new runtime.Tensor("float32", resid, [P, R, H]),
-          k: new runtime.Tensor("int64", BigInt64Array.from([BigInt(topK)]), [1]),
-        };
-        Object.assign(feeds, this.model.lensFeeds());
-        if (tracking) {
-          feeds["tracked_ids"] = new runtime.Tensor("int64", BigInt64Array.from(trackedFeed, (t) => BigInt(t)), [trackedFeed.length]);
-          feeds["family_mask"] = new runtime.Tensor("float32", familyFeed, [Math.max(1, families.length), cfg.vocabSize]);
+        const residTensor = new runtime.Tensor("float32", resid, [P, R, H]);
+        let trackedLogits: Float32Array | undefined;
+        if (trackedSession) {
+          const ids = new runtime.Tensor("int64", BigInt64Array.from(trackedFeed, (t) => BigInt(t)), [trackedFeed.length]);
+          const fed = small ? this.model.lensFeeds() : {};
+          trackedLogits = (await runSession(trackedSession, { resid: residTensor, tracked_ids: ids, ...fed }, "lens graph (tracked tokens)"))["tracked_logits"]!.data as Float32Array;
         }
-        const out = await runSession(session, feeds, "lens graph");
-        checkLensOutputsFinite({ "log-sum-exp": out["logsumexp"]?.data as Float32Array, "top logit": out["top_logits"]?.data as Float32Array, entropy: out["entropy"]?.data as Float32Array, "KL to the output": out["kl_to_final"]?.data as Float32Array }, rows, pos);
-        const cells = decodeCells(out, R, P, topK, { m: trackedFeed.length, mKeep: tracked.length, f: Math.max(1, families.length), fKeep: families.length });
-        cells.forEach((rowCells, r) => cellsByRow[r]!.push(...rowCells));
-        done += P;
-        if (showProgress) options.progress!.update(done);
+        const merge = new TileMerge(P, R, topK, tracking ? trackedFeed : [], trackedLogits, tracking ? Math.max(1, families.length) : 0);
+        for (let first = 0; first < V; first += tile) {
+          options.signal?.throwIfAborted();
+          const end = Math.min(V, first + tile);
+          const kTile = Math.min(topK, end - first);
+          const feeds: Record<string, ort.Tensor> = {
+            resid: residTensor,
+            first: new runtime.Tensor("int64", BigInt64Array.from([BigInt(first)]), []),
+            end: new runtime.Tensor("int64", BigInt64Array.from([BigInt(end)]), []),
+            k: new runtime.Tensor("int64", kTile === topK ? k : BigInt64Array.from([BigInt(kTile)]), [1]),
+          };
+          if (tracking) {
+            feeds["tracked_logits"] = new runtime.Tensor("float32", trackedLogits!, [P, R, trackedFeed.length]);
+            feeds["tracked_local"] = new runtime.Tensor("int64", BigInt64Array.from(trackedFeed, (t) => BigInt(Math.min(Math.max(t - first, 0), end - first - 1))), [trackedFeed.length]);
+            const F = Math.max(1, families.length);
+            const mask = new Float32Array(F * (end - first));
+            for (let f = 0; f < F; f++) mask.set(familyFeed.subarray(f * V + first, f * V + end), f * (end - first));
+            feeds["family_mask"] = new runtime.Tensor("float32", mask, [F, end - first]);
+          }
+          if (small) {
+            const copy = this.model.lensUnembedding()!.data as Float32Array;
+            feeds["tile_weight"] = new runtime.Tensor("float32", copy.subarray(first * H, end * H), [end - first, H]);
+          }
+          const out = await runSession(session, feeds, "lens graph");
+          checkLensOutputsFinite({ "maximum logit": out["max"]?.data as Float32Array, "sum of probabilities": out["sum_exp"]?.data as Float32Array, "expected logit": out["own"]?.data as Float32Array }, rows, pos);
+          merge.add(tileOutputs(out, first, end - first, kTile));
+          done++;
+          if (showProgress) options.progress!.update(done);
+        }
+        const merged = merge.rows();
+        checkLensOutputsFinite({ "log-sum-exp": Float64Array.from(merged, (m) => m.logsumexp), entropy: Float64Array.from(merged, (m) => m.entropy), "KL to the output": Float64Array.from(merged, (m) => m.klToFinal) }, rows, pos);
+        for (let r = 0; r < R; r++) for (let p = 0; p < P; p++) cellsByRow[r]!.push(cellOf(merged[p * R + r]!, tracked.length, families.length));
       }
       group.forEach((i, r) => (readoutCells[i] = cellsByRow[r]!));
       if (final.length === 0) final = cellsByRow[R - 1]!;
@@ -220,45 +266,36 @@ export class LogitLens {
   }
 }
 
-interface TrackingCounts {
-  /** Padded and real number of tracked ids, and of families. */
-  m: number;
-  mKeep: number;
-  f: number;
-  fKeep: number;
+function tileOutputs(out: ort.InferenceSession.OnnxValueMapType, first: number, size: number, k: number): TileOutputs {
+  return {
+    first,
+    size,
+    k,
+    topLogits: out["top_logits"]!.data as Float32Array,
+    topIds: out["top_ids"]!.data as BigInt64Array,
+    max: out["max"]!.data as Float32Array,
+    sumExp: out["sum_exp"]!.data as Float32Array,
+    own: out["own"]!.data as Float32Array,
+    cross: out["cross"]!.data as Float32Array,
+    higher: out["higher"]?.data as Int32Array | undefined,
+    trackedHere: out["tracked_here"]?.data as Float32Array | undefined,
+    familyExp: out["family_exp"]?.data as Float32Array | undefined,
+  };
 }
 
-/** Unpacks the lens outputs ([P, R, ...] in the graph) into cells by row (readout), then position. */
-function decodeCells(out: ort.InferenceSession.OnnxValueMapType, R: number, P: number, k: number, t: TrackingCounts): LensCell[][] {
-  const topLogits = out["top_logits"]!.data as Float32Array;
-  const topIds = out["top_ids"]!.data as BigInt64Array;
-  const lse = out["logsumexp"]!.data as Float32Array;
-  const entropy = out["entropy"]!.data as Float32Array;
-  const kl = out["kl_to_final"]!.data as Float32Array;
-  const trackedLogits = out["tracked_logits"]?.data as Float32Array | undefined;
-  const trackedRank = out["tracked_rank"]?.data as Int32Array | undefined;
-  const familyProb = out["family_prob"]?.data as Float32Array | undefined;
-  const rows: LensCell[][] = [];
-  for (let r = 0; r < R; r++) {
-    const cells: LensCell[] = [];
-    for (let p = 0; p < P; p++) {
-      const c = p * R + r;
-      const logits = Array.from(topLogits.subarray(c * k, (c + 1) * k));
-      const tl = trackedLogits ? Array.from(trackedLogits.subarray(c * t.m, c * t.m + t.mKeep)) : [];
-      cells.push({
-        topIds: Array.from(topIds.subarray(c * k, (c + 1) * k), Number),
-        topLogits: logits,
-        topLogprobs: logits.map((v) => v - lse[c]!),
-        entropy: Math.max(0, entropy[c]!),
-        // KL is >= 0 mathematically; float rounding can give -1e-6 at the final layer itself.
-        klToFinal: Math.max(0, kl[c]!),
-        trackedLogits: tl,
-        trackedLogprobs: tl.map((v) => v - lse[c]!),
-        trackedRanks: trackedRank ? Array.from(trackedRank.subarray(c * t.m, c * t.m + t.mKeep)) : [],
-        familyProbs: familyProb ? Array.from(familyProb.subarray(c * t.f, c * t.f + t.fKeep)) : [],
-      });
-    }
-    rows.push(cells);
-  }
-  return rows;
+/** A merged row as a lens cell, without the padding ids and families the tracking graph needed. */
+function cellOf(m: MergedRow, trackedKeep: number, familiesKeep: number): LensCell {
+  const trackedLogits = m.trackedLogits.slice(0, trackedKeep);
+  return {
+    topIds: m.topIds,
+    topLogits: m.topLogits,
+    topLogprobs: m.topLogits.map((v) => v - m.logsumexp),
+    entropy: Math.max(0, m.entropy),
+    // KL is >= 0 mathematically; float rounding can give -1e-6 at the final layer itself.
+    klToFinal: Math.max(0, m.klToFinal),
+    trackedLogits,
+    trackedLogprobs: trackedLogits.map((v) => v - m.logsumexp),
+    trackedRanks: m.trackedRanks.slice(0, trackedKeep),
+    familyProbs: m.familyProbs.slice(0, familiesKeep),
+  };
 }

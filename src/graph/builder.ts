@@ -125,6 +125,9 @@ function scalesPerRun(ext: QuantizedExternal): boolean {
   return ext.scalesPerRun === true && accuracyLevel() === 0;
 }
 
+/** Rows of a matrix: gathered by index, or the contiguous range [start, end) (int64 scalars). */
+type RowPick = { indices: Value } | { start: Value; end: Value };
+
 type AttrValue = number | number[] | string | { float: number } | { floats: number[] };
 
 export class GraphBuilder {
@@ -203,13 +206,13 @@ export class GraphBuilder {
    * are folded at load, onnxruntime keeps every folded intermediate until the whole graph is
    * optimised (a chain of ops per array peaked at 13.5 GB instead of 7.8 on the 8B shape).
    */
-  private scalesAndMins(w: QuantizedValue, perRun: boolean, rows?: Value): { scales: Value; mins?: Value } {
+  private scalesAndMins(w: QuantizedValue, perRun: boolean, rows?: RowPick): { scales: Value; mins?: Value } {
     const key = `${w.name}/${perRun}`;
     const known = rows ? undefined : this.expandedScales.get(key);
     if (known) return known;
     const ext = w.quant.ext;
     const f32 = (v: Value) => this.op1("Cast", [v], { to: onnx.TensorProto.DataType.FLOAT });
-    const pick = (v: Value) => (rows ? this.gather(v, rows, 0) : v);
+    const pick = (v: Value) => (rows ? this.pickRows(v, rows) : v);
     const code = (suffix: string, e: ExternalWeight, type: ElemType) => pick(this.code(w.name, suffix, e, type, perRun));
     // Two planes share each block's scale: the (small) codes are repeated before they are widened,
     // so the only fp32 array made is the final [N, 2 * blocks] (measured: 0.2 GB less at load on
@@ -350,14 +353,14 @@ export class GraphBuilder {
   }
 
   /** Rows of a quantized matrix, dequantized: `rows` int64 indices, or every row when absent. */
-  private dequantizeRows(w: QuantizedValue, rows?: Value): Value {
+  private dequantizeRows(w: QuantizedValue, rows?: RowPick): Value {
     const { blockSize, k, twoPlanes, planeZeroPoints } = w.quant;
     // Gathered rows are made at each run from their own codes; the whole matrix (an op other than
     // linear needs it) is folded to fp32 once, at load.
     const { scales, mins } = this.scalesAndMins(w, rows !== undefined && scalesPerRun(w.quant.ext), rows);
     const planes = twoPlanes ? 2 : 1;
     const blocks = k / blockSize;
-    const pick = (v: Value) => (rows ? this.gather(v, rows, 0) : v);
+    const pick = (v: Value) => (rows ? this.pickRows(v, rows) : v);
     // [r, planes * blocks, blockSize / 2] bytes, two 4-bit values per byte, the low nibble first
     const bytes = pick({ name: w.name });
     const lo = this.op1("BitwiseAnd", [bytes, this.constant([15], "uint8", [])]);
@@ -390,10 +393,27 @@ export class GraphBuilder {
   unsqueeze(x: Value, axes: number[]): Value { return this.op1("Unsqueeze", [x, this.ints(axes)]); }
   /** Rows (axis 0) of a matrix, quantized or not: the embedding lookup. */
   gather(data: Value, indices: Value, axis = 0): Value {
-    if (isQuantized(data) && axis === 0) return this.dequantizeRows(data, indices);
+    if (isQuantized(data) && axis === 0) return this.dequantizeRows(data, { indices });
     if (isHalf(data)) return this.widen(this.op1("Gather", [data.half.raw, indices], { axis }));
     return this.op1("Gather", [data, indices], { axis });
   }
+  /**
+   * Rows [start, end) (int64 scalars) of a matrix as fp32, quantized or not: a contiguous Slice of
+   * the stored arrays, cheaper than a Gather of the same rows (the lens reads its unembedding a
+   * tile of rows at a time).
+   */
+  sliceRows(data: Value, start: Value, end: Value): Value {
+    if (isQuantized(data)) return this.dequantizeRows(data, { start, end });
+    if (isHalf(data)) return this.widen(this.pickRows(data.half.raw, { start, end }));
+    return this.pickRows(data, { start, end });
+  }
+
+  private pickRows(v: Value, rows: RowPick): Value {
+    if ("indices" in rows) return this.op1("Gather", [v, rows.indices], { axis: 0 });
+    const one = (x: Value) => this.reshape(x, [1]);
+    return this.op1("Slice", [v, one(rows.start), one(rows.end), this.ints([0])]);
+  }
+
   softmax(x: Value, axis = -1): Value { return this.op1("Softmax", [x], { axis }); }
   logSoftmax(x: Value, axis = -1): Value { return this.op1("LogSoftmax", [x], { axis }); }
   reduceMean(x: Value, axes: number[], keepdims = 1): Value { return this.op1("ReduceMean", [x, this.ints(axes)], { keepdims }); }

@@ -66,7 +66,7 @@ export function buildLensTileGraph(w: (g: GraphBuilder) => WeightSource, u: Unem
   const k = g.input("k", "int64", [1]);
   // The tile's rows of the unembedding as fp32: fed, or gathered and dequantized (or widened) here,
   // once per run.
-  const rows = opts.fedTile ? g.input("tile_weight", "float32", ["Vt", hidden]) : g.gather(weights.get(u.matrix), g.op1("Range", [first, end, g.constant([1], "int64", [])]), 0);
+  const rows = opts.fedTile ? g.input("tile_weight", "float32", ["Vt", hidden]) : g.sliceRows(weights.get(u.matrix), first, end);
   const logits = byPosition(g, resid, logitsOver(g, weights, u, resid, hidden, opts.variant, rows)); // [P, R, Vt]
 
   const [topLogits, topIds] = g.op("TopK", [logits, k], { axis: -1, largest: 1, sorted: 1 }, { outputs: 2 });

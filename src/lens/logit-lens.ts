@@ -20,7 +20,7 @@ const CHUNK_BUDGET_BYTES = 128 * 1024 * 1024;
 /** Bytes of one tile of the unembedding as fp32 (what the graph dequantizes it to). */
 const TILE_WEIGHT_BYTES = 64 * 1024 * 1024;
 /** Vocabulary columns per tile: wide enough for an efficient product, small enough to leave room for rows. */
-const TILE_COLUMNS = 8192;
+const TILE_COLUMNS = 4096;
 
 export interface LensOptions {
   topK?: number;

@@ -125,12 +125,25 @@ export class TileMerge {
 
   /** The row's best k over every tile's top-k: higher logit first, lower id first on ties. */
   private topOf(n: number): { ids: number[]; logits: number[] } {
-    const candidates: { id: number; logit: number }[] = [];
+    const ids: number[] = [];
+    const logits: number[] = [];
+    const better = (logit: number, id: number, j: number) => logit > logits[j]! || (logit === logits[j]! && id < ids[j]!);
     for (const t of this.tiles) {
-      for (let j = 0; j < t.k; j++) candidates.push({ id: t.first + Number(t.topIds[n * t.k + j]!), logit: t.topLogits[n * t.k + j]! });
+      // Each tile's list is sorted, best first: once one does not make the cut, none after it will.
+      for (let j = 0; j < t.k; j++) {
+        const logit = t.topLogits[n * t.k + j]!;
+        const id = t.first + Number(t.topIds[n * t.k + j]!);
+        if (ids.length === this.k && !better(logit, id, this.k - 1)) break;
+        let at = ids.length;
+        while (at > 0 && better(logit, id, at - 1)) at--;
+        ids.splice(at, 0, id);
+        logits.splice(at, 0, logit);
+        if (ids.length > this.k) {
+          ids.pop();
+          logits.pop();
+        }
+      }
     }
-    candidates.sort((a, b) => b.logit - a.logit || a.id - b.id);
-    const best = candidates.slice(0, this.k);
-    return { ids: best.map((c) => c.id), logits: best.map((c) => c.logit) };
+    return { ids, logits };
   }
 }

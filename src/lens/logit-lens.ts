@@ -45,6 +45,12 @@ export interface LensOptions {
   rowGroup?: number;
   /** Called per group: indices into `readouts`, their cells (row, then position), and the output row; awaited. */
   onRows?: (readoutIndices: number[], cells: LensCell[][], final: LensCell[]) => void | Promise<void>;
+  /**
+   * Vocabulary columns per tile of the lens graph (default 4096, fewer when a tile would pass
+   * 64 MiB as fp32). Any width gives the same numbers up to fp32 rounding; tests use narrow tiles
+   * to exercise the merge on small vocabularies.
+   */
+  tileColumns?: number;
   /** Called once the forward pass is done, before the lens is read, with its cache (awaited). */
   onForward?: (cache: KvCache) => void | Promise<void>;
   /** Stops between chunks with an AbortError. */
@@ -185,7 +191,8 @@ export class LogitLens {
     // The tiles depend on the model only, so that every row's sums are taken over the same
     // stretches of the vocabulary whatever else is read beside it (a streamed group of rows gives
     // the same numbers as the whole lens); positions are split to keep the buffers in budget.
-    const tile = Math.min(V, TILE_COLUMNS, Math.max(1, Math.floor(TILE_WEIGHT_BYTES / (H * 4))));
+    const tile = Math.min(V, options.tileColumns ?? TILE_COLUMNS, Math.max(1, Math.floor(TILE_WEIGHT_BYTES / (H * 4))));
+    if (!Number.isInteger(tile) || tile < 1) throw new UserError(`tileColumns must be a positive integer (got ${options.tileColumns})`);
     const plan = (R: number) => ({ tile, chunk: Math.max(1, Math.floor(CHUNK_BUDGET_BYTES / (R * tile * bytesPerCell))) });
     const runs = groups.reduce((sum, group) => {
       const { tile, chunk } = plan(group.length + 1);

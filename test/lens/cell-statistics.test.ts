@@ -3,7 +3,8 @@
  * products (lens-graph.ts) instead of summing over the vocabulary per cell. These tests recompute
  * them the plain way, in float64, from the full log-probabilities of every cell (compare.ts's
  * separate LogSoftmax graph), on tiny models with and without logit soft-capping, with sub-block
- * readouts and a row count that is not the default.
+ * readouts and a row count that is not the default; tracked tokens' ranks and a token family's
+ * probability too, spread over every tile of the vocabulary.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -27,9 +28,14 @@ for (const [family, points] of [
     const { hooks } = readoutHooks(points, model.config);
     const ids = model.tokenizer.encode("The capital of France is Paris, and the capital of Italy is");
     const positions = ids.map((_, i) => i);
-    const lens = await new LogitLens(model).apply(ids, { readouts: hooks, topK: 3 });
-    const dist = await lensDistributions(model, { ids, readouts: hooks, variant: "logit", positions });
     const V = model.config.vocabSize;
+    // Tracked ids and a family spread over the whole vocabulary (every tile of the lens).
+    const tracked = [ids[1]!, 7, V - 1, Math.floor(V / 2) + 3];
+    const spread = new Float32Array(V);
+    for (let v = 5; v < V; v += 97) spread[v] = 1;
+    // Tiles of 100 columns (the last one 12 wide): the merge of tiles is what is checked.
+    const lens = await new LogitLens(model).apply(ids, { readouts: hooks, topK: 3, tracked, families: [spread], tileColumns: 100 });
+    const dist = await lensDistributions(model, { ids, readouts: hooks, variant: "logit", positions });
     const R = hooks.length + 1; // the output row last
     const row = (p: number, r: number) => dist.logprobs.subarray((p * R + r) * V, (p * R + r + 1) * V);
     let worstEntropy = 0;
@@ -49,6 +55,22 @@ for (const [family, points] of [
         worstKl = Math.max(worstKl, Math.abs(cell.klToFinal - Math.max(0, kl)));
         // log-probabilities of the top tokens: logit - logsumexp, the same numbers as the full row's
         cell.topIds.forEach((id, i) => assert.ok(Math.abs(cell.topLogprobs[i]! - lp[id]!) < 1e-4, `${hooks[r]} position ${p}: top ${i} log-prob ${cell.topLogprobs[i]} vs ${lp[id]}`));
+        // tracked tokens: their log-probability, and their rank = how many tokens are more likely
+        tracked.forEach((id, m) => {
+          assert.ok(Math.abs(cell.trackedLogprobs[m]! - lp[id]!) < 1e-4, `${hooks[r]} position ${p}: tracked ${id} log-prob ${cell.trackedLogprobs[m]} vs ${lp[id]}`);
+          let above = 0;
+          let near = 0;
+          for (let v = 0; v < V; v++) {
+            if (v === id) continue;
+            if (lp[v]! > lp[id]! + 1e-5) above++;
+            else if (lp[v]! > lp[id]! - 1e-5) near++;
+          }
+          const rank = cell.trackedRanks[m]!;
+          assert.ok(rank >= above && rank <= above + near, `${hooks[r]} position ${p}: tracked ${id} rank ${rank}, expected ${above} (+${near} within 1e-5)`);
+        });
+        let familyProb = 0;
+        for (let v = 0; v < V; v++) if (spread[v]) familyProb += Math.exp(lp[v]!);
+        assert.ok(Math.abs(cell.familyProbs[0]! - familyProb) < 1e-5 + 1e-4 * familyProb, `${hooks[r]} position ${p}: family ${cell.familyProbs[0]} vs ${familyProb}`);
       }
       assert.ok(lens.final[p]!.klToFinal < 1e-5, `the output row's KL to itself is ~0 (position ${p})`);
     }

@@ -358,22 +358,34 @@ export class GraphBuilder {
     // Gathered rows are made at each run from their own codes; the whole matrix (an op other than
     // linear needs it) is folded to fp32 once, at load.
     const { scales, mins } = this.scalesAndMins(w, rows !== undefined && scalesPerRun(w.quant.ext), rows);
-    const planes = twoPlanes ? 2 : 1;
     const blocks = k / blockSize;
     const pick = (v: Value) => (rows ? this.pickRows(v, rows) : v);
     // [r, planes * blocks, blockSize / 2] bytes, two 4-bit values per byte, the low nibble first
     const bytes = pick({ name: w.name });
-    const lo = this.op1("BitwiseAnd", [bytes, this.constant([15], "uint8", [])]);
-    const hi = this.op1("BitShift", [bytes, this.constant([4], "uint8", [])], { direction: "RIGHT" });
-    const pairs = this.concat([this.unsqueeze(lo, [3]), this.unsqueeze(hi, [3])], 3); // [r, planes * blocks, bytes, 2]
-    const q = this.op1("Cast", [this.reshape(pairs, [-1, planes, blocks, blockSize])], { to: onnx.TensorProto.DataType.FLOAT });
-    const zero = this.constant(planeZeroPoints, "float32", [1, planes, 1, 1]);
-    let values = this.mul(this.sub(q, zero), this.reshape(scales, [-1, planes, blocks, 1])); // [r, planes, blocks, blockSize]
+    const u8 = (v: number) => this.constant([v], "uint8", []);
+    const and = (x: Value, m: number) => this.op1("BitwiseAnd", [x, u8(m)]);
+    const shift = (x: Value, n: number, direction: "LEFT" | "RIGHT") => this.op1("BitShift", [x, u8(n)], { direction });
+    // The codes of each byte's two elements (even, odd), still one byte each: cheap passes. With two
+    // planes the format's own code u = 16 high + low is put back together here, in bytes, so that
+    // only three passes over fp32 follow (Cast, Sub, Mul), not ten.
+    let even: Value;
+    let odd: Value;
+    let zeroPoint: number;
+    let blockScales = scales; // [r, planes * blocks]
     if (twoPlanes) {
-      const [high, low] = this.split(values, [1, 1], 1);
-      values = this.add(this.mul(high!, this.scalar(16)), low!);
+      const [high, low] = this.split(bytes, [blocks, blocks], 1); // each [r, blocks, blockSize / 2]
+      even = this.op1("BitwiseOr", [shift(and(high!, 15), 4, "LEFT"), and(low!, 15)]);
+      odd = this.op1("BitwiseOr", [and(high!, 0xf0), shift(low!, 4, "RIGHT")]);
+      zeroPoint = 16 * planeZeroPoints[0]! + planeZeroPoints[1]!;
+      blockScales = this.split(scales, [blocks, blocks], 1)[0]!; // both planes share each block's scale
+    } else {
+      even = and(bytes, 15);
+      odd = shift(bytes, 4, "RIGHT");
+      zeroPoint = planeZeroPoints[0]!;
     }
-    values = this.reshape(values, [-1, blocks, blockSize]);
+    const codes = this.reshape(this.concat([this.unsqueeze(even, [3]), this.unsqueeze(odd, [3])], 3), [-1, blocks, blockSize]); // [r, blocks, blockSize]
+    const q = this.op1("Cast", [codes], { to: onnx.TensorProto.DataType.FLOAT });
+    let values = this.mul(this.sub(q, this.scalar(zeroPoint)), this.unsqueeze(blockScales, [2])); // [r, blocks, blockSize]
     if (mins) values = this.add(values, this.unsqueeze(mins, [2]));
     return this.reshape(values, [-1, k]);
   }

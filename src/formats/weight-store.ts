@@ -191,8 +191,8 @@ export class WeightStore {
    * at load they take 2 bits per weight for the 4-bit K-quants (an fp32 scale and min per block of
    * 32, against 4.5 bits per weight in the whole file): on the Llama-3-8B Q4_K_M shape that is
    * 1.7 GB (peak RSS of a 64-token lens 7.96 GB held at load, 5.95 GB made per run). Made per
-   * run they cost a pass over 1/32 of each matrix per run: +9 % on a 64-token prefill there, but
-   * decoding (one token per run, memory bound) is 2.2x slower. So small models, where the fp32
+   * run they cost a pass over 1/32 of each matrix per run: 7-9 % on a 64-token prefill there, but
+   * decoding (one token per run, memory bound) is 1.8x slower. So small models, where the fp32
    * scales are a few MB, keep them; models whose scales and mins would pass 512 MiB make them per
    * run. LOGIT_LENS_SCALES_AT_LOAD=1 / =0 forces either way.
    */

@@ -85,8 +85,6 @@ export interface QuantizedValue extends Value {
     zeroPoints?: Value;
     /** Each plane's zero point as a number (what `zeroPoints` holds in every row). */
     planeZeroPoints: number[];
-    /** Whether the format has mins (Q4_1, Q5_1, the K-quants). */
-    hasMins: boolean;
   };
 }
 
@@ -177,7 +175,7 @@ export class GraphBuilder {
       const packed = Array.from({ length: Math.ceil(perRow.length / 2) }, (_, j) => perRow[2 * j]! | ((perRow[2 * j + 1] ?? 0) << 4));
       zeroPoints = this.op1("Expand", [this.constant(packed, "uint8", [1, packed.length]), this.ints([n, packed.length])]);
     }
-    return { name, quant: { blockSize: ext.blockSize, n, k, twoPlanes: ext.twoPlanes, ext, zeroPoints, planeZeroPoints: ext.zeroPoints, hasMins: !!(ext.m || ext.negDmin) } };
+    return { name, quant: { blockSize: ext.blockSize, n, k, twoPlanes: ext.twoPlanes, ext, zeroPoints, planeZeroPoints: ext.zeroPoints } };
   }
 
   private readonly codeValues = new Map<string, Value>();
@@ -200,14 +198,15 @@ export class GraphBuilder {
 
   private readonly expandedScales = new Map<string, { scales: Value; mins?: Value }>();
   /**
-   * fp32 scales [rows, planes * blocks] and mins [rows, blocks] of a quantized matrix, from its
-   * codes: every row (`rows` absent) or the gathered `rows`. Each array is made by one op (a Cast,
+   * fp32 scales [rows, planes * blocks] (`onePlane`: [rows, blocks], the scale both planes share)
+   * and mins [rows, blocks] of a quantized matrix, from its codes: every row (`rows` absent) or
+   * the picked `rows`. Each array is made by one op (a Cast,
    * or a DequantizeLinear that multiplies codes by block scales and casts in one step): when they
    * are folded at load, onnxruntime keeps every folded intermediate until the whole graph is
    * optimised (a chain of ops per array peaked at 13.5 GB instead of 7.8 on the 8B shape).
    */
-  private scalesAndMins(w: QuantizedValue, perRun: boolean, rows?: RowPick): { scales: Value; mins?: Value } {
-    const key = `${w.name}/${perRun}`;
+  private scalesAndMins(w: QuantizedValue, perRun: boolean, rows?: RowPick, onePlane = false): { scales: Value; mins?: Value } {
+    const key = `${w.name}/${perRun}/${onePlane}`;
     const known = rows ? undefined : this.expandedScales.get(key);
     if (known) return known;
     const ext = w.quant.ext;
@@ -217,7 +216,7 @@ export class GraphBuilder {
     // Two planes share each block's scale: the (small) codes are repeated before they are widened,
     // so the only fp32 array made is the final [N, 2 * blocks] (measured: 0.2 GB less at load on
     // the 8B shape, whose Q6_K tensors are two-plane with blocks of 16).
-    const twice = (v: Value) => (ext.twoPlanes ? this.concat([v, v], 1) : v);
+    const twice = (v: Value) => (ext.twoPlanes && !onePlane ? this.concat([v, v], 1) : v);
     // codes x their group's scale. Folded at load: one DequantizeLinear (one array, no
     // intermediates). Per run: a Cast and a broadcast Mul, twice as fast as onnxruntime's blocked
     // DequantizeLinear (measured: 1.0 vs 0.5 G elements/s on 2 threads), which matters when one
@@ -357,7 +356,7 @@ export class GraphBuilder {
     const { blockSize, k, twoPlanes, planeZeroPoints } = w.quant;
     // Gathered rows are made at each run from their own codes; the whole matrix (an op other than
     // linear needs it) is folded to fp32 once, at load.
-    const { scales, mins } = this.scalesAndMins(w, rows !== undefined && scalesPerRun(w.quant.ext), rows);
+    const { scales, mins } = this.scalesAndMins(w, rows !== undefined && scalesPerRun(w.quant.ext), rows, true); // [r, blocks]
     const blocks = k / blockSize;
     const pick = (v: Value) => (rows ? this.pickRows(v, rows) : v);
     // [r, planes * blocks, blockSize / 2] bytes, two 4-bit values per byte, the low nibble first
@@ -371,13 +370,11 @@ export class GraphBuilder {
     let even: Value;
     let odd: Value;
     let zeroPoint: number;
-    let blockScales = scales; // [r, planes * blocks]
     if (twoPlanes) {
       const [high, low] = this.split(bytes, [blocks, blocks], 1); // each [r, blocks, blockSize / 2]
       even = this.op1("BitwiseOr", [shift(and(high!, 15), 4, "LEFT"), and(low!, 15)]);
       odd = this.op1("BitwiseOr", [and(high!, 0xf0), shift(low!, 4, "RIGHT")]);
       zeroPoint = 16 * planeZeroPoints[0]! + planeZeroPoints[1]!;
-      blockScales = this.split(scales, [blocks, blocks], 1)[0]!; // both planes share each block's scale
     } else {
       even = and(bytes, 15);
       odd = shift(bytes, 4, "RIGHT");
@@ -385,7 +382,7 @@ export class GraphBuilder {
     }
     const codes = this.reshape(this.concat([this.unsqueeze(even, [3]), this.unsqueeze(odd, [3])], 3), [-1, blocks, blockSize]); // [r, blocks, blockSize]
     const q = this.op1("Cast", [codes], { to: onnx.TensorProto.DataType.FLOAT });
-    let values = this.mul(this.sub(q, this.scalar(zeroPoint)), this.unsqueeze(blockScales, [2])); // [r, blocks, blockSize]
+    let values = this.mul(this.sub(q, this.scalar(zeroPoint)), this.unsqueeze(scales, [2])); // [r, blocks, blockSize]
     if (mins) values = this.add(values, this.unsqueeze(mins, [2]));
     return this.reshape(values, [-1, k]);
   }

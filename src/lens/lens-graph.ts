@@ -64,7 +64,7 @@ export function buildLensTileGraph(w: (g: GraphBuilder) => WeightSource, u: Unem
   const first = g.input("first", "int64", []);
   const end = g.input("end", "int64", []);
   const k = g.input("k", "int64", [1]);
-  // The tile's rows of the unembedding as fp32: fed, or gathered and dequantized (or widened) here,
+  // The tile's rows of the unembedding as fp32: fed, or cut from the stored arrays and dequantized (or widened) here,
   // once per run.
   const rows = opts.fedTile ? g.input("tile_weight", "float32", ["Vt", hidden]) : g.sliceRows(weights.get(u.matrix), first, end);
   const logits = byPosition(g, resid, logitsOver(g, weights, u, resid, hidden, opts.variant, rows)); // [P, R, Vt]

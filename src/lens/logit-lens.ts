@@ -185,7 +185,7 @@ export class LogitLens {
     if (groups.length === 0) groups.push([]);
     const readoutCells: LensCell[][] = readouts.map(() => []);
     let final: LensCell[] = [];
-    // Per [row, column] cell: the logits and their exp (fp32), and for rank counting the
+    // Per [row, column] cell: the logits and their softmax (fp32), and for rank counting the
     // [rows, tile, M] comparison (1 byte) and its int32 cast (4 bytes).
     const bytesPerCell = 8 + (tracking ? 5 * trackedFeed.length : 0);
     // The tiles depend on the model only, so that every row's sums are taken over the same
@@ -193,22 +193,22 @@ export class LogitLens {
     // the same numbers as the whole lens); positions are split to keep the buffers in budget.
     const tile = Math.min(V, options.tileColumns ?? TILE_COLUMNS, Math.max(1, Math.floor(TILE_WEIGHT_BYTES / (H * 4))));
     if (!Number.isInteger(tile) || tile < 1) throw new UserError(`tileColumns must be a positive integer (got ${options.tileColumns})`);
-    const plan = (R: number) => ({ tile, chunk: Math.max(1, Math.floor(CHUNK_BUDGET_BYTES / (R * tile * bytesPerCell))) });
-    const runs = groups.reduce((sum, group) => {
-      const { tile, chunk } = plan(group.length + 1);
-      return sum + Math.ceil(positions.length / chunk) * Math.ceil(V / tile);
-    }, 0);
+    const positionsPerRun = (R: number) => Math.max(1, Math.floor(CHUNK_BUDGET_BYTES / (R * tile * bytesPerCell)));
+    // When a group's last readout already is the final residual (the default), it doubles as the reference.
+    const rowsOf = (group: number[]) => {
+      const hooks = group.map((i) => readouts[i]!);
+      return hooks[hooks.length - 1] === outputHook ? hooks : [...hooks, outputHook];
+    };
+    const runs = groups.reduce((sum, group) => sum + Math.ceil(positions.length / positionsPerRun(rowsOf(group).length)) * Math.ceil(V / tile), 0);
     const showProgress = options.progress && runs > 1;
     if (showProgress) options.progress!.start(`lens over ${readouts.length} readouts x ${positions.length} positions`, runs);
     let done = 0;
     const k = BigInt64Array.from([BigInt(topK)]);
     for (const group of groups) {
       options.signal?.throwIfAborted();
-      const groupHooks = group.map((i) => readouts[i]!);
-      // When the last readout already is the final residual (the default), it doubles as the reference.
-      const rows = groupHooks[groupHooks.length - 1] === outputHook ? groupHooks : [...groupHooks, outputHook];
+      const rows = rowsOf(group);
       const R = rows.length;
-      const { tile, chunk } = plan(R);
+      const chunk = positionsPerRun(R);
       const cellsByRow: LensCell[][] = rows.map(() => []);
       for (let start = 0; start < positions.length; start += chunk) {
         options.signal?.throwIfAborted();

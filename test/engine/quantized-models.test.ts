@@ -37,6 +37,23 @@ function maxRelDiff(a: Float32Array, b: Float32Array): number {
   return worst;
 }
 
+const PROMPT = "The capital of France is Paris, and the capital of Spain is";
+
+/** A model's forward pass over PROMPT at `hooks` (all-position logits), then one more token through its KV cache. */
+async function promptAndStep(model: LoadedModel, hooks: string[]) {
+  const ids = model.tokenizer.encode(PROMPT);
+  const first = await (await model.forward(hooks, "all")).run(ids);
+  const step = await (await model.forward([], "last")).run([ids[3]!], first.cache);
+  return { ids, hooks, first, step };
+}
+
+/** The worst relative difference of two such runs: logits, every hook, and the cached step's logits. */
+function worstDifference(a: Awaited<ReturnType<typeof promptAndStep>>, b: Awaited<ReturnType<typeof promptAndStep>>): number {
+  let worst = Math.max(maxRelDiff(a.first.logits!, b.first.logits!), maxRelDiff(a.step.logits!, b.step.logits!));
+  for (const h of a.hooks) worst = Math.max(worst, maxRelDiff(a.first.hooks.get(h)!, b.first.hooks.get(h)!));
+  return worst;
+}
+
 for (const type of ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"] as SimpleQuant[]) {
   test(`tiny Llama in ${type}: quantized run equals the dequantized run`, async (t) => {
     const file = path.join(tmp, `llama-${type}.gguf`);
@@ -51,19 +68,14 @@ for (const type of ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"] as SimpleQuant[]) {
     assert.ok(quantized.store.bytes < reference.store.bytes / 2, `quantized store ${quantized.store.bytes} B vs fp32 ${reference.store.bytes} B`);
 
     const hooks = allHookNames(quantized.config);
-    const ids = quantized.tokenizer.encode("The capital of France is Paris, and the capital of Spain is");
-    const [q, r] = [await (await quantized.forward(hooks, "all")).run(ids), await (await reference.forward(hooks, "all")).run(ids)];
-    let worst = maxRelDiff(q.logits!, r.logits!);
-    for (const h of hooks) worst = Math.max(worst, maxRelDiff(q.hooks.get(h)!, r.hooks.get(h)!));
-    // One more token through each one's KV cache.
-    const [q2, r2] = [await (await quantized.forward([], "last")).run([ids[3]!], q.cache), await (await reference.forward([], "last")).run([ids[3]!], r.cache)];
-    worst = Math.max(worst, maxRelDiff(q2.logits!, r2.logits!));
+    const r = await promptAndStep(reference, hooks);
+    const worst = worstDifference(await promptAndStep(quantized, hooks), r);
     t.diagnostic(`${type}: max relative difference over ${hooks.length} hook points, logits and a cached step = ${worst.toExponential(2)}`);
     assert.ok(worst <= 3e-4, `${type}: ${worst}`);
     // The weights really are the file's: the quantized model is not the fp32 fixture.
     const original = await LoadedModel.load(await resolveModelSource(SOURCE, { progress: quiet }), quiet);
-    const o = await (await original.forward([], "all")).run(ids);
-    assert.ok(maxRelDiff(o.logits!, r.logits!) > 1e-4, `${type} changed the weights`);
+    const o = await (await original.forward([], "all")).run(r.ids);
+    assert.ok(maxRelDiff(o.logits!, r.first.logits!) > 1e-4, `${type} changed the weights`);
   });
 }
 
@@ -85,12 +97,7 @@ test("tiny Llama in F16: matrices stay 16-bit (cache and memory) and the run equ
   // Widening f16 to f32 is exact, and the products see the same fp32 matrices: equal up to the
   // kernels' summation order (1e-5 relative), through the KV cache too.
   const hooks = allHookNames(half.config);
-  const ids = half.tokenizer.encode("The capital of France is Paris, and the capital of Spain is");
-  const [h, r] = [await (await half.forward(hooks, "all")).run(ids), await (await reference.forward(hooks, "all")).run(ids)];
-  let worst = maxRelDiff(h.logits!, r.logits!);
-  for (const name of hooks) worst = Math.max(worst, maxRelDiff(h.hooks.get(name)!, r.hooks.get(name)!));
-  const [h2, r2] = [await (await half.forward([], "last")).run([ids[3]!], h.cache), await (await reference.forward([], "last")).run([ids[3]!], r.cache)];
-  worst = Math.max(worst, maxRelDiff(h2.logits!, r2.logits!));
+  const worst = worstDifference(await promptAndStep(half, hooks), await promptAndStep(reference, hooks));
   assert.ok(worst <= 1e-5, `F16: ${worst}`);
 });
 
@@ -105,15 +112,12 @@ test("real Gemma 3 Q4_K_M: scales and mins made per run equal those held from lo
     process.env["LOGIT_LENS_SCALES_AT_LOAD"] = atLoad;
     try {
       const model = await LoadedModel.load(source, quiet);
-      const hooks = allHookNames(model.config).filter((h) => h.endsWith("hook_resid_post") || h === "hook_embed");
-      const ids = model.tokenizer.encode("The capital of France is Paris, and the capital of Spain is");
-      const first = await (await model.forward(hooks, "all")).run(ids);
-      const step = await (await model.forward([], "last")).run([ids[3]!], first.cache);
+      const runs = await promptAndStep(model, allHookNames(model.config).filter((h) => h.endsWith("hook_resid_post") || h === "hook_embed"));
       const g = new GraphBuilder("probe");
       const w = model.weightsFor(g);
       const down = w.get("model.layers.0.mlp.down_proj.weight");
       g.output(g.linear(g.input("x", "float32", [1, model.config.intermediate]), down), "y");
-      return { first, step, hooks, inputs: g.inputs.map((v) => v.name!), held: externalBytes(g) };
+      return { runs, inputs: g.inputs.map((v) => v.name!), held: externalBytes(g) };
     } finally {
       if (saved === undefined) delete process.env["LOGIT_LENS_SCALES_AT_LOAD"];
       else process.env["LOGIT_LENS_SCALES_AT_LOAD"] = saved;
@@ -125,10 +129,8 @@ test("real Gemma 3 Q4_K_M: scales and mins made per run equal those held from lo
   assert.ok(perRun.inputs.some((n) => n.startsWith("model.layers.0.mlp.down_proj.weight.")), `code inputs: ${perRun.inputs.join(", ")}`);
   assert.deepEqual(atLoad.inputs, ["x"]);
   assert.ok(perRun.held < atLoad.held, `held per run ${perRun.held} B vs at load ${atLoad.held} B`);
-  let worst = maxRelDiff(perRun.first.logits!, atLoad.first.logits!);
-  for (const h of perRun.hooks) worst = Math.max(worst, maxRelDiff(perRun.first.hooks.get(h)!, atLoad.first.hooks.get(h)!));
-  worst = Math.max(worst, maxRelDiff(perRun.step.logits!, atLoad.step.logits!));
-  t.diagnostic(`max relative difference over ${perRun.hooks.length} hooks, the logits and a cached step: ${worst.toExponential(2)}`);
+  const worst = worstDifference(perRun.runs, atLoad.runs);
+  t.diagnostic(`max relative difference over ${perRun.runs.hooks.length} hooks, the logits and a cached step: ${worst.toExponential(2)}`);
   // Not bit for bit: onnxruntime optimises the two graphs differently (with constant mins it
   // prepacks their product), so fp32 rounding differs (measured 2.4e-5 on an AVX-512 EPYC); a
   // wrong scale, min or row would be off by 1e-2 or more.

@@ -111,6 +111,36 @@ export function readTensorF32(ref: TensorRef): Float32Array {
   return out;
 }
 
+/**
+ * Rows [first, end) of a 2-D tensor ([rows, cols], ggml blocks running along a row) as float32,
+ * into `out` ((end - first) * cols elements). A row range of a block-quantized matrix is one
+ * contiguous run of whole blocks, so this reads only those bytes: the lens dequantizes its
+ * unembedding a tile of rows at a time this way (src/lens/logit-lens.ts). `scratch` may be a
+ * buffer kept between calls for the raw bytes; a bigger one is made when it is too small.
+ */
+export function readRowsF32(ref: TensorRef, first: number, end: number, out: Float32Array, scratch?: Uint8Array): Uint8Array {
+  const [rows, cols] = ref.shape as [number, number];
+  check(ref.shape.length === 2 && Number.isInteger(first) && Number.isInteger(end) && 0 <= first && first <= end && end <= rows, `${ref.name}: rows ${first}..${end} are outside [${ref.shape.join(", ")}]`);
+  check(out.length === (end - first) * cols, `${ref.name}: ${end - first} rows need ${(end - first) * cols} floats, got ${out.length}`);
+  const rowBytes = byteLengthOf(ref.dtype, cols);
+  const len = (end - first) * rowBytes;
+  const raw = scratch && scratch.length >= len ? scratch : new Uint8Array(len);
+  const view = raw.subarray(0, len);
+  let fd: number;
+  try {
+    fd = fs.openSync(ref.file, "r");
+  } catch (e) {
+    throw new UserError(`${ref.file}: cannot open (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
+  }
+  try {
+    readFully(fd, view, ref.offset + first * rowBytes, () => `${ref.file}: file ends inside tensor ${ref.name} (truncated file?)`);
+  } finally {
+    fs.closeSync(fd);
+  }
+  dequantizeInto(ref.dtype, view, out);
+  return raw;
+}
+
 /** Fills `buf` from `position`, looping over short reads; EOF before the end is a UserError. */
 function readFully(fd: number, buf: Uint8Array, position: number, eofMessage: () => string): void {
   let done = 0;

@@ -16,7 +16,7 @@ import fs from "node:fs";
 import path from "node:path";
 import crypto from "node:crypto";
 import type { TensorRef } from "./tensor-ref.js";
-import { readTensorF32 } from "./dequantize.js";
+import { readRowsF32, readTensorF32 } from "./dequantize.js";
 import { canRepack, compactRepack, type CompactQuantized } from "./block-quant.js";
 import type { ExternalWeight, QuantizedExternal } from "../graph/builder.js";
 import type { Progress } from "../progress.js";
@@ -215,6 +215,25 @@ export class WeightStore {
     if (!entry) throw new UserError(`model is missing tensor '${name}'`);
     const data = readTensorF32(entry.ref);
     return entry.transform ? entry.transform.apply(data, entry.ref.shape) : { data, shape: entry.ref.shape };
+  }
+
+  /**
+   * Whether `rowsF32` can give rows of this matrix: one kept quantized or 16-bit, read from its
+   * source file as it lies there (no transform, which would need the whole tensor).
+   */
+  readsRows(name: string): boolean {
+    const entry = this.entries.get(name);
+    return !!entry && !entry.transform && entry.ref.shape.length === 2 && (this.isQuantized(name) || this.isHalf(name));
+  }
+
+  /**
+   * Rows [first, end) of a matrix as fp32 into `out`, dequantized from the source file as ggml
+   * does (`readsRows` must hold). Returns the raw-bytes buffer, to pass back as `scratch`.
+   */
+  rowsF32(name: string, first: number, end: number, out: Float32Array, scratch?: Uint8Array): Uint8Array {
+    const entry = this.entries.get(name);
+    if (!entry || !this.readsRows(name)) throw new Error(`rowsF32: ${name} cannot be read by rows`);
+    return readRowsF32(entry.ref, first, end, out, scratch);
   }
 
   /** An F16/BF16 matrix kept 16-bit. */

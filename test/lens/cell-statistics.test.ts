@@ -79,3 +79,30 @@ for (const [family, points] of [
     assert.ok(worstKl < 1e-4, `worst KL difference ${worstKl}`);
   });
 }
+
+test("real SmolLM2: tiles dequantized from the GGUF file give exactly the cells of its fp32 copy's tiles", async () => {
+  // SmolLM2's Q8_0 unembedding is small, so the lens normally reads views of its fp32 copy; without
+  // the copy (LOGIT_LENS_LENS_FP32=0, as for any unembedding over 256 MiB as fp32) each tile's rows
+  // are read from the file and dequantized into a buffer. Both must be the same numbers.
+  const { resolveModelSource } = await import("../../src/sources/resolve.js");
+  const source = await resolveModelSource("smollm2-135m-instruct", { progress: quiet });
+  const withCopy = await LoadedModel.load(source, quiet);
+  assert.equal(withCopy.smallLensUnembedding(), true); // decided (and the copy made) before the variable is set
+  const saved = process.env["LOGIT_LENS_LENS_FP32"];
+  process.env["LOGIT_LENS_LENS_FP32"] = "0";
+  try {
+    const fromFile = await LoadedModel.load(source, quiet);
+    assert.equal(fromFile.smallLensUnembedding(), false);
+    const ids = withCopy.tokenizer.encode("The seahorse emoji is");
+    const V = withCopy.config.vocabSize;
+    // Narrow tiles (the last one partial) and a tracked id in the last tile: row offsets are what is checked.
+    const options = { topK: 5, tracked: [V - 1, 1000], tileColumns: 5000 };
+    const a = await new LogitLens(withCopy).apply(ids, options);
+    const b = await new LogitLens(fromFile).apply(ids, options);
+    assert.deepEqual(b.readouts, a.readouts);
+    assert.deepEqual(b.final, a.final);
+  } finally {
+    if (saved === undefined) delete process.env["LOGIT_LENS_LENS_FP32"];
+    else process.env["LOGIT_LENS_LENS_FP32"] = saved;
+  }
+});

@@ -213,9 +213,9 @@ export class LoadedModel {
 
   /**
    * Bytes the lens holds beside the forward pieces: the unembedding as stored (the lens reads it a
-   * tile of the vocabulary at a time, dequantizing each tile per run: lens/lens-graph.ts) and its
-   * working buffers (lens/logit-lens.ts: a 64 MiB fp32 tile with the intermediates that make it,
-   * and 128 MiB of [rows x tile] buffers).
+   * tile of the vocabulary at a time, dequantizing each tile once per pass: lens/logit-lens.ts)
+   * and its working buffers (a 64 MiB fp32 tile, the file's bytes for it, the product's packed
+   * copy of it, and 32 MiB of [rows x tile] buffers per run).
    */
   unembeddingBytes(): number {
     if (this.smallLensUnembedding()) return this.config.vocabSize * this.config.hidden * 4 + LENS_WORKING_BYTES;

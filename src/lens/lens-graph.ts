@@ -5,9 +5,10 @@
  * Why tiles of the vocabulary rather than chunks of positions over the whole vocabulary: every
  * layer x position row of the lens is multiplied by the same unembedding, the biggest matrix of
  * the model (262k x 640 for Gemma 3, 128k x 4096 for Llama 3 8B). Read a tile at a time, it can
- * stay in the file's own quantized form in memory: each tile's rows are dequantized to fp32 inside
- * the graph once per pass, for all the rows the pass reads (hundreds to thousands), which costs
- * little next to the product. Before, the lens either kept a whole fp32 copy (671 MB for Gemma 3
+ * stay in the file's own quantized form in memory: each tile's rows are dequantized to fp32 once
+ * per pass (in JavaScript from the file and fed, logit-lens.ts; for a matrix that cannot be read
+ * by rows, inside this graph), for all the rows the pass reads (hundreds to thousands), which
+ * costs little next to the product. Before, the lens either kept a whole fp32 copy (671 MB for Gemma 3
  * 270M, more than the rest of the model) or ran onnxruntime's 4-bit product, 1.6-3x slower at
  * these shapes than fp32 GEMM.
  *
@@ -32,8 +33,9 @@ export type LensVariant = "logit" | "raw";
 export interface LensGraphOptions {
   variant: LensVariant;
   /**
-   * The tile's fp32 rows are fed (input `tile_weight` [Vt, hidden], a view of an fp32 copy held in
-   * memory) instead of gathered from the stored matrix and dequantized in the graph.
+   * The tile's fp32 rows are fed (input `tile_weight` [Vt, hidden]: a view of an fp32 copy held in
+   * memory, or rows dequantized from the file) instead of cut from the stored matrix and
+   * dequantized in the graph.
    */
   fedTile: boolean;
   /** Add tracked-id counts and family sums (inputs `tracked_ids`, `tracked_logits`, `family_mask`). */

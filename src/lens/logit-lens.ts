@@ -22,6 +22,8 @@ import { checkActivationsFinite, checkLensOutputsFinite } from "./finite.js";
  * 5 % and the Llama-3-8B shape 2 % faster, 16 MiB no better.
  */
 const CHUNK_BUDGET_BYTES = 32 * 1024 * 1024;
+/** Bytes of a group's rows of residuals kept between tiles (beyond it they are copied per run). */
+const RESID_KEPT_BYTES = 256 * 1024 * 1024;
 /** Bytes of one tile of the unembedding as fp32 (what the graph dequantizes it to). */
 const TILE_WEIGHT_BYTES = 64 * 1024 * 1024;
 /** Vocabulary columns per tile: wide enough for an efficient product, small enough to leave room for rows. */
@@ -195,8 +197,8 @@ export class LogitLens {
     const matrix = unembeddingOf(cfg).matrix;
     const H = cfg.hidden;
     const V = cfg.vocabSize;
-    const residOf = new Map(fwdHooks);
-    if (options.translate) for (const hook of readouts) if (hook !== outputHook) residOf.set(hook, options.translate(hook, fwdHooks.get(hook)!));
+    const hookRows = new Map(fwdHooks);
+    if (options.translate) for (const hook of readouts) if (hook !== outputHook) hookRows.set(hook, options.translate(hook, fwdHooks.get(hook)!));
     // Groups of readouts, each read with the output row last (the reference for KL). Without
     // rowGroup: one group, all readouts.
     const size = options.rowGroup && options.rowGroup > 0 ? options.rowGroup : readouts.length;
@@ -242,20 +244,26 @@ export class LogitLens {
       const R = rows.length;
       const perRun = positionsPerRun(R);
       // Position chunks of the group. The loop runs tile by tile, and each tile over every chunk,
-      // so a tile is made once per group however many chunks there are; the chunks stay small,
-      // which keeps the [rows x tile] buffers of a run in cache (measured: SmolLM2, 256 tokens,
-      // 128 -> 16 MiB per run, 13 % faster).
-      const chunks: { pos: number[]; resid: ort.Tensor; trackedLogits?: Float32Array; merge: TileMerge }[] = [];
+      // so a tile is made once per group however many chunks there are, while each run's
+      // [rows x tile] buffers stay small (CHUNK_BUDGET_BYTES). A chunk's rows of residuals are
+      // kept between tiles when the group's all fit in RESID_KEPT_BYTES; past that (a long prompt
+      // on a big model) they are copied out of the hooks again for each run, which costs little
+      // next to the run's product and does not hold a second copy of every hook.
+      const keepResid = positions.length * R * H * 4 <= RESID_KEPT_BYTES;
+      const residOf = (pos: number[]): ort.Tensor => {
+        const resid = new Float32Array(pos.length * R * H);
+        rows.forEach((hook, r) => {
+          const src = hookRows.get(hook)!;
+          pos.forEach((p, i) => resid.set(src.subarray(p * H, (p + 1) * H), (i * R + r) * H));
+        });
+        return new runtime.Tensor("float32", resid, [pos.length, R, H]);
+      };
+      const chunks: { pos: number[]; resid?: ort.Tensor; trackedLogits?: Float32Array; merge: TileMerge }[] = [];
       for (let start = 0; start < positions.length; start += perRun) {
         options.signal?.throwIfAborted();
         const pos = positions.slice(start, start + perRun);
         const P = pos.length;
-        const resid = new Float32Array(P * R * H);
-        rows.forEach((hook, r) => {
-          const src = residOf.get(hook)!;
-          pos.forEach((p, i) => resid.set(src.subarray(p * H, (p + 1) * H), (i * R + r) * H));
-        });
-        const residTensor = new runtime.Tensor("float32", resid, [P, R, H]);
+        const residTensor = residOf(pos);
         let trackedLogits: Float32Array | undefined;
         if (trackedSession) {
           const ids = new runtime.Tensor("int64", BigInt64Array.from(trackedFeed, (t) => BigInt(t)), [trackedFeed.length]);
@@ -263,7 +271,7 @@ export class LogitLens {
           trackedLogits = (await runSession(trackedSession, { resid: residTensor, tracked_ids: ids, ...fed }, "lens graph (tracked tokens)"))["tracked_logits"]!.data as Float32Array;
         }
         const merge = new TileMerge(P, R, topK, tracking ? trackedFeed : [], trackedLogits, tracking ? Math.max(1, families.length) : 0);
-        chunks.push({ pos, resid: residTensor, trackedLogits, merge });
+        chunks.push({ pos, resid: keepResid ? residTensor : undefined, trackedLogits, merge });
       }
       for (let first = 0; first < V; first += tile) {
         options.signal?.throwIfAborted();
@@ -285,7 +293,7 @@ export class LogitLens {
         }
         for (const c of chunks) {
           options.signal?.throwIfAborted();
-          const feeds: Record<string, ort.Tensor> = { ...shared, resid: c.resid };
+          const feeds: Record<string, ort.Tensor> = { ...shared, resid: c.resid ?? residOf(c.pos) };
           if (tracking) feeds["tracked_logits"] = new runtime.Tensor("float32", c.trackedLogits!, [c.pos.length, R, trackedFeed.length]);
           const out = await runSession(session, feeds, "lens graph");
           checkLensOutputsFinite({ "maximum logit": out["max"]?.data as Float32Array, "sum of probabilities": out["sum_exp"]?.data as Float32Array, "expected logit": out["own"]?.data as Float32Array }, rows, c.pos);

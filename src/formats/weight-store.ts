@@ -13,6 +13,7 @@
  * runs once per source file and is reused on later loads (keyed by path, size and mtime).
  */
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import crypto from "node:crypto";
 import type { TensorRef } from "./tensor-ref.js";
@@ -189,19 +190,26 @@ export class WeightStore {
    * Whether this model's quantized matrices make their fp32 scales and mins from the stored codes
    * at each run (graph/builder.ts, QuantizedExternal.scalesPerRun) rather than once at load. Held
    * at load they take 2 bits per weight for the 4-bit K-quants (an fp32 scale and min per block of
-   * 32, against 4.5 bits per weight in the whole file): on the Llama-3-8B Q4_K_M shape that is
-   * 1.7 GB (peak RSS of a 64-token lens 7.96 GB held at load, 5.95 GB made per run). Made per
-   * run they cost a pass over 1/32 of each matrix per run: 7-9 % on a 64-token prefill there, but
-   * decoding (one token per run, memory bound) is 1.8x slower. So small models, where the fp32
-   * scales are a few MB, keep them; models whose scales and mins would pass 512 MiB make them per
-   * run. LOGIT_LENS_SCALES_AT_LOAD=1 / =0 forces either way.
+   * 32, against 4.5 bits per weight in the whole file): 1.7 GB on the Llama-3-8B Q4_K_M shape.
+   * Made per run they cost a pass over 1/32 of each matrix per run, which one token at a time is a
+   * third of what a run reads and writes. Measured there (AVX-512 EPYC, 2 threads), held at load
+   * against made per run: 64-token prefill 6.2 vs 7.0 s, decoding 1.89 vs 0.91 tok/s, peak RSS
+   * of a 64-token lens 6.5 vs 5.2 GB (of a plain generation 7.6 vs 6.2 GB, the folding at load).
+   *
+   * So a model holds them when it can: when they are small (at most 512 MiB: every model up to a
+   * few billion parameters), or when the weights with them take at most half of this machine's
+   * memory (the 8B on a 16 GB machine or more). A bigger model, or the 8B on an 8 GB laptop, makes
+   * them per run. The rule depends on the model and the machine, never on --max-memory, so a
+   * streamed run gives exactly the in-memory run's numbers (the two ways agree to 2.4e-5, not
+   * bit for bit). LOGIT_LENS_SCALES_AT_LOAD=1 / =0 forces either way.
    */
   private scalesPerRun(): boolean {
     if (this.perRun === undefined) {
       const forced = process.env["LOGIT_LENS_SCALES_AT_LOAD"];
       let folded = 0;
       for (const e of this.index.values()) if (e.quant) folded += e.quant.residentBytes - e.length;
-      this.perRun = forced === "1" ? false : forced === "0" ? true : folded > 512 * 2 ** 20;
+      const fits = folded <= 512 * 2 ** 20 || this.bytes + folded <= os.totalmem() / 2;
+      this.perRun = forced === "1" ? false : forced === "0" ? true : !fits;
     }
     return this.perRun;
   }

@@ -24,6 +24,8 @@ import { checkActivationsFinite, checkLensOutputsFinite } from "./finite.js";
 const CHUNK_BUDGET_BYTES = 32 * 1024 * 1024;
 /** Bytes of a group's rows of residuals kept between tiles (beyond it they are copied per run). */
 const RESID_KEPT_BYTES = 256 * 1024 * 1024;
+/** Bytes of per-tile figures the merges of one span of positions keep (beyond it, spans). */
+const MERGE_KEPT_BYTES = 128 * 1024 * 1024;
 /** Bytes of one tile of the unembedding as fp32 (what the graph dequantizes it to). */
 const TILE_WEIGHT_BYTES = 64 * 1024 * 1024;
 /** Vocabulary columns per tile: wide enough for an efficient product, small enough to leave room for rows. */
@@ -117,9 +119,9 @@ export class LogitLens {
    * - "copy": views of the model's small fp32 copy (LoadedModel.smallLensUnembedding);
    * - "file": a quantized or 16-bit matrix's rows, dequantized in JavaScript from the source file
    *   (WeightStore.rowsF32) into one buffer per pass, once per tile for every position chunk.
-   *   Measured on an AVX-512 EPYC: about 3.5 ns per weight, where the same dequantization as
-   *   onnxruntime ops inside the graph (Cast, broadcast Sub and Mul, byte shifts: one unfused pass
-   *   each) took about 8 ns, a third of Gemma 3's lens;
+   *   Measured on an AVX-512 EPYC: about 1.7 ns per weight (Gemma 3's 262k x 640 in 0.29 s), where
+   *   the same dequantization as onnxruntime ops inside the graph (Cast, broadcast Sub and Mul,
+   *   byte shifts: one unfused pass each) took about 8 ns;
    * - "graph": cut from the stored arrays inside the graph (an fp32 matrix, or one whose rows a
    *   transform moves), dequantized there.
    */
@@ -258,56 +260,65 @@ export class LogitLens {
         });
         return new runtime.Tensor("float32", resid, [pos.length, R, H]);
       };
-      const chunks: { pos: number[]; resid?: ort.Tensor; trackedLogits?: Float32Array; merge: TileMerge }[] = [];
-      for (let start = 0; start < positions.length; start += perRun) {
-        options.signal?.throwIfAborted();
-        const pos = positions.slice(start, start + perRun);
-        const P = pos.length;
-        const residTensor = residOf(pos);
-        let trackedLogits: Float32Array | undefined;
-        if (trackedSession) {
-          const ids = new runtime.Tensor("int64", BigInt64Array.from(trackedFeed, (t) => BigInt(t)), [trackedFeed.length]);
-          const fed = source === "copy" ? this.model.lensFeeds() : {};
-          trackedLogits = (await runSession(trackedSession, { resid: residTensor, tracked_ids: ids, ...fed }, "lens graph (tracked tokens)"))["tracked_logits"]!.data as Float32Array;
-        }
-        const merge = new TileMerge(P, R, topK, tracking ? trackedFeed : [], trackedLogits, tracking ? Math.max(1, families.length) : 0);
-        chunks.push({ pos, resid: keepResid ? residTensor : undefined, trackedLogits, merge });
-      }
-      for (let first = 0; first < V; first += tile) {
-        options.signal?.throwIfAborted();
-        const end = Math.min(V, first + tile);
-        const kTile = Math.min(topK, end - first);
-        const shared: Record<string, ort.Tensor> = {
-          first: new runtime.Tensor("int64", BigInt64Array.from([BigInt(first)]), []),
-          end: new runtime.Tensor("int64", BigInt64Array.from([BigInt(end)]), []),
-          k: new runtime.Tensor("int64", kTile === topK ? k : BigInt64Array.from([BigInt(kTile)]), [1]),
-        };
-        const weight = tileWeight(first, end);
-        if (weight) shared["tile_weight"] = weight;
-        if (tracking) {
-          shared["tracked_local"] = new runtime.Tensor("int64", BigInt64Array.from(trackedFeed, (t) => BigInt(Math.min(Math.max(t - first, 0), end - first - 1))), [trackedFeed.length]);
-          const F = Math.max(1, families.length);
-          const mask = new Float32Array(F * (end - first));
-          for (let f = 0; f < F; f++) mask.set(familyFeed.subarray(f * V + first, f * V + end), f * (end - first));
-          shared["family_mask"] = new runtime.Tensor("float32", mask, [F, end - first]);
-        }
-        for (const c of chunks) {
-          options.signal?.throwIfAborted();
-          const feeds: Record<string, ort.Tensor> = { ...shared, resid: c.resid ?? residOf(c.pos) };
-          if (tracking) feeds["tracked_logits"] = new runtime.Tensor("float32", c.trackedLogits!, [c.pos.length, R, trackedFeed.length]);
-          const out = await runSession(session, feeds, "lens graph");
-          checkLensOutputsFinite({ "maximum logit": out["max"]?.data as Float32Array, "sum of probabilities": out["sum_exp"]?.data as Float32Array, "expected logit": out["own"]?.data as Float32Array }, rows, c.pos);
-          c.merge.add(tileOutputs(out, first, end - first, kTile));
-          done++;
-          if (showProgress) options.progress!.update(done);
-        }
-      }
+      // The merges keep every tile's per-row figures until the end (tile-merge.ts): about
+      // topK x 12 bytes and a few sums per row and tile. A long prompt is read in spans of
+      // positions whose figures stay within MERGE_KEPT_BYTES, each span making its tiles again.
+      const tiles = Math.ceil(V / tile);
+      const keptPerRow = tiles * (12 * topK + 16 + (tracking ? 12 * trackedFeed.length + 4 * Math.max(1, families.length) : 0));
+      const span = Math.max(perRun, Math.floor(MERGE_KEPT_BYTES / (keptPerRow * R) / perRun) * perRun);
       const cellsByRow: LensCell[][] = rows.map(() => []);
-      for (const { pos, merge } of chunks) {
-        const P = pos.length;
-        const merged = merge.rows();
-        checkLensOutputsFinite({ "log-sum-exp": Float64Array.from(merged, (m) => m.logsumexp), entropy: Float64Array.from(merged, (m) => m.entropy), "KL to the output": Float64Array.from(merged, (m) => m.klToFinal) }, rows, pos);
-        for (let r = 0; r < R; r++) for (let p = 0; p < P; p++) cellsByRow[r]!.push(cellOf(merged[p * R + r]!, tracked.length, families.length));
+      for (let spanStart = 0; spanStart < positions.length; spanStart += span) {
+        const spanPositions = positions.slice(spanStart, spanStart + span);
+        const chunks: { pos: number[]; resid?: ort.Tensor; trackedLogits?: Float32Array; merge: TileMerge }[] = [];
+        for (let start = 0; start < spanPositions.length; start += perRun) {
+          options.signal?.throwIfAborted();
+          const pos = spanPositions.slice(start, start + perRun);
+          const P = pos.length;
+          const residTensor = residOf(pos);
+          let trackedLogits: Float32Array | undefined;
+          if (trackedSession) {
+            const ids = new runtime.Tensor("int64", BigInt64Array.from(trackedFeed, (t) => BigInt(t)), [trackedFeed.length]);
+            const fed = source === "copy" ? this.model.lensFeeds() : {};
+            trackedLogits = (await runSession(trackedSession, { resid: residTensor, tracked_ids: ids, ...fed }, "lens graph (tracked tokens)"))["tracked_logits"]!.data as Float32Array;
+          }
+          const merge = new TileMerge(P, R, topK, tracking ? trackedFeed : [], trackedLogits, tracking ? Math.max(1, families.length) : 0);
+          chunks.push({ pos, resid: keepResid ? residTensor : undefined, trackedLogits, merge });
+        }
+        for (let first = 0; first < V; first += tile) {
+          options.signal?.throwIfAborted();
+          const end = Math.min(V, first + tile);
+          const kTile = Math.min(topK, end - first);
+          const shared: Record<string, ort.Tensor> = {
+            first: new runtime.Tensor("int64", BigInt64Array.from([BigInt(first)]), []),
+            end: new runtime.Tensor("int64", BigInt64Array.from([BigInt(end)]), []),
+            k: new runtime.Tensor("int64", kTile === topK ? k : BigInt64Array.from([BigInt(kTile)]), [1]),
+          };
+          const weight = tileWeight(first, end);
+          if (weight) shared["tile_weight"] = weight;
+          if (tracking) {
+            shared["tracked_local"] = new runtime.Tensor("int64", BigInt64Array.from(trackedFeed, (t) => BigInt(Math.min(Math.max(t - first, 0), end - first - 1))), [trackedFeed.length]);
+            const F = Math.max(1, families.length);
+            const mask = new Float32Array(F * (end - first));
+            for (let f = 0; f < F; f++) mask.set(familyFeed.subarray(f * V + first, f * V + end), f * (end - first));
+            shared["family_mask"] = new runtime.Tensor("float32", mask, [F, end - first]);
+          }
+          for (const c of chunks) {
+            options.signal?.throwIfAborted();
+            const feeds: Record<string, ort.Tensor> = { ...shared, resid: c.resid ?? residOf(c.pos) };
+            if (tracking) feeds["tracked_logits"] = new runtime.Tensor("float32", c.trackedLogits!, [c.pos.length, R, trackedFeed.length]);
+            const out = await runSession(session, feeds, "lens graph");
+            checkLensOutputsFinite({ "maximum logit": out["max"]?.data as Float32Array, "sum of probabilities": out["sum_exp"]?.data as Float32Array, "expected logit": out["own"]?.data as Float32Array }, rows, c.pos);
+            c.merge.add(tileOutputs(out, first, end - first, kTile));
+            done++;
+            if (showProgress) options.progress!.update(done);
+          }
+        }
+        for (const { pos, merge } of chunks) {
+          const P = pos.length;
+          const merged = merge.rows();
+          checkLensOutputsFinite({ "log-sum-exp": Float64Array.from(merged, (m) => m.logsumexp), entropy: Float64Array.from(merged, (m) => m.entropy), "KL to the output": Float64Array.from(merged, (m) => m.klToFinal) }, rows, pos);
+          for (let r = 0; r < R; r++) for (let p = 0; p < P; p++) cellsByRow[r]!.push(cellOf(merged[p * R + r]!, tracked.length, families.length));
+        }
       }
       group.forEach((i, r) => (readoutCells[i] = cellsByRow[r]!));
       if (final.length === 0) final = cellsByRow[R - 1]!;

@@ -12,6 +12,7 @@
 import fs from "node:fs";
 import { UserError, check } from "../errors.js";
 import type { TensorRef } from "./tensor-ref.js";
+import { openForReading } from "./files.js";
 
 /** Elements per block and bytes per block, as in ggml's type traits (GGML_QUANT_SIZES). */
 export const SUPPORTED_DTYPES: Readonly<Record<string, { blockSize: number; typeSize: number }>> = {
@@ -88,12 +89,7 @@ export function readTensorF32(ref: TensorRef): Float32Array {
 
   const out = new Float32Array(count);
   if (count === 0) return out;
-  let fd: number;
-  try {
-    fd = fs.openSync(ref.file, "r");
-  } catch (e) {
-    throw new UserError(`${ref.file}: cannot open (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
-  }
+  const fd = openForReading(ref.file, ref.file, "model file");
   try {
     // About 8 MiB of raw bytes per chunk: big enough that syscalls do not matter, small enough to be cheap.
     const blocksPerChunk = Math.max(1, Math.floor((8 << 20) / info.typeSize));
@@ -126,12 +122,7 @@ export function readRowsF32(ref: TensorRef, first: number, end: number, out: Flo
   const len = (end - first) * rowBytes;
   const raw = scratch && scratch.length >= len ? scratch : new Uint8Array(len);
   const view = raw.subarray(0, len);
-  let fd: number;
-  try {
-    fd = fs.openSync(ref.file, "r");
-  } catch (e) {
-    throw new UserError(`${ref.file}: cannot open (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
-  }
+  const fd = openForReading(ref.file, ref.file, "model file");
   try {
     readFully(fd, view, ref.offset + first * rowBytes, () => `${ref.file}: file ends inside tensor ${ref.name} (truncated file?)`);
   } finally {

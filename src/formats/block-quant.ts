@@ -10,9 +10,12 @@
  *   y += blockSums(x) @ mins^T
  * (the sum of x over each block, times that block's min). Every weight is represented exactly.
  *
- * The 4-bit formats (Q4_0, Q4_1, Q4_K) become 4-bit blocks of 32. The 5-, 6- and 8-bit formats
- * (Q5_0, Q5_1, Q5_K, Q6_K, Q8_0) become 8-bit quants (blocks of 16 for Q6_K, whose scales change
- * every 16 elements), which `splitNibbles` then cuts into two 4-bit planes,
+ * The 4-bit formats (Q4_0, Q4_1, Q4_K) become 4-bit blocks of 32, and the 2- and 3-bit K-quants
+ * (Q2_K, Q3_K, whose scales change every 16 elements) 4-bit blocks of 16. The 5-, 6- and 8-bit
+ * formats (Q5_0, Q5_1, Q5_K, Q6_K, Q8_0) become 8-bit quants (blocks of 16 for Q6_K), and so do
+ * IQ4_NL and IQ4_XS: their 16 levels are unevenly spaced whole numbers (-127 .. 113), exact as
+ * level + 128 but not as any 4-bit affine code. `splitNibbles` then cuts the 8-bit quants into two
+ * 4-bit planes,
  *   s * (q - 128) = 16 * s * (high - 8) + s * (low - 8) + 8 * s,
  * the 8s joining the mins. `twoPlaneLayout` puts both planes in one row of twice the length, so one
  * 4-bit product over [16x, x] computes both (one pass over the output instead of three). Why: onnxruntime's 8-bit
@@ -22,7 +25,7 @@
  * threads, [64 x 2048] @ [2048 x 8192]: 4-bit with fp32 arithmetic 97 GFLOP/s, fp32 MatMul 68.
  */
 import { UserError } from "../errors.js";
-import { halfToFloat, scaleMinK4 } from "./dequantize.js";
+import { IQ4_LEVELS, halfToFloat, scaleIQ4_XS, scaleMinK4, scaleQ3_K } from "./dequantize.js";
 
 export interface BlockQuantized {
   bits: 4 | 8;
@@ -48,6 +51,10 @@ export const REPACKABLE: Readonly<Record<string, { bits: 4 | 8; blockSize: numbe
   Q5_K: { bits: 8, blockSize: 32, ggmlBlock: 256, ggmlBytes: 176 },
   Q6_K: { bits: 8, blockSize: 16, ggmlBlock: 256, ggmlBytes: 210 },
   Q8_0: { bits: 8, blockSize: 32, ggmlBlock: 32, ggmlBytes: 34 },
+  Q2_K: { bits: 4, blockSize: 16, ggmlBlock: 256, ggmlBytes: 84 },
+  Q3_K: { bits: 4, blockSize: 16, ggmlBlock: 256, ggmlBytes: 110 },
+  IQ4_NL: { bits: 8, blockSize: 32, ggmlBlock: 32, ggmlBytes: 18 },
+  IQ4_XS: { bits: 8, blockSize: 32, ggmlBlock: 256, ggmlBytes: 136 },
 };
 
 export function canRepack(dtype: string, shape: number[]): boolean {
@@ -64,7 +71,7 @@ export function repackedBytes(dtype: string, shape: number[], withMins = true): 
 }
 
 export function hasMins(dtype: string): boolean {
-  return dtype === "Q4_1" || dtype === "Q4_K" || dtype === "Q5_1" || dtype === "Q5_K";
+  return dtype === "Q4_1" || dtype === "Q4_K" || dtype === "Q5_1" || dtype === "Q5_K" || dtype === "Q2_K";
 }
 
 /**
@@ -157,7 +164,8 @@ export function twoPlaneLayout(t: BlockQuantized): { data: Uint8Array; scales: F
  *
  * Cost in the cache against the file: Q4_0, Q4_1, Q8_0 1.0x; Q4_K 1.03x (its 6-bit codes stored a
  * byte each); Q6_K 1.30x and the Q5 formats 1.55x, because their high plane (2 bits, 1 bit) is
- * stored as 4-bit nibbles. Spreading those bits to nibbles in the graph instead was measured: it
+ * stored as 4-bit nibbles; Q3_K 1.33x and Q2_K 1.95x (2-3 bits in a nibble, codes a byte each);
+ * IQ4_NL and IQ4_XS 1.9x (4 bits of index as two nibble planes). Spreading those bits to nibbles in the graph instead was measured: it
  * fits the cache to 1.0x, but onnxruntime keeps every folded intermediate until the whole graph is
  * optimised (+200 MB at load for Gemma 3 270M's Q5_0 tensors; several GB for a Q5 8B).
  */
@@ -184,16 +192,26 @@ export interface CompactQuantized {
   zeroPoints: number[];
 }
 
+/** A K-quant's (or IQ4_XS's) sub-block `sub` codes, read from the ggml block at `p`: out[0] the scale code, out[1] the min code. */
+type ScaleCodes = (block: Uint8Array, p: number, sub: number, out: Int32Array) => void;
+
 /** Per format: where the scale codes lie in a ggml block, and how planes relate to `repack`'s q. */
-const COMPACT: Record<string, { uShift: number; zeroPoints: number[]; d: number; m?: number; dmin?: number; kScales?: "k4" | "q6" }> = {
+const COMPACT: Record<string, { uShift: number; zeroPoints: number[]; d: number; m?: number; dmin?: number; codes?: ScaleCodes; signedCodes?: boolean }> = {
   Q4_0: { uShift: 0, zeroPoints: [8], d: 0 }, // d (q - 8)
   Q4_1: { uShift: 0, zeroPoints: [0], d: 0, m: 2 }, // d q + m
-  Q4_K: { uShift: 0, zeroPoints: [0], d: 0, dmin: 2, kScales: "k4" }, // d sc q - dmin mc
+  Q4_K: { uShift: 0, zeroPoints: [0], d: 0, dmin: 2, codes: (b, p, sub, out) => scaleMinK4(b, p + 4, sub, out) }, // d sc q - dmin mc
   Q5_0: { uShift: 112, zeroPoints: [1, 0], d: 0 }, // d (q - 16)
   Q5_1: { uShift: 128, zeroPoints: [0, 0], d: 0, m: 2 }, // d q + m
-  Q5_K: { uShift: 128, zeroPoints: [0, 0], d: 0, dmin: 2, kScales: "k4" }, // d sc q - dmin mc
-  Q6_K: { uShift: 96, zeroPoints: [2, 0], d: 208, kScales: "q6" }, // d sc (q - 32)
+  Q5_K: { uShift: 128, zeroPoints: [0, 0], d: 0, dmin: 2, codes: (b, p, sub, out) => scaleMinK4(b, p + 4, sub, out) }, // d sc q - dmin mc
+  Q6_K: { uShift: 96, zeroPoints: [2, 0], d: 208, codes: (b, p, sub, out) => void (out[0] = b[p + 192 + sub]!), signedCodes: true }, // d sc (q - 32)
   Q8_0: { uShift: 0, zeroPoints: [8, 0], d: 0 }, // d q, q int8 stored + 128
+  // d sc q - dmin mc, a nibble each
+  Q2_K: { uShift: 0, zeroPoints: [0], d: 80, dmin: 82, codes: (b, p, sub, out) => void ((out[0] = b[p + sub]! & 15), (out[1] = b[p + sub]! >> 4)) },
+  // d sc (q - 8), q = the 3-bit quant + 4 (repack's q)
+  Q3_K: { uShift: 0, zeroPoints: [8], d: 108, codes: (b, p, sub, out) => void (out[0] = scaleQ3_K(b, p + 96, sub)), signedCodes: true },
+  // d (u - 128), u = level + 128: the non-linear levels are exact 8-bit integers
+  IQ4_NL: { uShift: 0, zeroPoints: [8, 0], d: 0 },
+  IQ4_XS: { uShift: 0, zeroPoints: [8, 0], d: 0, codes: (b, p, sub, out) => void (out[0] = scaleIQ4_XS(b, p, sub)), signedCodes: true },
 };
 
 /** The cache's form of a quantized matrix (see CompactQuantized); rows reordered like `repack`. */
@@ -217,11 +235,11 @@ export function compactRepack(dtype: string, raw: Uint8Array, rows: number, cols
     data: new Uint8Array(rows * planeBytes * (twoPlanes ? 2 : 1)),
     d: new Uint16Array(rows * groups),
     group,
-    sc: c.kScales ? new Uint8Array(rows * blocks) : undefined,
-    scSigned: c.kScales === "q6",
+    sc: c.codes ? new Uint8Array(rows * blocks) : undefined,
+    scSigned: !!c.signedCodes,
     m: c.m !== undefined ? new Uint16Array(rows * blocks) : undefined,
     negDmin: c.dmin !== undefined ? new Uint16Array(rows * groups) : undefined,
-    mc: c.kScales === "k4" ? new Uint8Array(rows * blocks) : undefined,
+    mc: c.codes && c.dmin !== undefined ? new Uint8Array(rows * blocks) : undefined,
     zeroPoints: c.zeroPoints,
   };
   const unpack = UNPACKERS[dtype]!;
@@ -256,12 +274,9 @@ export function compactRepack(dtype: string, raw: Uint8Array, rows: number, cols
       if (out.negDmin) out.negDmin[i * groups + s] = u16(row, p + c.dmin!) ^ 0x8000; // flip the sign bit
       for (let b = 0; b < group; b++) {
         const at = i * blocks + s * group + b;
-        if (c.kScales === "q6") out.sc![at] = row[p + 192 + b]!;
-        else {
-          scaleMinK4(row, p + 4, b, sm);
-          out.sc![at] = sm[0]!;
-          out.mc![at] = sm[1]!;
-        }
+        c.codes!(row, p, b, sm);
+        out.sc![at] = sm[0]!; // a signed code wraps to its int8 byte
+        if (out.mc) out.mc[at] = sm[1]!;
       }
     }
   }
@@ -404,6 +419,57 @@ const UNPACKERS: Record<string, Unpacker> = {
           q[y + l + 32] = ((c & 15) | (((h >> 2) & 3) << 4)) + 96;
           q[y + l + 64] = ((a >> 4) | (((h >> 4) & 3) << 4)) + 96;
           q[y + l + 96] = ((c >> 4) | (((h >> 6) & 3) << 4)) + 96;
+        }
+      }
+    }
+  },
+  // Super-blocks of 256 = 16 sub-blocks of 16 (element 128 h + 32 k + l: bits 2k of qs[32 h + l]):
+  // y = d*sc*q - dmin*m = d*sc*(q - 8) + (8*d*sc - dmin*m)
+  Q2_K(raw, q, scales, mins) {
+    for (let s = 0, p = 0; s < scales.length / 16; s++, p += 84) {
+      const d = f16(raw, p + 80), dmin = f16(raw, p + 82);
+      for (let e = 0; e < 256; e += 16) {
+        const code = raw[p + (e >> 4)]!;
+        const sc = d * (code & 15);
+        scales[s * 16 + (e >> 4)] = sc;
+        mins![s * 16 + (e >> 4)] = f(8 * sc - dmin * (code >> 4));
+        const half = e >> 7, shift = ((e >> 5) & 3) * 2, l0 = e & 31;
+        for (let l = l0; l < l0 + 16; l++) q[s * 256 + e - l0 + l] = (raw[p + 16 + half * 32 + l]! >> shift) & 3;
+      }
+    }
+  },
+  // Like Q2_K's layout, plus a high bit from hmask: y = d*sc*(u - 4) with u = low bits + 4*hbit, stored u + 4
+  Q3_K(raw, q, scales) {
+    for (let s = 0, p = 0; s < scales.length / 16; s++, p += 110) {
+      const d = f16(raw, p + 108);
+      for (let e = 0; e < 256; e += 16) {
+        scales[s * 16 + (e >> 4)] = d * scaleQ3_K(raw, p + 96, e >> 4);
+        const half = e >> 7, k = (e >> 5) & 3, l0 = e & 31, bit = 4 * half + k;
+        for (let l = l0; l < l0 + 16; l++) q[s * 256 + e - l0 + l] = ((raw[p + 32 + half * 32 + l]! >> (2 * k)) & 3) + 4 * ((raw[p + l]! >> bit) & 1) + 4;
+      }
+    }
+  },
+  // y = d * level, level an int8 from IQ4_LEVELS: stored level + 128
+  IQ4_NL(raw, q, scales) {
+    for (let i = 0, p = 0; i < scales.length; i++, p += 18) {
+      scales[i] = f16(raw, p);
+      for (let j = 0; j < 16; j++) {
+        const v = raw[p + 2 + j]!;
+        q[i * 32 + j] = IQ4_LEVELS[v & 15]! + 128;
+        q[i * 32 + j + 16] = IQ4_LEVELS[v >> 4]! + 128;
+      }
+    }
+  },
+  // Super-blocks of 256 = 8 sub-blocks of 32 laid out like IQ4_NL: y = d * (ls - 32) * level
+  IQ4_XS(raw, q, scales) {
+    for (let s = 0, p = 0; s < scales.length / 8; s++, p += 136) {
+      const d = f16(raw, p);
+      for (let ib = 0; ib < 8; ib++) {
+        scales[s * 8 + ib] = d * scaleIQ4_XS(raw, p, ib);
+        for (let j = 0; j < 16; j++) {
+          const v = raw[p + 8 + ib * 16 + j]!;
+          q[s * 256 + ib * 32 + j] = IQ4_LEVELS[v & 15]! + 128;
+          q[s * 256 + ib * 32 + j + 16] = IQ4_LEVELS[v >> 4]! + 128;
         }
       }
     }

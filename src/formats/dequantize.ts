@@ -27,6 +27,10 @@ export const SUPPORTED_DTYPES: Readonly<Record<string, { blockSize: number; type
   Q4_K: { blockSize: 256, typeSize: 144 },
   Q5_K: { blockSize: 256, typeSize: 176 },
   Q6_K: { blockSize: 256, typeSize: 210 },
+  Q2_K: { blockSize: 256, typeSize: 84 },
+  Q3_K: { blockSize: 256, typeSize: 110 },
+  IQ4_NL: { blockSize: 32, typeSize: 18 },
+  IQ4_XS: { blockSize: 256, typeSize: 136 },
 };
 
 /** Bytes needed for `count` elements of `dtype`; throws UserError for unknown types or partial blocks. */
@@ -156,6 +160,10 @@ function dequantizeInto(dtype: string, b: Uint8Array, out: Float32Array): void {
     case "Q4_K": return dequantQ4_K(b, out);
     case "Q5_K": return dequantQ5_K(b, out);
     case "Q6_K": return dequantQ6_K(b, out);
+    case "Q2_K": return dequantQ2_K(b, out);
+    case "Q3_K": return dequantQ3_K(b, out);
+    case "IQ4_NL": return dequantIQ4_NL(b, out);
+    case "IQ4_XS": return dequantIQ4_XS(b, out);
     default:
       throw new UserError(`tensor type ${dtype} is not supported (supported: ${Object.keys(SUPPORTED_DTYPES).join(", ")})`);
   }
@@ -359,6 +367,100 @@ function dequantQ6_K(b: Uint8Array, out: Float32Array): void {
           out[y + l + 64] = s3 * (((a >> 4) | (((h >> 4) & 3) << 4)) - 32);
           out[y + l + 96] = s4 * (((c >> 4) | (((h >> 6) & 3) << 4)) - 32);
         }
+      }
+    }
+  }
+}
+
+// block_q2_K (84 bytes): u8 scales[16] (low nibble the scale code, high nibble the min code of each
+// sub-block of 16), u8 qs[64], f16 d, f16 dmin. Two halves of 128 elements; in each, element
+// 32 * k + l is bits 2k..2k+1 of qs[half * 32 + l]. y = d * sc * q - dmin * m.
+function dequantQ2_K(b: Uint8Array, out: Float32Array): void {
+  const t = HALF_TO_FLOAT;
+  const nb = out.length >> 8;
+  for (let i = 0, p = 0, o = 0; i < nb; i++, p += 84, o += 256) {
+    const d = t[b[p + 80]! | (b[p + 81]! << 8)]!;
+    const dmin = t[b[p + 82]! | (b[p + 83]! << 8)]!;
+    for (let e = 0; e < 256; e += 16) {
+      const sc = b[p + (e >> 4)]!;
+      const dl = d * (sc & 15), ml = dmin * (sc >> 4);
+      const half = e >> 7, shift = ((e >> 5) & 3) * 2, l0 = e & 31;
+      for (let l = l0; l < l0 + 16; l++) out[o + (e - l0) + l] = dl * ((b[p + 16 + half * 32 + l]! >> shift) & 3) - ml;
+    }
+  }
+}
+
+/**
+ * Q3_K's sub-block scale code i (0..15) as the signed value it stands for (6 bits less 32): low
+ * nibbles of bytes 0..7 for i < 8, their high nibbles for i >= 8, and the top two bits from bytes
+ * 8..11, two bits per code (gguf-py's Q3_K.dequantize_blocks spells out the pattern).
+ */
+export function scaleQ3_K(b: Uint8Array, s: number, i: number): number {
+  const low = (b[s + (i & 7)]! >> (4 * (i >> 3))) & 15;
+  const high = (b[s + 8 + (i & 3)]! >> (2 * (i >> 2))) & 3;
+  return (low | (high << 4)) - 32;
+}
+
+// block_q3_K (110 bytes): u8 hmask[32], u8 qs[64], u8 scales[12], f16 d. Element 128 * h + 32 * k + l
+// takes bits 2k..2k+1 of qs[32 h + l] and bit (4 h + k) of hmask[l]; a clear hmask bit subtracts 4.
+// y = d * scale * (q - 4 * (1 - bit)).
+function dequantQ3_K(b: Uint8Array, out: Float32Array): void {
+  const t = HALF_TO_FLOAT;
+  const nb = out.length >> 8;
+  for (let i = 0, p = 0, o = 0; i < nb; i++, p += 110, o += 256) {
+    const d = t[b[p + 108]! | (b[p + 109]! << 8)]!;
+    for (let e = 0; e < 256; e += 16) {
+      const dl = d * scaleQ3_K(b, p + 96, e >> 4);
+      const half = e >> 7, k = (e >> 5) & 3, l0 = e & 31, bit = 4 * half + k;
+      for (let l = l0; l < l0 + 16; l++) {
+        const q = ((b[p + 32 + half * 32 + l]! >> (2 * k)) & 3) - ((b[p + l]! >> bit) & 1 ? 0 : 4);
+        out[o + (e - l0) + l] = dl * q;
+      }
+    }
+  }
+}
+
+/** IQ4_NL's 16 non-linear levels (ggml-common.h kvalues_iq4nl), shared by IQ4_XS. */
+export const IQ4_LEVELS: readonly number[] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+
+// block_iq4_nl (18 bytes, 32 elements): f16 d, u8 qs[16]; low nibbles are elements 0..15, high
+// nibbles 16..31, each an index into IQ4_LEVELS. y = d * level.
+function dequantIQ4_NL(b: Uint8Array, out: Float32Array): void {
+  const t = HALF_TO_FLOAT;
+  const k = IQ4_LEVELS;
+  const nb = out.length >> 5;
+  for (let i = 0, p = 0, o = 0; i < nb; i++, p += 18, o += 32) {
+    const d = t[b[p]! | (b[p + 1]! << 8)]!;
+    for (let j = 0; j < 16; j++) {
+      const q = b[p + 2 + j]!;
+      out[o + j] = d * k[q & 15]!;
+      out[o + j + 16] = d * k[q >> 4]!;
+    }
+  }
+}
+
+/** IQ4_XS's sub-block (of 32) scale code ib (0..7) as the signed value it stands for: 4 low bits from scales_l, 2 high from scales_h, less 32. */
+export function scaleIQ4_XS(b: Uint8Array, p: number, ib: number): number {
+  const low = (b[p + 4 + (ib >> 1)]! >> (4 * (ib & 1))) & 15;
+  const high = ((b[p + 2]! | (b[p + 3]! << 8)) >> (2 * ib)) & 3;
+  return (low | (high << 4)) - 32;
+}
+
+// block_iq4_xs (136 bytes, 256 elements): f16 d, u16 scales_h, u8 scales_l[4], u8 qs[128]. Eight
+// sub-blocks of 32, each laid out like an IQ4_NL block's quants. y = d * scale * level.
+function dequantIQ4_XS(b: Uint8Array, out: Float32Array): void {
+  const t = HALF_TO_FLOAT;
+  const k = IQ4_LEVELS;
+  const nb = out.length >> 8;
+  for (let i = 0, p = 0, o = 0; i < nb; i++, p += 136, o += 256) {
+    const d = t[b[p]! | (b[p + 1]! << 8)]!;
+    for (let ib = 0; ib < 8; ib++) {
+      const dl = d * scaleIQ4_XS(b, p, ib);
+      const qs = p + 8 + ib * 16, y = o + ib * 32;
+      for (let j = 0; j < 16; j++) {
+        const q = b[qs + j]!;
+        out[y + j] = dl * k[q & 15]!;
+        out[y + j + 16] = dl * k[q >> 4]!;
       }
     }
   }

@@ -8,7 +8,7 @@ export interface TensorRef {
   name: string;
   /** Row-major shape, outermost dimension first (PyTorch order; GGUF's `ne` reversed). */
   shape: number[];
-  /** Source element type as named by its format: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K. */
+  /** Source element type as named by its format: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS. */
   dtype: string;
   /** Absolute path of the file holding the bytes. */
   file: string;

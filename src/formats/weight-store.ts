@@ -253,6 +253,11 @@ export class WeightStore {
     return !!this.index.get(name)?.quant;
   }
 
+  /** The tensor's element type in its source file (F32, F16, Q4_K, ...). */
+  sourceDtype(name: string): string | undefined {
+    return this.entries.get(name)?.ref.dtype;
+  }
+
   /** Bytes of weights.bin, the size of what the graphs map. */
   get bytes(): number {
     let end = 0;

@@ -40,6 +40,10 @@ import { readSafetensors } from "../../src/formats/safetensors.js";
 import { readTensorF32 } from "../../src/formats/dequantize.js";
 import { loadReal, realModelPath, REAL_ALIASES, type RealAlias, type RealModel } from "../helpers/real-models.js";
 import { REPO_ROOT } from "../helpers/run-cli.js";
+import { requantizeGgufMixed, type SuperBlockQuant } from "../helpers/gguf-requantize.js";
+import { LoadedModel } from "../../src/engine/model.js";
+import { resolveModelSource } from "../../src/sources/resolve.js";
+import { createProgress } from "../../src/progress.js";
 
 /** KL(transformers || ours) of the final next-token distribution, in nats (issue 7: <= 1e-3 at every position). */
 const OURS_KL_LIMIT = 1e-3;
@@ -339,3 +343,42 @@ for (const alias of REAL_ALIASES) {
     });
   });
 }
+
+// ---------------------------------------------------------------- formats no published test model has
+
+test(`SmolLM2 with MLP down-projections in Q2_K, Q3_K, IQ4_XS: llama.cpp reads the same model (KL(ours || llama.cpp) <= ${LLAMACPP_KL_LIMIT})`, async (t) => {
+  // The only independent reader of these block layouts here is llama.cpp (ggml-quants.c); gguf-py's
+  // numpy port is the other (test/formats). SmolLM2's down-projections (1536 inputs) are the
+  // matrices with rows of 256; the layers take the three types in turn. Measured: KL 1e-3..1.9e-2
+  // (llama.cpp's q8 activations; Q2_K damages the model most). A misread block layout moves the
+  // distribution far beyond the bound (a sign error in IQ4_XS's scale codes: KL > 1).
+  const types: SuperBlockQuant[] = ["Q2_K", "Q3_K", "IQ4_XS"];
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "logit-lens-llamacpp-formats-"));
+  try {
+    const file = path.join(dir, "smollm2-superblocks.gguf");
+    requantizeGgufMixed(await realModelPath("smollm2-135m-instruct"), file, (name) => {
+      const layer = /^blk\.(\d+)\.ffn_down\.weight$/.exec(name);
+      return layer ? types[Number(layer[1]) % types.length] : undefined;
+    });
+    const ours = await LoadedModel.load(await resolveModelSource(file, { progress: createProgress({ quiet: true }) }), createProgress({ quiet: true }));
+    assert.equal(ours.store.sourceDtype("model.layers.1.mlp.down_proj.weight"), "Q3_K");
+    const llama = await llamaOnce();
+    const model = await llama.loadModel({ modelPath: file });
+    const context = await model.createContext({ contextSize: 256, batchSize: 256, threads: Math.max(1, os.availableParallelism()) });
+    try {
+      const forward = await ours.forward([], "last");
+      for (const prompt of PROMPTS.filter((p) => p.text)) {
+        const ids = ours.tokenizer.encode(prompt.text!);
+        const logp = logSoftmax((await forward.run(ids)).logits!);
+        const kl = klDivergence(logp, llamaLogProbs(await llamaNextProbs({ model, context }, ids), logp.length));
+        t.diagnostic(`${prompt.name}: KL(ours || llama.cpp) = ${kl.toExponential(2)}`);
+        assert.ok(kl <= LLAMACPP_KL_LIMIT, `${prompt.name}: KL ${kl}`);
+      }
+    } finally {
+      await context.dispose();
+      await model.dispose();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

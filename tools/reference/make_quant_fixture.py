@@ -2,7 +2,8 @@
 
 What it writes (into test/fixtures/quant/, about 60 KB in all, committed):
   quant.gguf      GGUF v3 (alignment 64) with one [4, 256] tensor of every type logit-lens supports
-                  (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K), a 3-D F32
+                  (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, Q2_K, Q3_K,
+                  IQ4_NL, IQ4_XS), a 3-D F32
                   tensor [2, 3, 32] to check the ne-reversal, and metadata keys of every GGUF value
                   type (all integer widths, floats, bools, strings, string arrays, nested arrays).
   reference.json  for each tensor: name, dtype, shape (outermost first), where gguf-py's reader
@@ -11,7 +12,7 @@ What it writes (into test/fixtures/quant/, about 60 KB in all, committed):
   reference.f32   the reference values, little-endian float32, dequantized by gguf-py's
                   gguf.quants.dequantize (the Python port of ggml-quants.c).
 
-Types gguf-py can quantize are quantized from random normal data; for K-quants (which gguf-py only
+Types gguf-py can quantize are quantized from random normal data; for K-quants and IQ4 (which gguf-py only
 dequantizes) valid blocks are built from random bytes with small positive f16 scales. The F16 tensor
 also holds the edge cases of half floats (subnormals, +-inf, NaN, -0, 65504).
 
@@ -40,7 +41,7 @@ def random_f16_scales(n: int, lo: float, hi: float) -> np.ndarray:
 
 
 def k_quant_blocks(qtype: T, n_blocks: int) -> np.ndarray:
-    """Valid K-quant blocks: random quant bits and 6-bit scales, realistic f16 super-block scales."""
+    """Valid blocks of a type gguf-py only dequantizes (K-quants, IQ4): random quant bits and scale codes, realistic f16 scales."""
     r = lambda n: rng.integers(0, 256, size=(n_blocks, n), dtype=np.uint8)
     if qtype == T.Q4_K:  # d, dmin, scales[12], qs[128]
         parts = [random_f16_scales(n_blocks, 1e-3, 5e-3), random_f16_scales(n_blocks, 1e-3, 5e-3), r(12), r(128)]
@@ -48,6 +49,14 @@ def k_quant_blocks(qtype: T, n_blocks: int) -> np.ndarray:
         parts = [random_f16_scales(n_blocks, 1e-3, 5e-3), random_f16_scales(n_blocks, 1e-3, 5e-3), r(12), r(32), r(128)]
     elif qtype == T.Q6_K:  # ql[128], qh[64], int8 scales[16], d
         parts = [r(128), r(64), r(16), random_f16_scales(n_blocks, 1e-4, 1e-3)]
+    elif qtype == T.Q2_K:  # scales[16] (scale and min codes, a nibble each), qs[64], d, dmin
+        parts = [r(16), r(64), random_f16_scales(n_blocks, 1e-3, 5e-3), random_f16_scales(n_blocks, 1e-3, 5e-3)]
+    elif qtype == T.Q3_K:  # hmask[32], qs[64], 6-bit scales[12], d
+        parts = [r(32), r(64), r(12), random_f16_scales(n_blocks, 1e-4, 1e-3)]
+    elif qtype == T.IQ4_XS:  # d, scales_h (u16), scales_l[4], qs[128]
+        parts = [random_f16_scales(n_blocks, 1e-4, 1e-3), r(2), r(4), r(128)]
+    elif qtype == T.IQ4_NL:  # blocks of 32: d, qs[16]
+        parts = [random_f16_scales(n_blocks, 1e-4, 1e-3), r(16)]
     else:
         raise ValueError(qtype)
     blocks = np.concatenate(parts, axis=1)
@@ -109,8 +118,8 @@ def main() -> None:
     for qt in (T.BF16, T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1):
         src = bf16_src if qt == T.BF16 else normal((ROWS, COLS))
         tensors.append((f"t.{qt.name.lower()}", qt, quantize(src, qt), (ROWS, COLS)))
-    for qt in (T.Q4_K, T.Q5_K, T.Q6_K):
-        blocks = k_quant_blocks(qt, ROWS * COLS // 256)
+    for qt in (T.Q4_K, T.Q5_K, T.Q6_K, T.Q2_K, T.Q3_K, T.IQ4_NL, T.IQ4_XS):
+        blocks = k_quant_blocks(qt, ROWS * COLS // GGML_QUANT_SIZES[qt][0])
         tensors.append((f"t.{qt.name.lower()}", qt, blocks.reshape(ROWS, -1), (ROWS, COLS)))
     tensors.append(("t.f32_3d", T.F32, normal((2, 3, 32)).view(np.uint8), (2, 3, 32)))
 

@@ -116,6 +116,34 @@ def q4_k_m_type(kind: str, i_layer: int, n_layers: int) -> QT:
     return QT.Q4_K  # token_embd, attn_q, attn_k, attn_output, ffn_gate, ffn_up
 
 
+def q3_k_m_type(kind: str, i_layer: int, n_layers: int) -> QT:
+    """The type llama-quantize gives a llama tensor for Q3_K_M (GQA >= 4, no experts, untied output)."""
+    if kind == "output":
+        return QT.Q6_K
+    if kind == "attn_v":
+        return QT.Q5_K if i_layer < 2 else QT.Q4_K
+    if kind == "ffn_down":
+        return QT.Q5_K if i_layer < n_layers // 16 else QT.Q4_K
+    if kind == "attn_output":
+        return QT.Q4_K
+    return QT.Q3_K  # token_embd, attn_q, attn_k, ffn_gate, ffn_up
+
+
+def iq4_xs_type(kind: str, i_layer: int, n_layers: int) -> QT:
+    """The type llama-quantize gives a llama tensor for IQ4_XS without an importance matrix (GQA >= 4)."""
+    if kind == "output":
+        return QT.Q6_K
+    if kind == "attn_v":
+        return QT.Q5_K
+    if kind == "ffn_down" and i_layer < n_layers // 8:
+        return QT.Q5_K
+    return QT.IQ4_XS
+
+
+# name -> (type rule, llama_ftype id)
+MIXES = {"q4_k_m": (q4_k_m_type, 15), "q3_k_m": (q3_k_m_type, 12), "iq4_xs": (iq4_xs_type, 30)}
+
+
 # ----------------------------------------------------------------------------- random blocks
 
 def _mean_square(lo: int, hi: int) -> float:
@@ -123,9 +151,12 @@ def _mean_square(lo: int, hi: int) -> float:
     return float((k * k).mean())
 
 
-# Q4_K / Q5_K 6-bit sub-block scales are drawn from 32..63, Q6_K int8 scales from +-(64..127).
+# Q4_K / Q5_K 6-bit sub-block scales are drawn from 32..63, Q6_K int8 scales from +-(64..127),
+# Q3_K and IQ4_XS signed 6-bit codes from +-(16..31).
 SC_LO, SC_HI = 32, 63
 Q6_SC_LO, Q6_SC_HI = 64, 127
+S6_LO, S6_HI = 16, 31
+IQ4_LEVELS = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], dtype=np.float64)
 
 
 def block_d(qtype: QT, std: float) -> np.float16:
@@ -139,6 +170,12 @@ def block_d(qtype: QT, std: float) -> np.float16:
     elif qtype == QT.Q6_K:
         var_q = (64 ** 2 - 1) / 12 + 0.25  # q - 32, q uniform in 0..63: mean -0.5
         ms = _mean_square(Q6_SC_LO, Q6_SC_HI)
+    elif qtype == QT.Q3_K:
+        var_q = (8 ** 2 - 1) / 12 + 0.25  # q uniform in -4..3: mean -0.5 (a signed scale makes the mean 0)
+        ms = _mean_square(S6_LO, S6_HI)
+    elif qtype == QT.IQ4_XS:
+        var_q = float((IQ4_LEVELS ** 2).mean())  # levels uniform, mean -5.9 (a signed scale makes the mean 0)
+        ms = _mean_square(S6_LO, S6_HI)
     else:
         raise ValueError(qtype)
     return np.float16(std / math.sqrt(var_q * ms))
@@ -171,6 +208,29 @@ def random_blocks(rng: np.random.Generator, qtype: QT, n_blocks: int, d: np.floa
         sign = np.where(rng.integers(0, 2, size=(n_blocks, 16), dtype=np.int8) == 1, 1, -1).astype(np.int16)
         raw[:, 192:208] = (mag * sign).astype(np.int8).view(np.uint8)
         raw[:, 208:210] = d16
+    elif qtype in (QT.Q3_K, QT.IQ4_XS):
+        # signed 6-bit codes c in +-(16..31), stored as c + 32; w = d*c*q
+        mag = rng.integers(S6_LO, S6_HI + 1, size=(n_blocks, 16 if qtype == QT.Q3_K else 8), dtype=np.int16)
+        sign = np.where(rng.integers(0, 2, size=mag.shape, dtype=np.int8) == 1, 1, -1).astype(np.int16)
+        code = (mag * sign + 32).astype(np.uint8)
+        if qtype == QT.Q3_K:
+            # layout: hmask[32], qs[64], scales[12], d f16 (the 6-bit packing of Q3_K.dequantize_blocks)
+            packed = np.zeros((n_blocks, 12), dtype=np.uint8)
+            for i in range(16):
+                packed[:, i % 8] |= (code[:, i] & 15) << (4 * (i // 8))
+                packed[:, 8 + i % 4] |= ((code[:, i] >> 4) & 3) << (2 * (i // 4))
+            raw[:, 96:108] = packed
+            raw[:, 108:110] = d16
+        else:
+            # layout: d f16, scales_h u16, scales_l[4], qs[128]
+            raw[:, 0:2] = d16
+            high = np.zeros(n_blocks, dtype=np.uint16)
+            low = np.zeros((n_blocks, 4), dtype=np.uint8)
+            for ib in range(8):
+                high |= ((code[:, ib] >> 4) & 3).astype(np.uint16) << (2 * ib)
+                low[:, ib // 2] |= (code[:, ib] & 15) << (4 * (ib % 2))
+            raw[:, 2:4] = high.view(np.uint8).reshape(n_blocks, 2)
+            raw[:, 4:8] = low
     else:
         raise ValueError(qtype)
     return raw
@@ -286,17 +346,18 @@ class TensorPlan:
         return n // block * size
 
 
-def plan_tensors(p: Preset, n_layers: int, vocab: int) -> tuple[list[TensorPlan], list[int]]:
+def plan_tensors(p: Preset, n_layers: int, vocab: int, mix: str = "q4_k_m") -> tuple[list[TensorPlan], list[int]]:
     """Tensors in the order llama.cpp's converter writes them, and the source layer of each layer."""
     head_dim = p.hidden // p.heads
     full = p.full_layers or n_layers
+    type_of = MIXES[mix][0]
     if p.full_layers:
         source = [round(k * full / n_layers) for k in range(n_layers)]
     else:
         source = list(range(n_layers))
     t: list[TensorPlan] = [
         TensorPlan("rope_freqs.weight", (head_dim // 2,), QT.F32, rope_freqs(head_dim)),
-        TensorPlan("token_embd.weight", (vocab, p.hidden), q4_k_m_type("token_embd", 0, full)),
+        TensorPlan("token_embd.weight", (vocab, p.hidden), type_of("token_embd", 0, full)),
     ]
     kv = p.kv_heads * head_dim
     ones = np.ones(p.hidden, dtype=np.float32)
@@ -304,18 +365,18 @@ def plan_tensors(p: Preset, n_layers: int, vocab: int) -> tuple[list[TensorPlan]
         s = source[i]
         b = f"blk.{i}."
         t += [
-            TensorPlan(b + "attn_k.weight", (kv, p.hidden), q4_k_m_type("attn_k", s, full)),
+            TensorPlan(b + "attn_k.weight", (kv, p.hidden), type_of("attn_k", s, full)),
             TensorPlan(b + "attn_norm.weight", (p.hidden,), QT.F32, ones),
-            TensorPlan(b + "attn_output.weight", (p.hidden, p.hidden), q4_k_m_type("attn_output", s, full)),
-            TensorPlan(b + "attn_q.weight", (p.hidden, p.hidden), q4_k_m_type("attn_q", s, full)),
-            TensorPlan(b + "attn_v.weight", (kv, p.hidden), q4_k_m_type("attn_v", s, full)),
-            TensorPlan(b + "ffn_down.weight", (p.hidden, p.ffn), q4_k_m_type("ffn_down", s, full)),
-            TensorPlan(b + "ffn_gate.weight", (p.ffn, p.hidden), q4_k_m_type("ffn_gate", s, full)),
+            TensorPlan(b + "attn_output.weight", (p.hidden, p.hidden), type_of("attn_output", s, full)),
+            TensorPlan(b + "attn_q.weight", (p.hidden, p.hidden), type_of("attn_q", s, full)),
+            TensorPlan(b + "attn_v.weight", (kv, p.hidden), type_of("attn_v", s, full)),
+            TensorPlan(b + "ffn_down.weight", (p.hidden, p.ffn), type_of("ffn_down", s, full)),
+            TensorPlan(b + "ffn_gate.weight", (p.ffn, p.hidden), type_of("ffn_gate", s, full)),
             TensorPlan(b + "ffn_norm.weight", (p.hidden,), QT.F32, ones),
-            TensorPlan(b + "ffn_up.weight", (p.ffn, p.hidden), q4_k_m_type("ffn_up", s, full)),
+            TensorPlan(b + "ffn_up.weight", (p.ffn, p.hidden), type_of("ffn_up", s, full)),
         ]
     t += [
-        TensorPlan("output.weight", (vocab, p.hidden), q4_k_m_type("output", 0, full)),
+        TensorPlan("output.weight", (vocab, p.hidden), type_of("output", 0, full)),
         TensorPlan("output_norm.weight", (p.hidden,), QT.F32, ones),
     ]
     return t, source
@@ -344,15 +405,15 @@ def default_out_dir() -> Path:
 
 
 def build(preset: Preset, out: Path, *, seed: int, std: float, n_layers: int, vocab_file: Path,
-          quiet: bool = False) -> dict:
+          quiet: bool = False, mix: str = "q4_k_m") -> dict:
     t0 = time.time()
     vocab = load_vocab(vocab_file, preset.vocab)
     V = len(vocab.tokens)
-    tensors, source = plan_tensors(preset, n_layers, V)
+    tensors, source = plan_tensors(preset, n_layers, V, mix)
     head_dim = preset.hidden // preset.heads
 
     w = GGUFWriter(None, "llama")
-    w.add_name(f"synthetic-{preset.name}" + (f"-{n_layers}l" if preset.full_layers else "") + "-q4_k_m")
+    w.add_name(f"synthetic-{preset.name}" + (f"-{n_layers}l" if preset.full_layers else "") + f"-{mix}")
     w.add_description(f"{preset.description}; RANDOM WEIGHTS (std {std}, seed {seed}) made by "
                       "logit-lens tools/synthetic/make_synthetic_gguf.py: not a language model")
     w.add_context_length(preset.context)
@@ -363,7 +424,7 @@ def build(preset: Preset, out: Path, *, seed: int, std: float, n_layers: int, vo
     w.add_head_count_kv(preset.kv_heads)
     w.add_rope_freq_base(500000.0)
     w.add_layer_norm_rms_eps(1e-5)
-    w.add_file_type(LLAMA_FTYPE_MOSTLY_Q4_K_M)
+    w.add_file_type(MIXES[mix][1])
     w.add_vocab_size(V)
     w.add_rope_dimension_count(head_dim)
     w.add_tokenizer_model(vocab.model)
@@ -426,6 +487,8 @@ def main() -> None:
     ap.add_argument("--vocab-file", help="ggml-vocab-llama-bpe.gguf (default: found or extracted, see find_vocab)")
     ap.add_argument("--force", action="store_true", help="overwrite an existing file")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--mix", choices=sorted(MIXES), default="q4_k_m",
+                    help="llama-quantize's type choice to copy (default q4_k_m)")
     args = ap.parse_args()
 
     preset = PRESETS[args.preset]
@@ -433,7 +496,7 @@ def main() -> None:
     if n_layers < 1 or (preset.full_layers and n_layers > preset.full_layers):
         raise SystemExit(f"--layers must be 1..{preset.full_layers or 'any'}")
     default_name = f"synthetic-{preset.name}" + (f"-{n_layers}l" if preset.full_layers or args.layers else "") \
-        + (f"-seed{args.seed}" if args.seed else "") + "-q4_k_m.gguf"
+        + (f"-seed{args.seed}" if args.seed else "") + f"-{args.mix}.gguf"
     out = Path(args.out) if args.out else default_out_dir()
     if out.suffix != ".gguf":
         out = out / default_name
@@ -445,7 +508,7 @@ def main() -> None:
     vocab_file = find_vocab(args.vocab_file)
     print(f"{preset.name}: {n_layers} layers, hidden {preset.hidden}, MLP {preset.ffn}, heads {preset.heads}/"
           f"{preset.kv_heads}, seed {args.seed}, std {args.std} -> {out}", flush=True)
-    info = build(preset, out, seed=args.seed, std=args.std, n_layers=n_layers, vocab_file=vocab_file, quiet=args.quiet)
+    info = build(preset, out, seed=args.seed, std=args.std, n_layers=n_layers, vocab_file=vocab_file, quiet=args.quiet, mix=args.mix)
     print(f"wrote {info['path']}: {info['bytes'] / 1e9:.3f} GB ({info['bytes']:,} bytes), {info['tensors']} tensors "
           f"{info['types']}, vocab {info['vocab']}, in {info['seconds']} s", flush=True)
 

@@ -116,6 +116,8 @@ interface Spec {
   ids?: number[];
   chunkBytes: number;
   maxMemory?: number;
+  /** Load with int8 activations (`--int8`, LoadOptions.int8): the fast, inexact mode. */
+  int8?: boolean;
   profile: boolean;
 }
 
@@ -233,7 +235,7 @@ async function loadFor(spec: Spec): Promise<{ model: LoadedModel; loadS: number;
   // Written against LoadedModel.load(source, progress, { maxMemory }); an engine without the
   // option simply ignores it, which the budget check below reports as "not available".
   const load = LoadedModel.load as unknown as (s: unknown, p: unknown, o: object) => Promise<LoadedModel>;
-  const model = await load(source, progress, spec.maxMemory ? { maxMemory: spec.maxMemory } : {});
+  const model = await load(source, progress, { ...(spec.maxMemory ? { maxMemory: spec.maxMemory } : {}), ...(spec.int8 ? { int8: true } : {}) });
   const loadS = (performance.now() - t0) / 1000;
   const budget = (model as unknown as { blocks?: { budget?: number } }).blocks?.budget;
   return { model, loadS, maxMemoryHonoured: spec.maxMemory ? budget === spec.maxMemory : undefined };
@@ -859,6 +861,9 @@ interface ModelRun {
   lens?: ChildResult;
   forward?: ChildResult;
   maxmem?: ChildResult;
+  /** The same lens and forward children with `--int8` (int8 activations). */
+  int8Lens?: ChildResult;
+  int8Forward?: ChildResult;
   stream?: ChildResult;
   llama?: ChildResult;
   torchPrep?: ChildResult;
@@ -946,6 +951,12 @@ async function runModel(r: ModelRun, opts: Options, py: PythonInfo): Promise<voi
   log(`${r.id}: logit-lens, prefill and decode`);
   r.forward = await nodeChild("forward", withIds);
   if (!r.forward.ok) log(`  failed: ${r.forward.error}`);
+  // The fast mode: int8 activations, its speed and how far its lens moves from the exact one.
+  log(`${r.id}: logit-lens --int8, load + full lens, then prefill and decode`);
+  r.int8Lens = await nodeChild("lens", { ...s, int8: true, lens: [r.spec.lens[0]!], profile: false });
+  if (!r.int8Lens.ok) log(`  failed: ${r.int8Lens.error}`);
+  r.int8Forward = await nodeChild("forward", { ...withIds, int8: true, prefillAll: [], prefillLast: s.prefillLast.includes(64) ? [64] : s.prefillLast.slice(-1), profile: false });
+  if (!r.int8Forward.ok) log(`  failed: ${r.int8Forward.error}`);
   if (r.kind === "8b") {
     log(`${r.id}: logit-lens with --max-memory ${(MAX_MEMORY / GIB).toFixed(0)}G, load + full lens`);
     r.maxmem = await nodeChild("lens", { ...s, maxMemory: MAX_MEMORY });
@@ -1033,9 +1044,9 @@ function report(ctx: Context, runs: ModelRun[]): { md: string; summary: string[]
   // ---- issue 7's targets
   const t: string[] = [];
   const sum: string[] = [];
-  const add = (measure: string, model: string, figure: string, target: string, ok: boolean | undefined): void => {
-    t.push(`| ${measure} | ${model} | ${figure} | ${target} | ${verdict(ok)} |`);
-    sum.push(`${verdict(ok).replace(/\*/g, "")}: ${measure}, ${model}: ${figure.replace(/\*/g, "")} (target ${target})`);
+  const add = (measure: string, model: string, figure: string, target: string, ok: boolean | undefined, verdictText = verdict(ok)): void => {
+    t.push(`| ${measure} | ${model} | ${figure} | ${target} | ${verdictText} |`);
+    sum.push(`${verdictText.replace(/\*/g, "")}: ${measure}, ${model}: ${figure.replace(/\*/g, "")} (target ${target})`);
   };
   for (const r of runs.filter((x) => x.kind !== "cut")) {
     const l = val(r.lens);
@@ -1087,6 +1098,14 @@ function report(ctx: Context, runs: ModelRun[]): { md: string; summary: string[]
     const o = f.decode.newTokens / f.decode.best;
     const c = ll.decode.newTokens / ll.decode.best;
     add("decode with KV cache vs llama.cpp", r.title, `${o.toFixed(2)} vs ${c.toFixed(2)} tok/s: ${c >= o ? `ours ${(c / o).toFixed(2)}x slower` : `**ours ${(o / c).toFixed(2)}x faster**`}`, "no slower than 1.5x", c / o <= 1.5);
+  }
+  for (const r of runs.filter((x) => x.kind !== "cut")) {
+    const fi = val(r.int8Forward);
+    const ll = val(r.llama);
+    if (!fi || !ll) continue;
+    const o = fi.decode.newTokens / fi.decode.best;
+    const c = ll.decode.newTokens / ll.decode.best;
+    add("decode with KV cache vs llama.cpp, `--int8` (int8 activations, not exact: figures only)", r.title, `${o.toFixed(2)} vs ${c.toFixed(2)} tok/s: ${c >= o ? `ours ${(c / o).toFixed(2)}x slower` : `**ours ${(o / c).toFixed(2)}x faster**`}`, "(fast mode, not a target)", undefined, "figures only");
   }
   for (const r of runs.filter((x) => x.kind !== "cut")) {
     const l = val(r.lens);
@@ -1152,8 +1171,9 @@ function report(ctx: Context, runs: ModelRun[]): { md: string; summary: string[]
     "- **Load** is a warm load: converted weights already in `<cache>/compiled` (a `prepare` child loads each model first) and in the page cache. PyTorch loads fp32 safetensors that transformers made once from the GGUF (`<cache>/bench-reference`); llama.cpp maps the GGUF.",
     "- **Prefill, forward only**: one forward pass over N tokens, logits for the last position only (ours: `model.forward([], \"last\")`; llama.cpp: `evaluateWithoutGeneratingNewTokens`; PyTorch: `logits_to_keep=1`). All-position logits (ours `model.forward([], true)`, PyTorch `model(ids)`) are compared with PyTorch only.",
     "- **Decode**: greedy, KV cache, single-token steps after an 8-token prompt (the prompt's prefill is not timed); tokens/s = steps / their time.",
-    "- **Full lens**: `new LogitLens(model).run(ids, {topK: 10})`: the forward pass with every layer's residual, then for every layer x position the final norm (statistics recomputed), unembedding, log-softmax, top-10, entropy and KL to the final layer. PyTorch, as a careful researcher writes it (bench/reference_bench.py): `output_hidden_states=True` plus a hook on the last layer, the norm, `lm_head` over chunks of positions, `log_softmax`, `topk`, entropy, KL. Each lens run is split by timing every onnxruntime run inside it: forward graph vs lens graph; the rest is JavaScript and, for a streamed model, building sessions.",
+    "- **Full lens**: `new LogitLens(model).apply(ids, {topK: 10})`: the forward pass with every layer's residual, then for every layer x position the final norm (statistics recomputed), unembedding, log-softmax, top-10, entropy and KL to the final layer. PyTorch, as a careful researcher writes it (bench/reference_bench.py): `output_hidden_states=True` plus a hook on the last layer, the norm, `lm_head` over chunks of positions, `log_softmax`, `topk`, entropy, KL. Each lens run is split by timing every onnxruntime run inside it: forward graph vs lens graph; the rest is JavaScript and, for a streamed model, building sessions.",
     `- **Lens GFLOP/s** = 2 x layers x positions x hidden x vocab (the useful unembedding work) / the lens's own time (the whole call less the forward pass and building sessions: lens graph runs, tiles of the unembedding dequantized in JavaScript, merges), against the fp32 FMA peak measured above with the widest vectors the CPU has.`,
+    "- **`--int8`**: the same lens child (first lens size only) and forward child (64-token prefill and decode) with `LoadedModel.load(source, progress, { int8: true })`: the quantized products take int8 activations (MatMulNBits accuracy level 4, llama.cpp's trade), the lens's own products stay fp32. Its lens's top-1 ids are compared cell by cell with the exact lens's. A fast mode, not exact: its figures are not held against the targets.",
     `- **--max-memory 4G**: \`LoadedModel.load(source, progress, { maxMemory: 4 GiB })\` (what \`--max-memory 4G\` passes), then the same full lens; the model runs a block of layers at a time, building and dropping each block's session on every pass.`,
     "- **Cache size**: `weights.bin` in `<cache>/compiled/<key>/` (the repacked weights) against the GGUF file.",
     "",
@@ -1220,6 +1240,16 @@ function modelSection(ctx: Context, r: ModelRun): string[] {
     }
   }
   if (f) row("decode, tokens/s (greedy, KV cache)", f.decode.newTokens / f.decode.best, p ? p.decode.newTokens / p.decode.best : undefined, ll ? ll.decode.newTokens / ll.decode.best : undefined, (v) => (v === undefined ? "n/a" : v.toFixed(2)), true);
+  const fi = val(r.int8Forward);
+  const li = val(r.int8Lens);
+  if (fi) {
+    for (const n of r.spec.prefillLast.filter((k) => fi.prefillLast[k])) row(`\`--int8\`: prefill ${n} tokens, last-position logits`, best(fi.prefillLast[n]), undefined, best(ll?.prefill[n]));
+    row("`--int8`: decode, tokens/s", fi.decode.newTokens / fi.decode.best, undefined, ll ? ll.decode.newTokens / ll.decode.best : undefined, (v) => (v === undefined ? "n/a" : v.toFixed(2)), true);
+  }
+  if (li) {
+    const n = r.spec.lens[0]!;
+    row(`\`--int8\`: full lens, ${n} tokens`, li.lens[n].total.best, undefined, undefined);
+  }
   const memFmt = (b: number | undefined): string => (b === undefined ? "n/a" : `${gb(b)} (${(b / pr.fileSize).toFixed(2)}x GGUF)`);
   if (l) lines.push(`| peak RSS, load + full lens of ${r.spec.lens[0]} tokens | ${memFmt(l.hwm.afterLens)} | ${p ? memFmt(p.peakRssAfterLensBytes) : r.kind === "8b" ? "cannot load" : "-"} | - | | |`);
   if (m && m.maxMemoryHonoured !== false) {
@@ -1240,6 +1270,11 @@ function modelSection(ctx: Context, r: ModelRun): string[] {
     notes.push(`- Resident at the end of the lens child: ${gb(l.rssFileBytes)} file-backed, ${gb(l.rssAnonBytes)} anonymous (weights.bin ${gb(l.weightsBinBytes)}); after load alone VmHWM ${gb(l.hwm.afterLoad)}.`);
   }
   if (f) notes.push(`- Building sessions for the forward-only passes: all-position logits ${f.sessionAllS === undefined ? "-" : secs(f.sessionAllS)}, last-position ${secs(f.sessionLastS)} (not in any timing).`);
+  const int8Lens = val(r.int8Lens);
+  if (int8Lens && l) {
+    const a = int8Agreement(l.lensTop1 as number[][], int8Lens.lensTop1 as number[][]);
+    notes.push(`- \`--int8\` (int8 activations in the quantized products, llama.cpp's trade; the lens's own products stay fp32): its lens's top-1 equals the exact lens's in ${a.same} / ${a.total} layer x position cells (${((100 * a.same) / a.total).toFixed(1)} %), and the output's (last layer) in ${a.lastSame} / ${a.lastTotal} positions; its lens child peaked at ${gb(int8Lens.hwm.afterLens)}. Not exact: a fast mode for generation, not a target.`);
+  }
   if (m && m.maxMemoryHonoured !== false && l) {
     const n = r.spec.lens[0]!;
     let same = 0;
@@ -1312,6 +1347,23 @@ function modelSection(ctx: Context, r: ModelRun): string[] {
   notes.push(`- Load average (1 min) before -> after each child, and its wall time: ${la.join("; ")}.`);
   lines.push("Notes:", "", ...notes, "");
   return lines;
+}
+
+/** Cells whose top-1 is the same in two lens runs ([readout][position] ids), overall and at the last readout. */
+function int8Agreement(exact: number[][], int8: number[][]): { same: number; total: number; lastSame: number; lastTotal: number } {
+  let same = 0, total = 0, lastSame = 0, lastTotal = 0;
+  exact.forEach((ids, li) =>
+    ids.forEach((id, pi) => {
+      const hit = int8[li]?.[pi] === id;
+      total++;
+      if (hit) same++;
+      if (li === exact.length - 1) {
+        lastTotal++;
+        if (hit) lastSame++;
+      }
+    }),
+  );
+  return { same, total, lastSame, lastTotal };
 }
 
 /** The 70B figures from the 2- and 4-layer cuts: per-layer cost = (4-layer - 2-layer) / 2. */

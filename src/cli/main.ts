@@ -93,6 +93,9 @@ Lens options (lens and generate):
   --quiet                  no progress on stderr
   --max-memory <size>      memory for the model, e.g. 4G (default: 75 % of the free memory); a
                            model that does not fit runs a block of layers at a time, same results
+  --int8                   multiply quantized matrices with int8 activations, as llama.cpp does:
+                           about 2x faster decoding on big models, but not exact (default: exact
+                           fp32 arithmetic on the file's weights)
 
 Generation options:
   --max-new-tokens <n>     default 40
@@ -129,6 +132,7 @@ const OPTIONS = {
   "no-color": { type: "boolean" },
   quiet: { type: "boolean", short: "q" },
   "max-memory": { type: "string" },
+  int8: { type: "boolean" },
   "max-new-tokens": { type: "string" },
   temperature: { type: "string" },
   "top-p": { type: "string" },
@@ -472,7 +476,8 @@ async function lensCommand(options: Options, progress: Progress, generate: boole
     };
   }
 
-  const model = await loadModel(options.model, progress, { maxMemory: parseSize(options["max-memory"], "--max-memory") });
+  const model = await loadModel(options.model, progress, { maxMemory: parseSize(options["max-memory"], "--max-memory"), int8: options.int8 });
+  if (model.quantizedArithmetic === "int8") progress.info("quantized matrices multiply with int8 activations (--int8 or LOGIT_LENS_INT8=1): faster, not exact");
   const tok = model.tokenizer;
   const { hooks, points } = readoutHooks(options.points, model.config);
   const ids = options.chat ? tok.encodeChat([{ role: "user", content: options.prompt }], { addGenerationPrompt: true }) : tok.encode(options.prompt);

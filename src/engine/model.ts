@@ -13,7 +13,7 @@ import { externalBytes } from "../graph/slice.js";
 import { checkModelConfig, checkTokenizerFitsModel } from "../formats/sanity.js";
 import { recordCompiledSource, sweepStalePartials } from "../sources/cache-admin.js";
 import type { WeightSource } from "../architectures/layers.js";
-import { GraphBuilder, isQuantizedExternal, type Value } from "../graph/builder.js";
+import { GraphBuilder, defaultQuantizedArithmetic, isQuantizedExternal, type QuantizedArithmetic, type Value } from "../graph/builder.js";
 import { ort as runtime, type SessionTuning } from "../graph/session.js";
 import { readGguf } from "../formats/gguf.js";
 import { configFromGguf, ggufDisplayName, weightsFromGguf } from "../formats/gguf-model.js";
@@ -41,6 +41,13 @@ export interface LoadOptions {
   maxMemory?: number;
   /** Where "loading layers a-b" messages go when the model streams. */
   progress?: Progress;
+  /**
+   * Multiply quantized matrices with int8 activations (MatMulNBits' int8 path, llama.cpp's trade):
+   * about 2x faster decoding on big models, at the cost of exactness (the forward pass's hidden
+   * states move; the lens's own products stay fp32). Default: exact fp32 arithmetic, unless
+   * LOGIT_LENS_INT8=1.
+   */
+  int8?: boolean;
 }
 
 /** 75 % of the memory available now (what a run can take without pushing others out). */
@@ -106,6 +113,11 @@ export class LoadedModel {
     this.invFreqLocal = config.ropeLocalTheta ? inverseFrequencies(config, config.ropeLocalTheta, false) : this.invFreqGlobal;
   }
 
+  /** How the forward pass multiplies quantized matrices (LoadOptions.int8). */
+  get quantizedArithmetic(): QuantizedArithmetic {
+    return this.options.int8 === undefined ? defaultQuantizedArithmetic() : this.options.int8 ? "int8" : "fp32";
+  }
+
   /** Opens and converts (once) the model's weights, then returns it ready to run. */
   static async load(source: ModelSource, progress: Progress, options: LoadOptions = {}): Promise<LoadedModel> {
     const files = await openModelFiles(source);
@@ -132,6 +144,7 @@ export class LoadedModel {
     let s = this.sessions.get(key);
     if (!s) {
       const g = new GraphBuilder("forward");
+      g.quantizedArithmetic = this.quantizedArithmetic;
       const inputs = standardInputs(g, this.config);
       // The residual at every layer boundary is asked for too, so that the graph can be cut there.
       const boundaries = [...Array.from({ length: this.config.nLayers }, (_, l) => blockHook(l, "hook_resid_pre")), blockHook(this.config.nLayers - 1, "hook_resid_post")];
@@ -220,6 +233,7 @@ export class LoadedModel {
   unembeddingBytes(): number {
     if (this.smallLensUnembedding()) return this.config.vocabSize * this.config.hidden * 4 + LENS_WORKING_BYTES;
     const g = new GraphBuilder("probe");
+    g.quantizedArithmetic = this.quantizedArithmetic;
     new GraphWeights(g, this.store).get(unembeddingOf(this.config).matrix);
     return externalBytes(g) + LENS_WORKING_BYTES;
   }

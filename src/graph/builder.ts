@@ -106,21 +106,16 @@ export function isQuantized(v: Value | undefined): v is QuantizedValue {
 }
 
 /**
- * MatMulNBits accuracy level: 0 computes in fp32 from the dequantized blocks (exact weights, fp32
- * arithmetic, what the reference comparisons need); 4 quantizes the activations to int8 per block,
- * as llama.cpp does (faster, less exact): LOGIT_LENS_INT8=1 chooses it.
+ * How quantized matrices are multiplied (MatMulNBits' accuracy level). "fp32" (level 0) computes in
+ * fp32 from the dequantized blocks: exact weights, fp32 arithmetic, what the reference comparisons
+ * need. "int8" (level 4) rounds the activations to int8 per block of 32, as llama.cpp does: about 2x
+ * faster decoding on big models, not exact. Chosen per model (LoadOptions.int8, `--int8`);
+ * LOGIT_LENS_INT8=1 makes "int8" the default.
  */
-function accuracyLevel(): number {
-  return process.env["LOGIT_LENS_INT8"] === "1" ? 4 : 0;
-}
+export type QuantizedArithmetic = "fp32" | "int8";
 
-/**
- * Whether a quantized matrix's fp32 scales and mins are made from its codes at each run (the codes
- * are 0.5 bits per weight, the fp32 arrays 2 bits for the 4-bit K-quants). MatMulNBits' int8 path
- * packs the scales at load, so it needs them constant.
- */
-function scalesPerRun(ext: QuantizedExternal): boolean {
-  return ext.scalesPerRun === true && accuracyLevel() === 0;
+export function defaultQuantizedArithmetic(): QuantizedArithmetic {
+  return process.env["LOGIT_LENS_INT8"] === "1" ? "int8" : "fp32";
 }
 
 /** Rows of a matrix: gathered by index, or the contiguous range [start, end) (int64 scalars). */
@@ -138,7 +133,19 @@ export class GraphBuilder {
   private counter = 0;
   private readonly constants = new Map<string, Value>();
 
+  /** How this graph's quantized products compute; set it before adding quantized weights. */
+  quantizedArithmetic: QuantizedArithmetic = defaultQuantizedArithmetic();
+
   constructor(readonly name: string) {}
+
+  /**
+   * Whether a quantized matrix's fp32 scales and mins are made from its codes at each run (the
+   * codes are 0.5 bits per weight, the fp32 arrays 2 bits for the 4-bit K-quants). MatMulNBits'
+   * int8 path packs the scales at load, so it needs them constant.
+   */
+  private scalesPerRun(ext: QuantizedExternal): boolean {
+    return ext.scalesPerRun === true && this.quantizedArithmetic === "fp32";
+  }
 
   private fresh(hint: string): string {
     return `${hint}_${this.counter++}`;
@@ -166,7 +173,7 @@ export class GraphBuilder {
     const codes = [ext.d, ext.sc, ext.m, ext.negDmin, ext.mc].reduce((sum, c) => sum + (c?.length ?? 0), 0);
     // What a session holds for it (read by graph/slice.ts externalBytes for memory planning): the
     // planes and, when the scales are expanded at each run, only the codes.
-    this.weight(name, ext.data, "uint8", `resident=${scalesPerRun(ext) ? ext.data.length + codes : ext.residentBytes}`);
+    this.weight(name, ext.data, "uint8", `resident=${this.scalesPerRun(ext) ? ext.data.length + codes : ext.residentBytes}`);
     let zeroPoints: Value | undefined;
     if (ext.zeroPoints.some((z) => z !== 8)) {
       // Every row has the same pattern: each plane's blocks, two 4-bit zero points per byte.
@@ -338,11 +345,11 @@ export class GraphBuilder {
     if (isHalf(w)) return this.op1("Gemm", [x, this.widen(w.half.raw), bias], { transB: 1 });
     if (!isQuantized(w)) return this.op1("Gemm", [x, w, bias], { transB: 1 });
     const { blockSize, n, k, twoPlanes, zeroPoints } = w.quant;
-    const { scales, mins } = this.scalesAndMins(w, scalesPerRun(w.quant.ext));
+    const { scales, mins } = this.scalesAndMins(w, this.scalesPerRun(w.quant.ext));
     // Two planes: one product over [16x, x] against [high, low] (16x is exact in floating point).
     const a = twoPlanes ? this.concat([this.mul(x, this.scalar(16)), x], -1) : x;
     const kA = twoPlanes ? 2 * k : k;
-    let y = this.op("MatMulNBits", [a, { name: w.name }, scales, zeroPoints], { K: kA, N: n, bits: 4, block_size: blockSize, accuracy_level: accuracyLevel() }, { domain: "com.microsoft" })[0]!;
+    let y = this.op("MatMulNBits", [a, { name: w.name }, scales, zeroPoints], { K: kA, N: n, bits: 4, block_size: blockSize, accuracy_level: this.quantizedArithmetic === "int8" ? 4 : 0 }, { domain: "com.microsoft" })[0]!;
     if (mins) {
       // Gemm's C input adds y in the same pass as the product (no extra pass over [rows, N]).
       const blockSums = this.reduceSum(this.reshape(x, [0, k / blockSize, blockSize]), [2], 0); // [rows, blocks]
@@ -356,7 +363,7 @@ export class GraphBuilder {
     const { blockSize, k, twoPlanes, planeZeroPoints } = w.quant;
     // Gathered rows are made at each run from their own codes; the whole matrix (an op other than
     // linear needs it) is folded to fp32 once, at load.
-    const { scales, mins } = this.scalesAndMins(w, rows !== undefined && scalesPerRun(w.quant.ext), rows, true); // [r, blocks]
+    const { scales, mins } = this.scalesAndMins(w, rows !== undefined && this.scalesPerRun(w.quant.ext), rows, true); // [r, blocks]
     const blocks = k / blockSize;
     const pick = (v: Value) => (rows ? this.pickRows(v, rows) : v);
     // [r, planes * blocks, blockSize / 2] bytes, two 4-bit values per byte, the low nibble first

@@ -67,7 +67,7 @@ export interface ReportLayer {
 
 export interface LensReport {
   schema: string;
-  model: { name: string; architecture: string; n_layers: number; hidden_size: number; vocab_size: number; source: string };
+  model: { name: string; architecture: string; n_layers: number; hidden_size: number; vocab_size: number; source: string; int8_activations?: true };
   /** `translator`: "linear" or "tuned" when a trained translator maps each residual first (--lens KIND:FILE). */
   lens: { variant: "logit" | "raw"; translator?: "linear" | "tuned"; description: string; top_k: number; points: string[] };
   prompt: string;
@@ -163,7 +163,7 @@ export function buildReport(model: LoadedModel, inp: ReportInputs): LensReport {
   const cfg = model.config;
   const report: LensReport = {
     schema: REPORT_SCHEMA,
-    model: { name: model.info.name, architecture: cfg.architecture, n_layers: cfg.nLayers, hidden_size: cfg.hidden, vocab_size: cfg.vocabSize, source: model.info.source },
+    model: { name: model.info.name, architecture: cfg.architecture, n_layers: cfg.nLayers, hidden_size: cfg.hidden, vocab_size: cfg.vocabSize, source: model.info.source, ...(model.quantizedArithmetic === "int8" ? { int8_activations: true as const } : {}) },
     lens: {
       variant: job.result.variant,
       description:

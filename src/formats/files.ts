@@ -4,6 +4,7 @@
 import fs from "node:fs";
 import { isAbsolute } from "node:path";
 import { UserError } from "../errors.js";
+import type { TensorRef } from "./tensor-ref.js";
 
 /** Opens `file` read-only; `kind` names it in the error ("GGUF file", "safetensors file"). */
 export function openForReading(file: string, absolute: string, kind: string): number {
@@ -31,4 +32,21 @@ export function isSafeRelativePath(path: unknown): path is string {
     !/^[A-Za-z]:/.test(path) &&
     path.split("/").every((p) => p !== ".." && p !== "." && p !== "")
   );
+}
+
+/** Raw bytes of a tensor, as stored in its file. */
+export function readTensorBytes(ref: TensorRef): Uint8Array {
+  const out = new Uint8Array(ref.byteLength);
+  const fd = fs.openSync(ref.file, "r");
+  try {
+    let done = 0;
+    while (done < out.length) {
+      const n = fs.readSync(fd, out, done, out.length - done, ref.offset + done);
+      if (n === 0) throw new UserError(`${ref.file}: file ends inside tensor ${ref.name} (truncated file?)`);
+      done += n;
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  return out;
 }

@@ -19,6 +19,8 @@ import crypto from "node:crypto";
 import type { TensorRef } from "./tensor-ref.js";
 import { readRowsF32, readTensorF32 } from "./dequantize.js";
 import { canRepack, compactRepack, type CompactQuantized } from "./block-quant.js";
+import { readTensorBytes } from "./files.js";
+import { RepackPool, repackWorkerCount } from "./repack-pool.js";
 import type { ExternalWeight, QuantizedExternal } from "../graph/builder.js";
 import type { Progress } from "../progress.js";
 import { UserError } from "../errors.js";
@@ -28,6 +30,11 @@ const FORMAT_VERSION = 9;
 /** Big tensors start on a page (onnxruntime maps them); small ones (norms, scales) only need 64 bytes. */
 const PAGE = 4096;
 const SMALL = 64 * 1024;
+/**
+ * Source bytes of quantized tensors repacked ahead of the writer at most (at least one tensor):
+ * each repacked result is about 1.1-2x its source in memory until written.
+ */
+const REPACK_AHEAD_BYTES = 512 * 2 ** 20;
 
 export interface TensorTransform {
   /** Identifies the transform in the cache key. */
@@ -82,23 +89,6 @@ function reorderRows(raw: Uint8Array, rows: number, order: Int32Array): Uint8Arr
   const rowBytes = raw.length / rows;
   const out = new Uint8Array(raw.length);
   for (let i = 0; i < rows; i++) out.set(raw.subarray(order[i]! * rowBytes, (order[i]! + 1) * rowBytes), i * rowBytes);
-  return out;
-}
-
-/** Raw bytes of a tensor, as stored in its file. */
-function readRaw(ref: TensorRef): Uint8Array {
-  const out = new Uint8Array(ref.byteLength);
-  const fd = fs.openSync(ref.file, "r");
-  try {
-    let done = 0;
-    while (done < out.length) {
-      const n = fs.readSync(fd, out, done, out.length - done, ref.offset + done);
-      if (n === 0) throw new UserError(`${ref.file}: file ends inside tensor ${ref.name} (truncated file?)`);
-      done += n;
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
   return out;
 }
 
@@ -340,16 +330,42 @@ export class WeightStore {
       return at;
     };
     const asBytes = (a: Float32Array | Uint8Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+    // Quantized tensors are repacked ahead by worker threads (repack-pool.ts) while this thread
+    // writes the finished ones in order; at most REPACK_AHEAD_BYTES of source blocks are in flight.
+    const entries = [...this.entries];
+    const quantized = entries.map(([, e]) => keepsQuantized(e, this.dequantize));
+    const quantizedBytes = entries.reduce((sum, [, e], i) => sum + (quantized[i] ? e.ref.byteLength : 0), 0);
+    const workers = repackWorkerCount(quantizedBytes);
+    const pool = workers > 0 ? new RepackPool(workers) : undefined;
+    const ahead = new Map<number, Promise<CompactQuantized>>();
+    let next = 0;
+    let inFlight = 0;
+    const startAhead = (from: number) => {
+      for (next = Math.max(next, from); pool && next < entries.length && (ahead.size === 0 || inFlight < REPACK_AHEAD_BYTES); next++) {
+        const order = quantized[next];
+        if (!order) continue;
+        const ref = entries[next]![1].ref;
+        const [rows, cols] = ref.shape as [number, number];
+        const job = pool.repack(ref, rows, cols, order === true ? undefined : order);
+        job.catch(() => {}); // awaited in order below; a rejection must not go unhandled meanwhile
+        ahead.set(next, job);
+        inFlight += ref.byteLength;
+      }
+    };
     try {
-      for (const [name, entry] of this.entries) {
-        const rowOrder = keepsQuantized(entry, this.dequantize);
+      for (const [i, [name, entry]] of entries.entries()) {
+        startAhead(i);
+        const rowOrder = quantized[i];
         if (rowOrder) {
           const [rows, cols] = entry.ref.shape as [number, number];
-          const q = compactRepack(entry.ref.dtype, readRaw(entry.ref), rows, cols, rowOrder === true ? undefined : rowOrder);
+          const job = ahead.get(i);
+          ahead.delete(i);
+          const q = job ? await job : compactRepack(entry.ref.dtype, readTensorBytes(entry.ref), rows, cols, rowOrder === true ? undefined : rowOrder);
+          if (job) inFlight -= entry.ref.byteLength;
           index[name] = { ...write(q.data), shape: [rows, cols], quant: this.writeCodes(q, write) };
         } else if (keepsHalf(entry, this.dequantize)) {
           const order = keepsHalf(entry, this.dequantize);
-          const raw = order === true ? readRaw(entry.ref) : reorderRows(readRaw(entry.ref), entry.ref.shape[0]!, order as Int32Array);
+          const raw = order === true ? readTensorBytes(entry.ref) : reorderRows(readTensorBytes(entry.ref), entry.ref.shape[0]!, order as Int32Array);
           index[name] = { ...write(raw), shape: entry.ref.shape, half: entry.ref.dtype === "F16" ? "float16" : "bfloat16" };
         } else {
           let data = readTensorF32(entry.ref);
@@ -367,6 +383,8 @@ export class WeightStore {
       fs.closeSync(fd);
       fs.rmSync(tmp, { force: true });
       throw e;
+    } finally {
+      await pool?.close();
     }
     fs.renameSync(tmp, path.join(this.dir, "weights.bin"));
     fs.writeFileSync(path.join(this.dir, "weights.json"), JSON.stringify({ size: fs.statSync(path.join(this.dir, "weights.bin")).size, tensors: index }));

@@ -150,3 +150,45 @@ test("onnxruntime multiplies and gathers the stored quantized matrices like thei
     fs.rmSync(cache, { recursive: true, force: true });
   }
 });
+
+test("a conversion repacked by worker threads writes the same cache, byte for byte, as one on the main thread", async () => {
+  // Real SmolLM2's 211 quantized tensors (Q4_1, Q8_0), converted twice into fresh caches: once with
+  // two repacking workers (what a big model's first load uses), once on the main thread.
+  const { realSource } = await import("../helpers/real-models.js");
+  const { openModelFiles } = await import("../../src/engine/model.js");
+  const files = await openModelFiles(await realSource("smollm2-135m-instruct"));
+  const caches = [fs.mkdtempSync(path.join(os.tmpdir(), "logit-lens-repack-")), fs.mkdtempSync(path.join(os.tmpdir(), "logit-lens-inline-"))];
+  const before = process.env["LOGIT_LENS_REPACK_WORKERS"];
+  try {
+    const stores: WeightStore[] = [];
+    for (const [i, workers] of ["2", "0"].entries()) {
+      process.env["LOGIT_LENS_REPACK_WORKERS"] = workers;
+      stores.push(await WeightStore.open(files.entries, files.files, caches[i]!, createProgress({ quiet: true })));
+    }
+    const bin = (s: WeightStore) => fs.readFileSync(path.join(s.dir, "weights.bin"));
+    const [a, b] = [bin(stores[0]!), bin(stores[1]!)];
+    assert.ok(a.length > 50e6, `weights.bin is ${a.length} bytes`);
+    assert.ok(a.equals(b), "weights.bin differs");
+    assert.equal(fs.readFileSync(path.join(stores[0]!.dir, "weights.json"), "utf8"), fs.readFileSync(path.join(stores[1]!.dir, "weights.json"), "utf8"));
+  } finally {
+    if (before === undefined) delete process.env["LOGIT_LENS_REPACK_WORKERS"];
+    else process.env["LOGIT_LENS_REPACK_WORKERS"] = before;
+    for (const c of caches) fs.rmSync(c, { recursive: true, force: true });
+  }
+});
+
+test("a repacking worker's failure reaches the caller as the same one-line error", async () => {
+  const { RepackPool } = await import("../../src/formats/repack-pool.js");
+  const pool = new RepackPool(1);
+  try {
+    const t = quantTensors.find((x) => x.dtype === "Q4_K")!;
+    // The tensor's bytes said to lie past the end of the file, as in a file cut short after it was checked.
+    const ref = { name: t.name, shape: t.shape, dtype: t.dtype, file: GGUF, offset: fileBytes.length - 100, byteLength: t.byteLength };
+    await assert.rejects(pool.repack(ref, ROWS, COLS), (e: Error) => e.name === "UserError" && /file ends inside tensor t\.q4_k \(truncated file\?\)/.test(e.message));
+    // The pool still works after a failed job.
+    const good = await pool.repack({ ...ref, offset: t.fileOffset }, ROWS, COLS);
+    assert.equal(good.rows, ROWS);
+  } finally {
+    await pool.close();
+  }
+});

@@ -377,6 +377,7 @@ test(`SmolLM2 with MLP down-projections in Q2_K, Q3_K, IQ4_XS: llama.cpp reads t
     } finally {
       await context.dispose();
       await model.dispose();
+      fs.rmSync(ours.store.dir, { recursive: true, force: true }); // the file is temporary: so is its conversion
     }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

@@ -453,11 +453,7 @@ const UNPACKERS: Record<string, Unpacker> = {
   IQ4_NL(raw, q, scales) {
     for (let i = 0, p = 0; i < scales.length; i++, p += 18) {
       scales[i] = f16(raw, p);
-      for (let j = 0; j < 16; j++) {
-        const v = raw[p + 2 + j]!;
-        q[i * 32 + j] = IQ4_LEVELS[v & 15]! + 128;
-        q[i * 32 + j + 16] = IQ4_LEVELS[v >> 4]! + 128;
-      }
+      iq4Quants(raw, p + 2, q, i * 32);
     }
   },
   // Super-blocks of 256 = 8 sub-blocks of 32 laid out like IQ4_NL: y = d * (ls - 32) * level
@@ -466,12 +462,17 @@ const UNPACKERS: Record<string, Unpacker> = {
       const d = f16(raw, p);
       for (let ib = 0; ib < 8; ib++) {
         scales[s * 8 + ib] = d * scaleIQ4_XS(raw, p, ib);
-        for (let j = 0; j < 16; j++) {
-          const v = raw[p + 8 + ib * 16 + j]!;
-          q[s * 256 + ib * 32 + j] = IQ4_LEVELS[v & 15]! + 128;
-          q[s * 256 + ib * 32 + j + 16] = IQ4_LEVELS[v >> 4]! + 128;
-        }
+        iq4Quants(raw, p + 8 + ib * 16, q, s * 256 + ib * 32);
       }
     }
   },
 };
+
+/** 32 IQ4 indices (16 bytes from raw[qs], low nibbles first) as stored 8-bit quants: level + 128. */
+function iq4Quants(raw: Uint8Array, qs: number, q: Uint8Array, at: number): void {
+  for (let j = 0; j < 16; j++) {
+    const v = raw[qs + j]!;
+    q[at + j] = IQ4_LEVELS[v & 15]! + 128;
+    q[at + j + 16] = IQ4_LEVELS[v >> 4]! + 128;
+  }
+}

@@ -423,20 +423,24 @@ function dequantQ3_K(b: Uint8Array, out: Float32Array): void {
 /** IQ4_NL's 16 non-linear levels (ggml-common.h kvalues_iq4nl), shared by IQ4_XS. */
 export const IQ4_LEVELS: readonly number[] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
 
-// block_iq4_nl (18 bytes, 32 elements): f16 d, u8 qs[16]; low nibbles are elements 0..15, high
-// nibbles 16..31, each an index into IQ4_LEVELS. y = d * level.
+/**
+ * 32 IQ4 weights: the 16 bytes from b[qs] hold indices into IQ4_LEVELS, low nibbles for elements
+ * 0..15, high nibbles for 16..31; each weight is scale * level. Shared by IQ4_NL and IQ4_XS.
+ */
+function iq4Weights(b: Uint8Array, qs: number, scale: number, out: Float32Array, y: number): void {
+  const k = IQ4_LEVELS;
+  for (let j = 0; j < 16; j++) {
+    const q = b[qs + j]!;
+    out[y + j] = scale * k[q & 15]!;
+    out[y + j + 16] = scale * k[q >> 4]!;
+  }
+}
+
+// block_iq4_nl (18 bytes, 32 elements): f16 d, u8 qs[16] (iq4Weights). y = d * level.
 function dequantIQ4_NL(b: Uint8Array, out: Float32Array): void {
   const t = HALF_TO_FLOAT;
-  const k = IQ4_LEVELS;
   const nb = out.length >> 5;
-  for (let i = 0, p = 0, o = 0; i < nb; i++, p += 18, o += 32) {
-    const d = t[b[p]! | (b[p + 1]! << 8)]!;
-    for (let j = 0; j < 16; j++) {
-      const q = b[p + 2 + j]!;
-      out[o + j] = d * k[q & 15]!;
-      out[o + j + 16] = d * k[q >> 4]!;
-    }
-  }
+  for (let i = 0, p = 0, o = 0; i < nb; i++, p += 18, o += 32) iq4Weights(b, p + 2, t[b[p]! | (b[p + 1]! << 8)]!, out, o);
 }
 
 /** IQ4_XS's sub-block (of 32) scale code ib (0..7) as the signed value it stands for: 4 low bits from scales_l, 2 high from scales_h, less 32. */
@@ -450,18 +454,9 @@ export function scaleIQ4_XS(b: Uint8Array, p: number, ib: number): number {
 // sub-blocks of 32, each laid out like an IQ4_NL block's quants. y = d * scale * level.
 function dequantIQ4_XS(b: Uint8Array, out: Float32Array): void {
   const t = HALF_TO_FLOAT;
-  const k = IQ4_LEVELS;
   const nb = out.length >> 8;
   for (let i = 0, p = 0, o = 0; i < nb; i++, p += 136, o += 256) {
     const d = t[b[p]! | (b[p + 1]! << 8)]!;
-    for (let ib = 0; ib < 8; ib++) {
-      const dl = d * scaleIQ4_XS(b, p, ib);
-      const qs = p + 8 + ib * 16, y = o + ib * 32;
-      for (let j = 0; j < 16; j++) {
-        const q = b[qs + j]!;
-        out[y + j] = dl * k[q & 15]!;
-        out[y + j + 16] = dl * k[q >> 4]!;
-      }
-    }
+    for (let ib = 0; ib < 8; ib++) iq4Weights(b, p + 8 + ib * 16, d * scaleIQ4_XS(b, p, ib), out, o + ib * 32);
   }
 }

@@ -57,6 +57,13 @@ const GB = 1e9;
 const GIB = 2 ** 30;
 /** The budget of the streamed rows (`--max-memory 4G`: binary units, as the CLI parses it). */
 const MAX_MEMORY = 4 * GIB;
+/**
+ * The budget the 70B cuts stream under: small enough that neither cut's blocks stay open between
+ * passes (at 4 GiB the 2-layer cut's three blocks all fit, so it rebuilt nothing and the per-layer
+ * streamed cost took every block's rebuilding from the 4-layer cut alone), as in a 70B in 16 GB,
+ * whose 80 layers never fit.
+ */
+const CUT_MAX_MEMORY = 2 * GIB;
 /** The 70B that the cuts stand for: 80 layers, with 16 GB of RAM. */
 const FULL_70B_LAYERS = 80;
 const RAM_70B = 16 * GIB;
@@ -942,8 +949,8 @@ async function runModel(r: ModelRun, opts: Options, py: PythonInfo): Promise<voi
   if (!r.lens.ok) log(`  failed: ${r.lens.error}`);
   const ids: number[] | undefined = r.lens.ok ? r.lens.value.ids : undefined;
   if (r.kind === "cut") {
-    log(`${r.id}: logit-lens, load + full lens streamed (max memory ${(MAX_MEMORY / GIB).toFixed(0)} GiB)`);
-    r.stream = await nodeChild("lens", { ...s, maxMemory: MAX_MEMORY });
+    log(`${r.id}: logit-lens, load + full lens streamed (max memory ${(CUT_MAX_MEMORY / GIB).toFixed(0)} GiB)`);
+    r.stream = await nodeChild("lens", { ...s, maxMemory: CUT_MAX_MEMORY });
     if (!r.stream.ok) log(`  failed: ${r.stream.error}`);
     return;
   }
@@ -1401,7 +1408,7 @@ function extrapolate70b(ctx: Context, runs: ModelRun[]): { ok: boolean; headline
   const Ms = [a.stream.hwm.afterLens, b.stream.hwm.afterLens];
   const U: number | undefined = a.stream.unembeddingBytes ?? a.lens.unembeddingBytes;
   md.push(
-    `The synthetic Llama-3-70B shape (hidden 8192, MLP 28672, 64/8 heads, vocab 128256, the Q4_K_M types of the full model's layers) cut to 2 and to 4 layers; every difference of the two, halved, is the cost of one layer, and what is left of the 2-layer cut after taking 2 layers off is the fixed cost (embedding, unembedding and the lens over the final layer, which the lens graph runs as its KL reference). A full 70B has ${L} layers: **70B = fixed + ${L} x per layer = 2-layer cut + ${L - 2} x per layer**. "Streamed" runs the same lens with \`maxMemory\` ${(MAX_MEMORY / GIB).toFixed(0)} GiB, so every block of layers is built, run and dropped on every pass (${a.stream.pieces ?? "?"} and ${b.stream.pieces ?? "?"} blocks), as a 70B in 16 GB must; "in memory" keeps the sessions. ${n}-token full lens, figures of this run.`,
+    `The synthetic Llama-3-70B shape (hidden 8192, MLP 28672, 64/8 heads, vocab 128256, the Q4_K_M types of the full model's layers) cut to 2 and to 4 layers; every difference of the two, halved, is the cost of one layer, and what is left of the 2-layer cut after taking 2 layers off is the fixed cost (embedding, unembedding and the lens over the final layer, which the lens graph runs as its KL reference). A full 70B has ${L} layers: **70B = fixed + ${L} x per layer = 2-layer cut + ${L - 2} x per layer**. "Streamed" runs the same lens with \`maxMemory\` ${(CUT_MAX_MEMORY / GIB).toFixed(0)} GiB, so every block of layers is built, run and dropped on every pass (${a.stream.pieces ?? "?"} and ${b.stream.pieces ?? "?"} blocks), as a 70B in 16 GB must; "in memory" keeps the sessions. ${n}-token full lens, figures of this run.`,
     "",
     "| | 2-layer cut | 4-layer cut | per layer | fixed | 70B (80 layers) |",
     "|---|---:|---:|---:|---:|---:|",

@@ -165,8 +165,8 @@ export function twoPlaneLayout(t: BlockQuantized): { data: Uint8Array; scales: F
  * Cost in the cache against the file: Q4_0, Q4_1, Q8_0 1.0x; Q4_K 1.03x (its 6-bit codes stored a
  * byte each); Q6_K 1.30x and the Q5 formats 1.55x, because their high plane (2 bits, 1 bit) is
  * stored as 4-bit nibbles; Q3_K 1.33x and Q2_K 1.95x (2-3 bits in a nibble, codes a byte each);
- * IQ4_NL and IQ4_XS 1.9x (4 bits of index as two nibble planes). Spreading those bits to nibbles in the graph instead was measured: it
- * fits the cache to 1.0x, but onnxruntime keeps every folded intermediate until the whole graph is
+ * IQ4_NL and IQ4_XS 1.9x (4 bits of index as two nibble planes). Spreading those bits to nibbles in
+ * the graph instead was measured: it fits the cache to 1.0x, but onnxruntime keeps every folded intermediate until the whole graph is
  * optimised (+200 MB at load for Gemma 3 270M's Q5_0 tensors; several GB for a Q5 8B).
  */
 export interface CompactQuantized {

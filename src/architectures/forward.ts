@@ -105,7 +105,8 @@ export function logitRows(g: GraphBuilder, opts: ForwardOptions, normed: Value):
  */
 export function finalLayer(g: GraphBuilder, opts: ForwardOptions, w: WeightSource, u: Unembedding, residual: Value): void {
   const normed = hookPoint(g, opts, "ln_final.hook_normalized", finalNorm(g, w, u, residual));
-  if (opts.logits !== "none") g.output(unembed(g, w, u, logitRows(g, opts, normed)), "logits");
+  // "last": one row per run (a decoding step, or a prompt's last position).
+  if (opts.logits !== "none") g.output(unembed(g, w, u, logitRows(g, opts, normed), { fewRows: opts.logits === "last" }), "logits");
 }
 
 export type BuildForward = (g: GraphBuilder, cfg: ModelConfig, w: WeightSource, inputs: ForwardInputs, opts: ForwardOptions) => void;

@@ -5,7 +5,7 @@
  * Shapes: a sequence is processed as one batch; activations are [T, hidden] (T = new tokens),
  * per-head tensors are [heads, T, headDim].
  */
-import type { GraphBuilder, Value } from "../graph/builder.js";
+import type { GraphBuilder, LinearOptions, Value } from "../graph/builder.js";
 import type { Activation } from "./config.js";
 import type { Unembedding } from "./family.js";
 import type { ForwardInputs } from "./forward.js";
@@ -151,7 +151,7 @@ export function finalNorm(g: GraphBuilder, w: WeightSource, u: Unembedding, x: V
 }
 
 /** Logits from already-normed rows: unembedding matrix, then soft-cap where the family has one. */
-export function unembed(g: GraphBuilder, w: WeightSource, u: Unembedding, normed: Value): Value {
-  const logits = g.linear(normed, w.get(u.matrix));
+export function unembed(g: GraphBuilder, w: WeightSource, u: Unembedding, normed: Value, options: LinearOptions = {}): Value {
+  const logits = g.linear(normed, w.get(u.matrix), undefined, options);
   return u.softcap ? softcap(g, logits, u.softcap) : logits;
 }

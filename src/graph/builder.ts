@@ -118,6 +118,24 @@ export function defaultQuantizedArithmetic(): QuantizedArithmetic {
   return process.env["LOGIT_LENS_INT8"] === "1" ? "int8" : "fp32";
 }
 
+/**
+ * How many exact slices an fp32 activation is cut into for MatMulNBits' int8 path (`linear` with
+ * `fewRows`): three leave a residual below fp32 rounding (four change nothing measurable), two
+ * would leave 2e-5 of each block's largest element.
+ */
+const EXACT_SLICES = 3;
+
+export interface LinearOptions {
+  /**
+   * The product runs on one row or a few (the head at the last position, a decoding step). A
+   * quantized matrix then multiplies with int8 dot products over exact slices of x instead of fp32
+   * arithmetic: the same numbers within fp32 rounding, 1.9x faster on Gemma 3's 262k x 640 head
+   * (27.3 -> 14.3 ms for one row), 1.3x on the Llama-3-8B shape's Q6_K head (68 -> 52 ms). Three
+   * times the rows makes it about 2x slower at 64 rows, so many rows keep fp32 arithmetic.
+   */
+  fewRows?: boolean;
+}
+
 /** Rows of a matrix: gathered by index, or the contiguous range [start, end) (int64 scalars). */
 type RowPick = { indices: Value } | { start: Value; end: Value };
 
@@ -341,21 +359,54 @@ export class GraphBuilder {
    * x @ w^T for a weight stored [out, in] (PyTorch Linear layout), plus optional bias. x is
    * [rows, in]. A quantized w runs as MatMulNBits, with its mins added as blockSums(x) @ mins^T.
    */
-  linear(x: Value, w: Value, bias?: Value): Value {
+  linear(x: Value, w: Value, bias?: Value, options: LinearOptions = {}): Value {
     if (isHalf(w)) return this.op1("Gemm", [x, this.widen(w.half.raw), bias], { transB: 1 });
     if (!isQuantized(w)) return this.op1("Gemm", [x, w, bias], { transB: 1 });
     const { blockSize, n, k, twoPlanes, zeroPoints } = w.quant;
-    const { scales, mins } = this.scalesAndMins(w, this.scalesPerRun(w.quant.ext));
+    // Exact arithmetic on few rows runs on the int8 dot products, over exact slices of x.
+    const sliced = options.fewRows === true && this.quantizedArithmetic === "fp32";
+    const { scales, mins } = this.scalesAndMins(w, !sliced && this.scalesPerRun(w.quant.ext));
+    const rows = sliced ? this.exactInt8Slices(x, k, blockSize) : x; // sliced: [EXACT_SLICES * rows, k]
     // Two planes: one product over [16x, x] against [high, low] (16x is exact in floating point).
-    const a = twoPlanes ? this.concat([this.mul(x, this.scalar(16)), x], -1) : x;
+    const a = twoPlanes ? this.concat([this.mul(rows, this.scalar(16)), rows], -1) : rows;
     const kA = twoPlanes ? 2 * k : k;
-    let y = this.op("MatMulNBits", [a, { name: w.name }, scales, zeroPoints], { K: kA, N: n, bits: 4, block_size: blockSize, accuracy_level: this.quantizedArithmetic === "int8" ? 4 : 0 }, { domain: "com.microsoft" })[0]!;
+    const int8Products = sliced || this.quantizedArithmetic === "int8";
+    let y = this.op("MatMulNBits", [a, { name: w.name }, scales, zeroPoints], { K: kA, N: n, bits: 4, block_size: blockSize, accuracy_level: int8Products ? 4 : 0 }, { domain: "com.microsoft" })[0]!;
+    // The slices' products summed, largest first: [slices, rows, n] -> [rows, n].
+    if (sliced) y = this.reduceSum(this.reshape(y, [EXACT_SLICES, -1, n]), [0], 0);
     if (mins) {
       // Gemm's C input adds y in the same pass as the product (no extra pass over [rows, N]).
       const blockSums = this.reduceSum(this.reshape(x, [0, k / blockSize, blockSize]), [2], 0); // [rows, blocks]
       y = this.op1("Gemm", [blockSums, mins, y], { transB: 1 });
     }
     return bias ? this.add(y, bias) : y;
+  }
+
+  /**
+   * x ([rows, k]) as EXACT_SLICES slices stacked along the rows, x = x1 + x2 + x3 + r: per block of
+   * `blockSize` along k (the blocks MatMulNBits' int8 path rounds its input in), slice c is s_c
+   * times whole numbers of at most 127 in size, with s_c = max|residual| / 127, so that the int8
+   * path's own rounding of it (scale max / 127, round) gives back the same whole numbers: its
+   * integer dot products are then exact, and only the block sums are rounded, in fp32. Each
+   * residual x - (x1 + ...) is exact in fp32 (the slice is the residual rounded to a multiple of
+   * s_c), and after three slices it is at most max|x| / (127 * 254 * 254) per block, below fp32's
+   * own rounding of the block's largest element. Measured on Gemma 3's 262k x 640 head with random
+   * Q8_0 weights: max error against float64 1.26e-5 (logits up to 54), fp32 arithmetic 1.76e-5, two
+   * slices 2.5e-3, int8 activations 0.6.
+   */
+  private exactInt8Slices(x: Value, k: number, blockSize: number): Value {
+    const blocked = this.reshape(x, [0, -1, blockSize]); // [rows, blocks, blockSize]
+    const slices: Value[] = [];
+    let residual = blocked;
+    for (let c = 0; c < EXACT_SLICES; c++) {
+      const largest = this.op1("ReduceMax", [this.op1("Abs", [residual]), this.ints([2])], { keepdims: 1 });
+      // A block of zeros gets a tiny scale instead of 0 (x / 0 is NaN); its slice is zeros.
+      const scale = this.mul(this.op1("Max", [largest, this.scalar(1e-30)]), this.scalar(1 / 127));
+      const slice = this.mul(this.op1("Round", [this.div(residual, scale)]), scale);
+      slices.push(slice);
+      if (c < EXACT_SLICES - 1) residual = this.sub(residual, slice);
+    }
+    return this.reshape(this.concat(slices, 0), [-1, k]);
   }
 
   /** Rows of a quantized matrix, dequantized: `rows` int64 indices, or every row when absent. */

@@ -203,6 +203,12 @@ export class GraphBuilder {
     return { name, quant: { blockSize: ext.blockSize, n, k, twoPlanes: ext.twoPlanes, ext, zeroPoints, planeZeroPoints: ext.zeroPoints } };
   }
 
+  /** Updates the bytes a session holds for initializer `name` (graph/slice.ts externalBytes reads it). */
+  private noteResident(name: string, bytes: number): void {
+    const t = this.initializers.find((i) => i.name === name);
+    if (t) t.docString = `resident=${bytes}`;
+  }
+
   private readonly codeValues = new Map<string, Value>();
   /**
    * One scale-code array of a quantized matrix. `perRun`: also declared a graph input (an
@@ -366,6 +372,9 @@ export class GraphBuilder {
     // Exact arithmetic on few rows runs on the int8 dot products, over exact slices of x.
     const sliced = options.fewRows === true && this.quantizedArithmetic === "fp32";
     const { scales, mins } = this.scalesAndMins(w, !sliced && this.scalesPerRun(w.quant.ext));
+    // The int8 path packs its scales at load: the matrix then holds them even where its codes were
+    // noted as expanded at each run (quantizedWeight), so memory planning counts them.
+    if (sliced && this.scalesPerRun(w.quant.ext)) this.noteResident(w.name, w.quant.ext.residentBytes);
     const rows = sliced ? this.exactInt8Slices(x, k, blockSize) : x; // sliced: [EXACT_SLICES * rows, k]
     // Two planes: one product over [16x, x] against [high, low] (16x is exact in floating point).
     const a = twoPlanes ? this.concat([this.mul(rows, this.scalar(16)), rows], -1) : rows;

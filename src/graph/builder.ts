@@ -381,7 +381,7 @@ export class GraphBuilder {
     const kA = twoPlanes ? 2 * k : k;
     const int8Products = sliced || this.quantizedArithmetic === "int8";
     let y = this.op("MatMulNBits", [a, { name: w.name }, scales, zeroPoints], { K: kA, N: n, bits: 4, block_size: blockSize, accuracy_level: int8Products ? 4 : 0 }, { domain: "com.microsoft" })[0]!;
-    // The slices' products summed, largest first: [slices, rows, n] -> [rows, n].
+    // The slices' products summed: [slices, rows, n] -> [rows, n].
     if (sliced) y = this.reduceSum(this.reshape(y, [EXACT_SLICES, -1, n]), [0], 0);
     if (mins) {
       // Gemm's C input adds y in the same pass as the product (no extra pass over [rows, N]).

@@ -71,6 +71,10 @@ test("3 queue workers, one SIGKILLed mid-unit, Redis restarted: the single-proce
       } else await sleep(5);
     }
     assert.ok(held, "worker 0 took a unit");
+    // A worker writes its unit's part just before it tells the queue the unit is done: frozen in
+    // between, it holds a unit whose results already exist (seen once in a full test run).
+    const heldPart = path.join(multi, "parts", `${held!.split("-").slice(-2).join("-")}.json`);
+    const heldPartWritten = fs.existsSync(heldPart);
     victim.kill("SIGKILL");
     assert.equal(await exits[0], "SIGKILL");
     const partsAtKill = doneUnits();
@@ -102,7 +106,8 @@ test("3 queue workers, one SIGKILLed mid-unit, Redis restarted: the single-proce
     const unit = held!.split("-").slice(-2).join("-");
     assert.ok(fs.existsSync(path.join(multi, "parts", `${unit}.json`)), unit);
     const logs = [1, 2].map((i) => fs.readFileSync(path.join(dir, `worker${i}.log`), "utf8")).join("");
-    assert.match(logs, new RegExp(`${unit} \\(`), `${unit} redone by worker 1 or 2`);
+    if (heldPartWritten) t.diagnostic(`worker 0 had written ${unit}'s results before it was frozen: nothing to redo`);
+    else assert.match(logs, new RegExp(`${unit} \\(`), `${unit} redone by worker 1 or 2`);
     for (const f of ["figure.png", "report.html"]) assert.ok(fs.statSync(path.join(multi, f)).size > 1000, f);
 
     // `sweep merge` alone gives the same summary; an unfinished folder is refused in one line.

@@ -125,7 +125,10 @@ export class LoadedModel {
     checkTokenizerFitsModel(files.tokenizer, files.config, files.info.name);
     // Partial conversions of processes that were killed would otherwise stay forever.
     sweepStalePartials();
-    const store = await WeightStore.open(files.entries, files.files, cacheRoot(), progress, options.dequantize ?? false);
+    // The head in an 8-bit format is stored as one byte plane: it multiplies on the int8 path
+    // over exact slices (graph/builder.ts linear), 1.4-1.7x faster than two nibble planes there.
+    const head = new Set([unembeddingOf(files.config).matrix]);
+    const store = await WeightStore.open(files.entries, files.files, cacheRoot(), progress, options.dequantize ?? false, head);
     recordCompiledSource(store.dir, files.files, files.info.name); // for `cache list|prune`
     return new LoadedModel(files.config, files.tokenizer, store, files.info, { progress, ...options });
   }

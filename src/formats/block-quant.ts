@@ -160,7 +160,9 @@ export function twoPlaneLayout(t: BlockQuantized): { data: Uint8Array; scales: F
  *   W = scale * (u - zp) + min = scale * (16 (high - zh) + (low - zl)) + min,
  * both planes in one 4-bit product over [16x, x]. Every zero point is a whole number: MatMulNBits
  * takes them as packed 4-bit integers (its fast path; float zero points are 30x slower), so only
- * Q4_1/Q5_1 and the K-quants keep a min term.
+ * Q4_1/Q5_1 and the K-quants keep a min term. The head, when in an 8-bit format, is stored as one
+ * byte plane instead (`bytes8`: u shifted to zero point 128, the same size), for MatMulNBits'
+ * 8-bit int8 path over exact slices of its input (graph/builder.ts).
  *
  * Cost in the cache against the file: Q4_0, Q4_1, Q8_0 1.0x; Q4_K 1.03x (its 6-bit codes stored a
  * byte each); Q6_K 1.30x and the Q5 formats 1.55x, because their high plane (2 bits, 1 bit) is
@@ -174,7 +176,13 @@ export interface CompactQuantized {
   rows: number;
   cols: number;
   twoPlanes: boolean;
-  /** [rows, planes * blocks, blockSize / 2], the high plane first where there are two. */
+  /**
+   * An 8-bit format stored as one byte per weight (the format's quant + 128, zero point 128:
+   * MatMulNBits `bits` 8) instead of two nibble planes: the same size. For the head, which then
+   * multiplies on the int8 path over exact slices (graph/builder.ts).
+   */
+  bytes8: boolean;
+  /** [rows, planes * blocks, blockSize / 2], the high plane first where there are two; bytes8: [rows, blocks, blockSize]. */
   data: Uint8Array;
   /** fp16 bits [rows, groups]: the scale (K-quants: the super-block's d). */
   d: Uint16Array;
@@ -214,8 +222,11 @@ const COMPACT: Record<string, { uShift: number; zeroPoints: number[]; d: number;
   IQ4_XS: { uShift: 0, zeroPoints: [8, 0], d: 0, codes: (b, p, sub, out) => void (out[0] = scaleIQ4_XS(b, p, sub)), signedCodes: true },
 };
 
-/** The cache's form of a quantized matrix (see CompactQuantized); rows reordered like `repack`. */
-export function compactRepack(dtype: string, raw: Uint8Array, rows: number, cols: number, rowOrder?: Int32Array): CompactQuantized {
+/**
+ * The cache's form of a quantized matrix (see CompactQuantized); rows reordered like `repack`.
+ * `bytes8`: an 8-bit format as one byte plane (ignored for 4-bit formats).
+ */
+export function compactRepack(dtype: string, raw: Uint8Array, rows: number, cols: number, rowOrder?: Int32Array, bytes8 = false): CompactQuantized {
   const r = REPACKABLE[dtype];
   const c = COMPACT[dtype];
   if (!r || !c) throw new UserError(`tensor type ${dtype} cannot stay quantized`);
@@ -225,14 +236,16 @@ export function compactRepack(dtype: string, raw: Uint8Array, rows: number, cols
   const superBlocks = cols / r.ggmlBlock;
   const group = r.ggmlBlock === 256 ? 256 / r.blockSize : 1;
   const groups = blocks / group;
-  const twoPlanes = r.bits === 8;
+  const oneBytePlane = bytes8 && r.bits === 8;
+  const twoPlanes = r.bits === 8 && !oneBytePlane;
   const planeBytes = cols / 2;
   const out: CompactQuantized = {
     blockSize: r.blockSize,
     rows,
     cols,
     twoPlanes,
-    data: new Uint8Array(rows * planeBytes * (twoPlanes ? 2 : 1)),
+    bytes8: oneBytePlane,
+    data: new Uint8Array(rows * planeBytes * (r.bits === 8 ? 2 : 1)),
     d: new Uint16Array(rows * groups),
     group,
     sc: c.codes ? new Uint8Array(rows * blocks) : undefined,
@@ -240,7 +253,8 @@ export function compactRepack(dtype: string, raw: Uint8Array, rows: number, cols
     m: c.m !== undefined ? new Uint16Array(rows * blocks) : undefined,
     negDmin: c.dmin !== undefined ? new Uint16Array(rows * groups) : undefined,
     mc: c.codes && c.dmin !== undefined ? new Uint8Array(rows * blocks) : undefined,
-    zeroPoints: c.zeroPoints,
+    // repack's 8-bit q is the weight's quant + 128, as MatMulNBits' 8-bit default zero point reads it.
+    zeroPoints: oneBytePlane ? [128] : c.zeroPoints,
   };
   const unpack = UNPACKERS[dtype]!;
   const q = new Uint8Array(cols);
@@ -252,7 +266,8 @@ export function compactRepack(dtype: string, raw: Uint8Array, rows: number, cols
     const src = rowOrder ? rowOrder[i]! : i;
     const row = raw.subarray(src * rowBytes, (src + 1) * rowBytes);
     unpack(row, q, scratchScales, scratchMins);
-    if (!twoPlanes) {
+    if (oneBytePlane) out.data.set(q, i * cols);
+    else if (!twoPlanes) {
       const dst = out.data.subarray(i * planeBytes, (i + 1) * planeBytes);
       for (let j = 0; j < planeBytes; j++) dst[j] = q[2 * j]! | (q[2 * j + 1]! << 4);
     } else {

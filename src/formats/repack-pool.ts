@@ -43,10 +43,10 @@ export class RepackPool {
   }
 
   /** The tensor repacked by a worker (block-quant.ts compactRepack on readTensorBytes(ref)). */
-  repack(ref: TensorRef, rows: number, cols: number, rowOrder?: Int32Array): Promise<CompactQuantized> {
+  repack(ref: TensorRef, rows: number, cols: number, rowOrder?: Int32Array, bytes8 = false): Promise<CompactQuantized> {
     if (this.failed) return Promise.reject(this.failed);
     const id = this.nextId++;
-    const job: RepackJob = { id, ref, rows, cols, rowOrder };
+    const job: RepackJob = { id, ref, rows, cols, rowOrder, bytes8 };
     return new Promise((resolve, reject) => {
       this.waiting.set(id, { resolve, reject });
       this.workers[id % this.workers.length]!.postMessage(job);

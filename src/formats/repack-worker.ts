@@ -16,6 +16,7 @@ export interface RepackJob {
   rows: number;
   cols: number;
   rowOrder?: Int32Array;
+  bytes8: boolean;
 }
 
 export type RepackReply = { id: number; ok: true; q: CompactQuantized } | { id: number; ok: false; message: string; userError: boolean };
@@ -27,7 +28,7 @@ export function transferables(q: CompactQuantized): ArrayBuffer[] {
 
 parentPort?.on("message", (job: RepackJob) => {
   try {
-    const q = compactRepack(job.ref.dtype, readTensorBytes(job.ref), job.rows, job.cols, job.rowOrder);
+    const q = compactRepack(job.ref.dtype, readTensorBytes(job.ref), job.rows, job.cols, job.rowOrder, job.bytes8);
     parentPort!.postMessage({ id: job.id, ok: true, q } satisfies RepackReply, transferables(q));
   } catch (e) {
     parentPort!.postMessage({ id: job.id, ok: false, message: (e as Error).message, userError: (e as Error).name === "UserError" } satisfies RepackReply);

@@ -94,6 +94,9 @@ function reorderRows(raw: Uint8Array, rows: number, order: Int32Array): Uint8Arr
 
 /** What onnxruntime holds for a compact matrix once loaded: 4-bit planes, fp32 scales and mins, zero points. */
 function residentBytes(q: CompactQuantized): number {
+  const blocks8 = q.rows * (q.cols / q.blockSize);
+  // One byte plane on MatMulNBits' int8 path: the bytes, and per block a scale and a block sum.
+  if (q.bytes8) return q.rows * q.cols + blocks8 * 8 + (q.m || q.negDmin ? blocks8 * 4 : 0);
   const planes = q.twoPlanes ? 2 : 1;
   const blocks = q.rows * (q.cols / q.blockSize);
   const zeroPointBytes = q.zeroPoints.some((z) => z !== 8) ? Math.ceil(planes * blocks / 2) : 0;
@@ -118,6 +121,7 @@ interface IndexEntry extends Extent {
   quant?: {
     blockSize: number;
     twoPlanes: boolean;
+    bytes8?: boolean;
     group: number;
     zeroPoints: number[];
     residentBytes: number;
@@ -132,7 +136,7 @@ interface IndexEntry extends Extent {
 export class WeightStore {
   private index = new Map<string, IndexEntry>();
 
-  private constructor(readonly dir: string, private readonly entries: Map<string, WeightEntry>, private readonly dequantize: boolean) {}
+  private constructor(readonly dir: string, private readonly entries: Map<string, WeightEntry>, private readonly dequantize: boolean, private readonly bytePlanes: ReadonlySet<string>) {}
 
   /** Shape of a tensor after its transform (known once materialised). */
   shape(name: string): number[] | undefined {
@@ -162,7 +166,8 @@ export class WeightStore {
       blockSize: q.blockSize,
       shape: e.shape,
       twoPlanes: q.twoPlanes,
-      data: at(e, [n, planes * blocks, q.blockSize / 2]),
+      bytes8: q.bytes8 === true,
+      data: at(e, q.bytes8 ? [n, blocks, q.blockSize] : [n, planes * blocks, q.blockSize / 2]),
       d: at(q.d, [n, groups]),
       group: q.group,
       sc: q.sc ? { ...at(q.sc, [n, blocks]), signed: q.sc.signed } : undefined,
@@ -262,8 +267,12 @@ export class WeightStore {
    * Converts (once) and indexes the weights. `sources` are the files the weights come from: their
    * identity (path, size, mtime) keys the cache directory under `cacheRoot/compiled/`.
    */
-  /** `dequantize`: convert every tensor to fp32 (the old layout: for exact fp32 comparisons). */
-  static async open(entries: Map<string, WeightEntry>, sources: string[], cacheRoot: string, progress: Progress, dequantize = false): Promise<WeightStore> {
+  /**
+   * `dequantize`: convert every tensor to fp32 (the old layout: for exact fp32 comparisons).
+   * `bytePlanes`: matrices whose 8-bit formats (Q8_0, Q6_K, Q5, IQ4) are stored as one byte plane
+   * instead of two nibble planes (the head: block-quant.ts CompactQuantized.bytes8).
+   */
+  static async open(entries: Map<string, WeightEntry>, sources: string[], cacheRoot: string, progress: Progress, dequantize = false, bytePlanes: ReadonlySet<string> = new Set()): Promise<WeightStore> {
     const key = crypto.createHash("sha256");
     key.update(`v${FORMAT_VERSION}\n`);
     for (const file of sources) {
@@ -272,10 +281,10 @@ export class WeightStore {
       key.update(`${real}\n${st.size}\n${st.mtimeMs}\n`);
     }
     for (const [name, e] of [...entries].sort(([a], [b]) => (a < b ? -1 : 1))) {
-      key.update(`${name}:${e.ref.name}:${e.ref.dtype}:${e.transform?.id ?? ""}:${keepsQuantized(e, dequantize) ? "q" : keepsHalf(e, dequantize) ? "h" : "f"}\n`);
+      key.update(`${name}:${e.ref.name}:${e.ref.dtype}:${e.transform?.id ?? ""}:${keepsQuantized(e, dequantize) ? (bytePlanes.has(name) ? "q8" : "q") : keepsHalf(e, dequantize) ? "h" : "f"}\n`);
     }
     const dir = path.join(cacheRoot, "compiled", key.digest("hex").slice(0, 24));
-    const store = new WeightStore(dir, entries, dequantize);
+    const store = new WeightStore(dir, entries, dequantize, bytePlanes);
     if (!store.loadIndex()) await store.convert(progress);
     return store;
   }
@@ -299,6 +308,7 @@ export class WeightStore {
     return {
       blockSize: q.blockSize,
       twoPlanes: q.twoPlanes,
+      bytes8: q.bytes8,
       group: q.group,
       zeroPoints: q.zeroPoints,
       // What onnxruntime holds once the codes are expanded: 4-bit planes and fp32 scales and mins.
@@ -346,7 +356,7 @@ export class WeightStore {
         if (!order) continue;
         const ref = entries[next]![1].ref;
         const [rows, cols] = ref.shape as [number, number];
-        const job = pool.repack(ref, rows, cols, order === true ? undefined : order);
+        const job = pool.repack(ref, rows, cols, order === true ? undefined : order, this.bytePlanes.has(entries[next]![0]));
         job.catch(() => {}); // awaited in order below; a rejection must not go unhandled meanwhile
         ahead.set(next, job);
         inFlight += ref.byteLength;
@@ -360,7 +370,7 @@ export class WeightStore {
           const [rows, cols] = entry.ref.shape as [number, number];
           const job = ahead.get(i);
           ahead.delete(i);
-          const q = job ? await job : compactRepack(entry.ref.dtype, readTensorBytes(entry.ref), rows, cols, rowOrder === true ? undefined : rowOrder);
+          const q = job ? await job : compactRepack(entry.ref.dtype, readTensorBytes(entry.ref), rows, cols, rowOrder === true ? undefined : rowOrder, this.bytePlanes.has(name));
           if (job) inFlight -= entry.ref.byteLength;
           index[name] = { ...write(q.data), shape: [rows, cols], quant: this.writeCodes(q, write) };
         } else if (keepsHalf(entry, this.dequantize)) {

@@ -46,7 +46,9 @@ export interface QuantizedExternal {
   blockSize: number;
   shape: number[];
   twoPlanes: boolean;
-  /** [N, planes * K / blockSize, blockSize / 2] */
+  /** One byte per weight, zero point 128 (MatMulNBits `bits` 8): always multiplied on the int8 path. */
+  bytes8?: boolean;
+  /** [N, planes * K / blockSize, blockSize / 2]; bytes8: [N, K / blockSize, blockSize] */
   data: ExternalWeight;
   /** fp16 [N, K / blockSize / group] */
   d: ExternalWeight;
@@ -79,6 +81,7 @@ export interface QuantizedValue extends Value {
     n: number;
     k: number;
     twoPlanes: boolean;
+    bytes8: boolean;
     /** Where the planes and the scale codes lie (the scales and mins are made from the codes by the graph). */
     ext: QuantizedExternal;
     /** uint8 packed 4-bit zero points [N, planes * blocks / 2], absent for the default 8. */
@@ -128,10 +131,11 @@ const EXACT_SLICES = 3;
 export interface LinearOptions {
   /**
    * The product runs on one row or a few (the head at the last position, a decoding step). A
-   * quantized matrix then multiplies with int8 dot products over exact slices of x instead of fp32
-   * arithmetic: the same numbers within fp32 rounding, 1.9x faster on Gemma 3's 262k x 640 head
-   * (27.3 -> 14.3 ms for one row), 1.3x on the Llama-3-8B shape's Q6_K head (68 -> 52 ms). Three
-   * times the rows makes it about 2x slower at 64 rows, so many rows keep fp32 arithmetic.
+   * quantized matrix in 4-bit planes then multiplies with int8 dot products over exact slices of x
+   * instead of fp32 arithmetic: the same numbers within fp32 rounding, 1.6x faster for one row of
+   * [14336 x 4096] Q4 (3.4 -> 2.1 ms), 1.9x for Gemma 3's head as two planes (27.3 -> 14.3 ms).
+   * Three times the rows makes it about 2x slower at 64 rows, so many rows keep fp32 arithmetic.
+   * (A matrix stored as one byte plane, `bytes8`, always takes the int8 path.)
    */
   fewRows?: boolean;
 }
@@ -193,14 +197,14 @@ export class GraphBuilder {
     // planes and, when the scales are expanded at each run, only the codes.
     this.weight(name, ext.data, "uint8", `resident=${this.scalesPerRun(ext) ? ext.data.length + codes : ext.residentBytes}`);
     let zeroPoints: Value | undefined;
-    if (ext.zeroPoints.some((z) => z !== 8)) {
+    if (!ext.bytes8 && ext.zeroPoints.some((z) => z !== 8)) {
       // Every row has the same pattern: each plane's blocks, two 4-bit zero points per byte.
       // MatMulNBits only takes zero points that are constant at load (folded from this Expand).
       const perRow = Array.from({ length: planes * blocks }, (_, b) => ext.zeroPoints[Math.floor(b / blocks)]!);
       const packed = Array.from({ length: Math.ceil(perRow.length / 2) }, (_, j) => perRow[2 * j]! | ((perRow[2 * j + 1] ?? 0) << 4));
       zeroPoints = this.op1("Expand", [this.constant(packed, "uint8", [1, packed.length]), this.ints([n, packed.length])]);
     }
-    return { name, quant: { blockSize: ext.blockSize, n, k, twoPlanes: ext.twoPlanes, ext, zeroPoints, planeZeroPoints: ext.zeroPoints } };
+    return { name, quant: { blockSize: ext.blockSize, n, k, twoPlanes: ext.twoPlanes, bytes8: ext.bytes8 === true, ext, zeroPoints, planeZeroPoints: ext.zeroPoints } };
   }
 
   /** Updates the bytes a session holds for initializer `name` (graph/slice.ts externalBytes reads it). */
@@ -368,9 +372,11 @@ export class GraphBuilder {
   linear(x: Value, w: Value, bias?: Value, options: LinearOptions = {}): Value {
     if (isHalf(w)) return this.op1("Gemm", [x, this.widen(w.half.raw), bias], { transB: 1 });
     if (!isQuantized(w)) return this.op1("Gemm", [x, w, bias], { transB: 1 });
-    const { blockSize, n, k, twoPlanes, zeroPoints } = w.quant;
-    // Exact arithmetic on few rows runs on the int8 dot products, over exact slices of x.
-    const sliced = options.fewRows === true && this.quantizedArithmetic === "fp32";
+    const { blockSize, n, k, twoPlanes, bytes8, zeroPoints } = w.quant;
+    // Exact arithmetic on few rows runs on the int8 dot products, over exact slices of x; so does a
+    // byte plane on any number of rows (MatMulNBits' 8-bit fp32 path expands the whole matrix on
+    // every call: 617 ms for Gemma 3's head on one row).
+    const sliced = (options.fewRows === true || bytes8) && this.quantizedArithmetic === "fp32";
     const { scales, mins } = this.scalesAndMins(w, !sliced && this.scalesPerRun(w.quant.ext));
     // The int8 path packs its scales at load: the matrix then holds them even where its codes were
     // noted as expanded at each run (quantizedWeight), so memory planning counts them.
@@ -380,7 +386,7 @@ export class GraphBuilder {
     const a = twoPlanes ? this.concat([this.mul(rows, this.scalar(16)), rows], -1) : rows;
     const kA = twoPlanes ? 2 * k : k;
     const int8Products = sliced || this.quantizedArithmetic === "int8";
-    let y = this.op("MatMulNBits", [a, { name: w.name }, scales, zeroPoints], { K: kA, N: n, bits: 4, block_size: blockSize, accuracy_level: int8Products ? 4 : 0 }, { domain: "com.microsoft" })[0]!;
+    let y = this.op("MatMulNBits", [a, { name: w.name }, scales, zeroPoints], { K: kA, N: n, bits: bytes8 ? 8 : 4, block_size: blockSize, accuracy_level: int8Products ? 4 : 0 }, { domain: "com.microsoft" })[0]!;
     // The slices' products summed: [slices, rows, n] -> [rows, n].
     if (sliced) y = this.reduceSum(this.reshape(y, [EXACT_SLICES, -1, n]), [0], 0);
     if (mins) {
@@ -437,6 +443,13 @@ export class GraphBuilder {
     let even: Value;
     let odd: Value;
     let zeroPoint: number;
+    if (w.quant.bytes8) {
+      // One byte per weight already: [r, blocks, blockSize].
+      const q = this.op1("Cast", [bytes], { to: onnx.TensorProto.DataType.FLOAT });
+      let values = this.mul(this.sub(q, this.scalar(planeZeroPoints[0]!)), this.unsqueeze(scales, [2]));
+      if (mins) values = this.add(values, this.unsqueeze(mins, [2]));
+      return this.reshape(values, [-1, k]);
+    }
     if (twoPlanes) {
       const [high, low] = this.split(bytes, [blocks, blocks], 1); // each [r, blocks, blockSize / 2]
       even = this.op1("BitwiseOr", [shift(and(high!, 15), 4, "LEFT"), and(low!, 15)]);

@@ -101,8 +101,10 @@ test("onnxruntime multiplies and gathers the stored quantized matrices like thei
       const ref = { name: t.name, shape: t.shape, dtype: t.dtype, file: GGUF, offset: t.fileOffset, byteLength: t.byteLength };
       entries.set(t.name, { ref });
       entries.set(`${t.name}.reversed`, { ref, transform: reverseRows });
+      entries.set(`${t.name}.bytes`, { ref }); // 8-bit formats as one byte plane (the head's form)
     }
-    const store = await WeightStore.open(entries, [GGUF], cache, createProgress({ quiet: true }));
+    const bytePlanes = new Set(quantTensors.map((t) => `${t.name}.bytes`));
+    const store = await WeightStore.open(entries, [GGUF], cache, createProgress({ quiet: true }), false, bytePlanes);
     // Kept quantized: the store is about the size of the blocks, not of fp32 (1024 x 4 bytes each).
     const fp32Bytes = entries.size * ROWS * COLS * 4;
     assert.ok(store.bytes < fp32Bytes, `store holds ${store.bytes} bytes, fp32 would be ${fp32Bytes}`);
@@ -124,9 +126,11 @@ test("onnxruntime multiplies and gathers the stored quantized matrices like thei
     const pick = [3, 0];
     const out = await runSession(session, { x: new ort.Tensor("float32", xs, [M, COLS]), ids: new ort.Tensor("int64", BigInt64Array.from(pick, BigInt), [pick.length]) }, "test graph");
 
+    const eightBit = ["Q5_0", "Q5_1", "Q5_K", "Q6_K", "Q8_0", "IQ4_NL", "IQ4_XS"];
     for (const t of quantTensors) {
-      for (const reversed of [false, true]) {
-        const name = reversed ? `${t.name}.reversed` : t.name;
+      const ext = store.external(`${t.name}.bytes`);
+      assert.ok(isQuantizedExternal(ext) && ext.bytes8 === eightBit.includes(t.dtype), `${t.name}: one byte plane exactly for the 8-bit formats`);
+      for (const [name, reversed] of [[t.name, false], [`${t.name}.reversed`, true], [`${t.name}.bytes`, false]] as const) {
         const base = expected(t);
         const w = reversed ? reverseRows.apply(base, [ROWS, COLS]).data : base;
         const y = out[`${name}:linear`]!.data as Float32Array;
@@ -163,7 +167,8 @@ test("a conversion repacked by worker threads writes the same cache, byte for by
     const stores: WeightStore[] = [];
     for (const [i, workers] of ["2", "0"].entries()) {
       process.env["LOGIT_LENS_REPACK_WORKERS"] = workers;
-      stores.push(await WeightStore.open(files.entries, files.files, caches[i]!, createProgress({ quiet: true })));
+      // The head (its Q8_0 embedding, tied) as one byte plane, as LoadedModel stores it.
+      stores.push(await WeightStore.open(files.entries, files.files, caches[i]!, createProgress({ quiet: true }), false, new Set(["model.embed_tokens.weight"])));
     }
     const bin = (s: WeightStore) => fs.readFileSync(path.join(s.dir, "weights.bin"));
     const [a, b] = [bin(stores[0]!), bin(stores[1]!)];

@@ -126,7 +126,8 @@ export class LoadedModel {
     // Partial conversions of processes that were killed would otherwise stay forever.
     sweepStalePartials();
     // The head in an 8-bit format is stored as one byte plane: it multiplies on the int8 path
-    // over exact slices (graph/builder.ts linear), 1.4-1.7x faster than two nibble planes there.
+    // over exact slices (graph/builder.ts linear), 1.35-1.85x faster than two nibble planes there
+    // (measured on the heads of Gemma 3, SmolLM2 and the Llama-3-8B shape).
     const head = new Set([unembeddingOf(files.config).matrix]);
     const store = await WeightStore.open(files.entries, files.files, cacheRoot(), progress, options.dequantize ?? false, head);
     recordCompiledSource(store.dir, files.files, files.info.name); // for `cache list|prune`

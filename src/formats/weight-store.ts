@@ -94,11 +94,10 @@ function reorderRows(raw: Uint8Array, rows: number, order: Int32Array): Uint8Arr
 
 /** What onnxruntime holds for a compact matrix once loaded: 4-bit planes, fp32 scales and mins, zero points. */
 function residentBytes(q: CompactQuantized): number {
-  const blocks8 = q.rows * (q.cols / q.blockSize);
-  // One byte plane on MatMulNBits' int8 path: the bytes, and per block a scale and a block sum.
-  if (q.bytes8) return q.rows * q.cols + blocks8 * 8 + (q.m || q.negDmin ? blocks8 * 4 : 0);
-  const planes = q.twoPlanes ? 2 : 1;
   const blocks = q.rows * (q.cols / q.blockSize);
+  // One byte plane on MatMulNBits' int8 path: the bytes, and per block a scale and a block sum.
+  if (q.bytes8) return q.rows * q.cols + blocks * 8 + (q.m || q.negDmin ? blocks * 4 : 0);
+  const planes = q.twoPlanes ? 2 : 1;
   const zeroPointBytes = q.zeroPoints.some((z) => z !== 8) ? Math.ceil(planes * blocks / 2) : 0;
   return (planes * q.rows * q.cols) / 2 + planes * blocks * 4 + (q.m || q.negDmin ? blocks * 4 : 0) + zeroPointBytes;
 }

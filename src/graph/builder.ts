@@ -433,34 +433,34 @@ export class GraphBuilder {
     const blocks = k / blockSize;
     const pick = (v: Value) => (rows ? this.pickRows(v, rows) : v);
     // [r, planes * blocks, blockSize / 2] bytes, two 4-bit values per byte, the low nibble first
+    // (bytes8: [r, blocks, blockSize], one value per byte)
     const bytes = pick({ name: w.name });
     const u8 = (v: number) => this.constant([v], "uint8", []);
     const and = (x: Value, m: number) => this.op1("BitwiseAnd", [x, u8(m)]);
     const shift = (x: Value, n: number, direction: "LEFT" | "RIGHT") => this.op1("BitShift", [x, u8(n)], { direction });
     // The codes of each byte's two elements (even, odd), still one byte each: cheap passes. With two
     // planes the format's own code u = 16 high + low is put back together here, in bytes, so that
-    // only three passes over fp32 follow (Cast, Sub, Mul), not ten.
-    let even: Value;
-    let odd: Value;
+    // only three passes over fp32 follow (Cast, Sub, Mul), not ten. `codes`: [r, blocks, blockSize].
+    let codes: Value;
     let zeroPoint: number;
     if (w.quant.bytes8) {
-      // One byte per weight already: [r, blocks, blockSize].
-      const q = this.op1("Cast", [bytes], { to: onnx.TensorProto.DataType.FLOAT });
-      let values = this.mul(this.sub(q, this.scalar(planeZeroPoints[0]!)), this.unsqueeze(scales, [2]));
-      if (mins) values = this.add(values, this.unsqueeze(mins, [2]));
-      return this.reshape(values, [-1, k]);
-    }
-    if (twoPlanes) {
-      const [high, low] = this.split(bytes, [blocks, blocks], 1); // each [r, blocks, blockSize / 2]
-      even = this.op1("BitwiseOr", [shift(and(high!, 15), 4, "LEFT"), and(low!, 15)]);
-      odd = this.op1("BitwiseOr", [and(high!, 0xf0), shift(low!, 4, "RIGHT")]);
-      zeroPoint = 16 * planeZeroPoints[0]! + planeZeroPoints[1]!;
-    } else {
-      even = and(bytes, 15);
-      odd = shift(bytes, 4, "RIGHT");
+      codes = bytes; // one byte per weight already
       zeroPoint = planeZeroPoints[0]!;
+    } else {
+      let even: Value;
+      let odd: Value;
+      if (twoPlanes) {
+        const [high, low] = this.split(bytes, [blocks, blocks], 1); // each [r, blocks, blockSize / 2]
+        even = this.op1("BitwiseOr", [shift(and(high!, 15), 4, "LEFT"), and(low!, 15)]);
+        odd = this.op1("BitwiseOr", [and(high!, 0xf0), shift(low!, 4, "RIGHT")]);
+        zeroPoint = 16 * planeZeroPoints[0]! + planeZeroPoints[1]!;
+      } else {
+        even = and(bytes, 15);
+        odd = shift(bytes, 4, "RIGHT");
+        zeroPoint = planeZeroPoints[0]!;
+      }
+      codes = this.reshape(this.concat([this.unsqueeze(even, [3]), this.unsqueeze(odd, [3])], 3), [-1, blocks, blockSize]);
     }
-    const codes = this.reshape(this.concat([this.unsqueeze(even, [3]), this.unsqueeze(odd, [3])], 3), [-1, blocks, blockSize]); // [r, blocks, blockSize]
     const q = this.op1("Cast", [codes], { to: onnx.TensorProto.DataType.FLOAT });
     let values = this.mul(this.sub(q, this.scalar(zeroPoint)), this.unsqueeze(scales, [2])); // [r, blocks, blockSize]
     if (mins) values = this.add(values, this.unsqueeze(mins, [2]));

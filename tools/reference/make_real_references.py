@@ -49,8 +49,9 @@ REPO = Path(__file__).resolve().parents[2]
 PLAIN_PROMPTS = ["The capital of France is", "Fish emoji: 🐠, horse emoji:"]
 CHAT_MESSAGES = [{"role": "user", "content": "Is there a seahorse emoji?"}]
 
-# The prompts of test/real/llamacpp.test.ts (same names and texts): for each, only the final next-token
-# distribution at the last position is recorded (--next-token), into next_token.{json,safetensors}.
+# The prompts of test/real/llamacpp.test.ts (same names and texts): for each, the final next-token
+# distribution at the last position and the final normed residual at every position are recorded
+# (--next-token), into next_token.{json,safetensors}.
 NEXT_TOKEN_PROMPTS = [
     ("plain: capital", "plain", "The capital of France is"),
     ("plain: sentence", "plain", "The quick brown fox jumps over the lazy dog. The dog was not amused, so it"),
@@ -360,11 +361,26 @@ def record_next_token(alias: str, path: Path, out_root: Path) -> dict:
             ids = tok(text, add_special_tokens=True)["input_ids"]
         idt = torch.tensor(ids, dtype=torch.int64)
         with torch.no_grad():
-            logits = model(idt[None]).logits[0, -1].float()  # [V], soft-capped where configured
+            out = model(idt[None], output_hidden_states=True)
+            logits = out.logits[0, -1].float()  # [V], soft-capped where configured
+            # The final normed residual at every position, what lm_head reads ([T, hidden], 1-2 KiB a
+            # position): the test rebuilds every position's whole distribution from it with the GGUF's
+            # own head (issue 7: final KL <= 1e-3 at every position), where storing every position's
+            # distribution would take megabytes. Checked here: at the last position it gives the logits.
+            final_hidden = out.hidden_states[-1][0].float()
+            rebuilt = model.lm_head(final_hidden[-1:])[0].float()
+            cap = getattr(model.config, "final_logit_softcapping", None)
+            if cap:
+                rebuilt = torch.tanh(rebuilt / cap) * cap
+            drift = (rebuilt - logits).abs().max().item()
+            if drift > 1e-4:
+                raise SystemExit(f"{alias} {name}: lm_head(hidden_states[-1]) differs from the logits by {drift}: "
+                                 "hidden_states[-1] is not the final normed residual for this model")
         logprobs = logits.double() - torch.logsumexp(logits.double(), -1)
         top_lp, top_ids = logprobs.topk(NEXT_TOKEN_TOP)
         half = logprobs.to(torch.float16)
         tensors[f"q{i}/logprobs"] = half.contiguous()
+        tensors[f"q{i}/final_hidden"] = final_hidden.contiguous()
         top = top_ids[:5].tolist()
         entries.append({
             "name": name, "kind": kind, "text": text, "messages": messages, "rendered": rendered,
@@ -383,7 +399,8 @@ def record_next_token(alias: str, path: Path, out_root: Path) -> dict:
     save_file(tensors, str(folder / "next_token.safetensors"), metadata={"format": "pt"})
     ref = {
         "model": alias, "gguf_file": MODELS[alias]["file"], "gguf_sha256": MODELS[alias]["sha256"],
-        "what": "final next-token distribution at the last position of each prompt of test/real/llamacpp.test.ts: "
+        "what": "final next-token distribution at the last position of each prompt of test/real/llamacpp.test.ts, "
+                "and the final normed residual at every position: "
                 "transformers float32 forward of the GGUF dequantized to float32 (as reference.json), eager attention",
         "chat_template_source": "gguf tokenizer.chat_template" if tok.chat_template else "built-in Gemma 3 template",
         "vocab_size": int(logits.numel()),
@@ -391,6 +408,8 @@ def record_next_token(alias: str, path: Path, out_root: Path) -> dict:
         "tensor_naming": {
             "q{i}/logprobs": "float16 [vocab], log-probabilities of the next token after prompts[i] "
                              "(float64 log-softmax of the float32 logits, rounded to float16)",
+            "q{i}/final_hidden": "float32 [tokens, hidden], the final normed residual at every position of "
+                                 "prompts[i] (hidden_states[-1], what lm_head multiplies)",
         },
         "json_fields": "prompts[i].top_ids / top_logprobs: the most probable tokens, log-probs in float64 (exact); "
                        "float16_max_abs_error: largest rounding error of q{i}/logprobs over the vocabulary",

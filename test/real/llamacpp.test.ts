@@ -40,6 +40,7 @@ import { readSafetensors } from "../../src/formats/safetensors.js";
 import { readTensorF32 } from "../../src/formats/dequantize.js";
 import { loadReal, realModelPath, REAL_ALIASES, type RealAlias, type RealModel } from "../helpers/real-models.js";
 import { REPO_ROOT } from "../helpers/run-cli.js";
+import { klDivergence, logSoftmax } from "../helpers/distributions.js";
 import { requantizeGgufMixed, type SuperBlockQuant } from "../helpers/gguf-requantize.js";
 import { LoadedModel } from "../../src/engine/model.js";
 import { resolveModelSource } from "../../src/sources/resolve.js";
@@ -133,37 +134,10 @@ async function llamaNextProbs(ref: Reference, ids: number[]): Promise<Map<number
   }
 }
 
-/** log-softmax (float64) of one row of logits. */
-function logSoftmax(row: Float32Array): Float64Array {
-  let max = -Infinity;
-  for (const v of row) if (v > max) max = v;
-  let sum = 0;
-  for (const v of row) sum += Math.exp(v - max);
-  const lse = max + Math.log(sum);
-  return Float64Array.from(row, (v) => v - lse);
-}
-
 function argmax(values: ArrayLike<number>): number {
   let best = 0;
   for (let i = 1; i < values.length; i++) if (values[i]! > values[best]!) best = i;
   return best;
-}
-
-/** Smallest float32 log (a subnormal): llama.cpp's float32 softmax cannot go lower. */
-const FLOAT32_MIN_LOG = Math.log(1.4e-45);
-
-/**
- * KL(p || q) in nats over the whole vocabulary, both given as log-probabilities; q is clamped to
- * FLOAT32_MIN_LOG so a probability that underflowed in float32 stays finite.
- */
-function klDivergence(logp: Float64Array, logq: Float64Array): number {
-  assert.equal(logp.length, logq.length, "distributions over different vocabularies");
-  let kl = 0;
-  for (let i = 0; i < logp.length; i++) {
-    const p = Math.exp(logp[i]!);
-    if (p > 0) kl += p * (logp[i]! - Math.max(logq[i]!, FLOAT32_MIN_LOG));
-  }
-  return kl;
 }
 
 /** llama.cpp's probabilities (a complete map, renormalised: its float32 sum is off by ~1e-4) as log-probabilities. */

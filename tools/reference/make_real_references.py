@@ -363,7 +363,7 @@ def record_next_token(alias: str, path: Path, out_root: Path) -> dict:
         with torch.no_grad():
             out = model(idt[None], output_hidden_states=True)
             logits = out.logits[0, -1].float()  # [V], soft-capped where configured
-            # The final normed residual at every position, what lm_head reads ([T, hidden], 1-2 KiB a
+            # The final normed residual at every position, what lm_head reads ([T, hidden], 2-3 KiB a
             # position): the test rebuilds every position's whole distribution from it with the GGUF's
             # own head (issue 7: final KL <= 1e-3 at every position), where storing every position's
             # distribution would take megabytes. Checked here: at the last position it gives the logits.

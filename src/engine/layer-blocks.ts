@@ -45,6 +45,7 @@ export function layerRange(p: { first: number; end: number }, nLayers: number): 
 export class LayerBlocks {
   private readonly opened = new Set<Piece>();
   private clock = 0;
+  private floorNoted = false;
 
   constructor(readonly budget: number, private readonly dir: string, private readonly progress: Progress) {}
 
@@ -73,6 +74,23 @@ export class LayerBlocks {
       this.opened.add(piece);
     }
     return piece.session;
+  }
+
+  /**
+   * Says once when even one block at a time cannot keep the budget: a stage (the embedding, a
+   * layer, the final norm with the head) is never split, so a stage bigger than the whole budget
+   * runs whole, and the model takes more memory than it was given.
+   */
+  noteFloor(pieces: Piece[], nLayers: number): void {
+    if (this.floorNoted || !pieces.length) return;
+    const largest = pieces.reduce((a, b) => (LayerBlocks.cost(b) > LayerBlocks.cost(a) ? b : a));
+    if (LayerBlocks.cost(largest) <= this.budget) return;
+    this.floorNoted = true;
+    const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
+    this.progress.info(
+      `warning: this model's largest block, the ${layerRange(largest, nLayers)} (about ${mib(LayerBlocks.cost(largest))} once open), is bigger than ` +
+        `the memory budget (${mib(this.budget)}) and cannot be split: it runs whole, so the model takes more memory than that`,
+    );
   }
 
   /** After a piece ran: close it at once if it alone is over the budget's share left. */

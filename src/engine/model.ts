@@ -39,7 +39,7 @@ export interface LoadOptions {
   dequantize?: boolean;
   /** Memory budget in bytes for the model's sessions; default 75 % of the memory free now. */
   maxMemory?: number;
-  /** Where "loading layers a-b" messages go when the model streams. */
+  /** Where the streaming messages go ("running layers a-b from disk", a budget smaller than one block). */
   progress?: Progress;
   /**
    * Multiply quantized matrices with int8 activations (MatMulNBits' int8 path, llama.cpp's trade):
@@ -155,7 +155,9 @@ export class LoadedModel {
       FORWARD_BUILDERS[this.config.architecture](g, this.config, new GraphWeights(g, this.store), inputs, { hooks: new Set([...hooks, ...boundaries]), logits });
       // What the lens session will hold beside the forward pieces (the unembedding) is kept aside.
       const lensShare = LayerBlocks.cost({ bytes: this.unembeddingBytes() } as Piece);
-      s = new ForwardSession(this, cutIntoPieces(g, this.config, hooks, logits, Math.max(0, this.blocks.budget - lensShare), cuts), hooks, logits);
+      const pieces = cutIntoPieces(g, this.config, hooks, logits, Math.max(0, this.blocks.budget - lensShare), cuts);
+      this.blocks.noteFloor(pieces, this.config.nLayers);
+      s = new ForwardSession(this, pieces, hooks, logits);
       this.sessions.set(key, s);
     }
     return Promise.resolve(s);

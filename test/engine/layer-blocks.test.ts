@@ -63,6 +63,24 @@ test("streamed mixture-of-experts model gives the same router readouts and lens 
   assert.deepEqual(await new LogitLens(streamed).apply(ids, { topK: 5 }), await new LogitLens(whole).apply(ids, { topK: 5 }));
 });
 
+test("a budget smaller than one block says so once; the run still equals the in-memory one (tiny Qwen3-MoE)", { timeout: TIMEOUT_MS }, async () => {
+  const source = await resolveModelSource(path.join(REPO_ROOT, "test", "fixtures", "tiny", "qwen3moe", "model.gguf"), { progress: quiet });
+  const said = (lines: string[]) => ({ start() {}, update() {}, done() {}, info: (m: string) => void lines.push(m) });
+  const tight: string[] = [];
+  const roomy: string[] = [];
+  const whole = await LoadedModel.load(source, quiet, { maxMemory: 2 ** 30, progress: said(roomy) });
+  const streamed = await LoadedModel.load(source, quiet, { maxMemory: 1, progress: said(tight) });
+  const ids = whole.tokenizer.encode("The capital of France is Paris.");
+  for (const hooks of [[], allHookNames(whole.config)]) {
+    const [a, b] = [await (await whole.forward(hooks, "all")).run(ids), await (await streamed.forward(hooks, "all")).run(ids)];
+    assert.deepEqual(b.logits, a.logits);
+  }
+  const warnings = tight.filter((m) => m.startsWith("warning:"));
+  assert.equal(warnings.length, 1, `one warning for two forward sessions: ${JSON.stringify(tight)}`);
+  assert.match(warnings[0]!, /^warning: this model's largest block, the (embedding|layer \d+|final norm) \(about \d+ MiB once open\), is bigger than the memory budget \(0 MiB\) and cannot be split/);
+  assert.deepEqual(roomy, [], "a budget the model fits in says nothing");
+});
+
 test("--max-memory sizes", () => {
   assert.equal(parseSize("4G", "--max-memory"), 4 * 2 ** 30);
   assert.equal(parseSize("512M", "--max-memory"), 512 * 2 ** 20);
